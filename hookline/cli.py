@@ -1,0 +1,57 @@
+"""The `hookline` command. Each subcommand lives with the layer it drives and is imported
+only when run, so `hookline check` does not pay for importing Prefect."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+import click
+
+# name -> "module:attribute" of a click.Command
+COMMANDS: dict[str, str] = {
+    "serve": "hookline.receiver.cli:serve",
+    "check": "hookline.recipes.cli:check",
+    "try": "hookline.recipes.cli:try_",
+    "schema": "hookline.recipes.cli:schema",
+    "test-recipes": "hookline.recipes.cli:test_recipes",
+    "worker": "hookline.engine.cli:worker",
+    "dispatch": "hookline.engine.cli:dispatch",
+    "up": "hookline.engine.cli:up",
+    "send": "hookline.engine.cli:send",
+    "events": "hookline.engine.cli:events",
+    "replay": "hookline.engine.cli:replay",
+}
+
+
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n, t in COMMANDS.items() if _exists(t.partition(":")[0]))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        cmd = getattr(importlib.import_module(module), attr)
+        if not isinstance(cmd, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hookline")
+def main() -> None:
+    """Hookline: verified webhooks in, Prefect flow runs out."""
+
+
+def run(*args: Any) -> None:  # pragma: no cover - convenience for `python -m hookline`
+    main(*args)

@@ -1,0 +1,23 @@
+"""The root of every error Hookline raises on purpose.
+
+    HooklineError
+    ├── ConfigError                      hookline.yaml or settings are wrong (hookline.config)
+    ├── receiver.errors.ReceiverError    signature, envelope, inbox (hookline.receiver)
+    ├── recipes.errors.RecipeError       loading, validating, rendering recipes (hookline.recipes)
+    └── connectors.errors.ConnectorError vendor calls (hookline.connectors)
+        ├── TransientError               retry: timeouts, connection errors, 429, 5xx
+        └── PermanentError               fail fast: auth, validation, not found, other 4xx
+
+Each layer defines its own branch in its own package; this module holds only the root,
+so that a connector never has to import the receiver to share an error type.
+"""
+
+from __future__ import annotations
+
+
+class HooklineError(Exception):
+    """Base class for every error Hookline raises on purpose."""
+
+
+class ConfigError(HooklineError):
+    """hookline.yaml, an environment variable or a setting is wrong; the message says which."""
