@@ -1,0 +1,271 @@
+"""Vendor actions that recipe steps call: ``uses: slack.post_message`` and friends.
+
+Each action is a plain, synchronous, typed function ``action(client, *, ...) -> TypedDict`` over
+an injected vendor client that `build_client` makes from settings. Actions know nothing of
+Prefect, recipes or the receiver; the engine wraps a call in a task and owns retries
+(`TransientError` only, honouring ``retry_after``). Errors: `hookline.connectors.errors`.
+
+Every action accepts the reserved keyword ``idempotency_key`` (the engine fills it with
+``<source>:<event_id>:<recipe>:<step>``; recipes cannot set it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from hookline.config import HooklineConfig
+from hookline.connectors import http, inventory, salesforce, servicenow, slack
+from hookline.connectors._http import (
+    ca_file,
+    error_for_exception,
+    requests_session,
+    shorten,
+    ssl_context,
+)
+from hookline.connectors.errors import (
+    ConnectorError,
+    NotConfiguredError,
+    PermanentError,
+    TransientError,
+)
+from hookline.connectors.settings import (
+    HttpSettings,
+    InventorySettings,
+    SalesforceSettings,
+    ServiceNowSettings,
+    SlackSettings,
+    anchor,
+    load_settings,
+    raw_settings,
+    require,
+)
+
+__all__ = [
+    "ACTIONS",
+    "CONNECTORS",
+    "Action",
+    "ConnectorError",
+    "NotConfiguredError",
+    "PermanentError",
+    "TransientError",
+    "build_client",
+    "get_action",
+]
+
+#: The reserved parameter the engine fills; recipes cannot set it.
+IDEMPOTENCY_KEY = "idempotency_key"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One action recipes can use: its function, parameters and output keys."""
+
+    name: str
+    connector: str
+    func: Callable[..., Any]
+    description: str
+    params: inspect.Signature
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def from_function(cls, name: str, connector: str, func: Callable[..., Any]) -> Action:
+        """Describe ``func``: its signature without the client, its TypedDict's keys."""
+        signature = inspect.signature(func, eval_str=True)
+        params = list(signature.parameters.values())[1:]
+        returns = signature.return_annotation
+        outputs = tuple(typing.get_type_hints(returns)) if returns is not signature.empty else ()
+        doc = inspect.getdoc(func) or ""
+        return cls(
+            name=name,
+            connector=connector,
+            func=func,
+            description=doc.splitlines()[0] if doc else "",
+            params=signature.replace(parameters=params),
+            outputs=outputs,
+        )
+
+
+_FUNCS: list[tuple[str, str, Callable[..., Any]]] = [
+    ("slack.post_message", "slack", slack.post_message),
+    ("slack.update_message", "slack", slack.update_message),
+    ("slack.post_alert", "slack", slack.post_alert),
+    ("slack.post_webhook", "slack_webhook", slack.post_webhook),
+    ("servicenow.create_incident", "servicenow", servicenow.create_incident),
+    ("servicenow.update_incident", "servicenow", servicenow.update_incident),
+    ("servicenow.resolve_incident", "servicenow", servicenow.resolve_incident),
+    ("servicenow.create_record", "servicenow", servicenow.create_record),
+    ("salesforce.update_record", "salesforce", salesforce.update_record),
+    ("salesforce.upsert", "salesforce", salesforce.upsert),
+    ("salesforce.update_account", "salesforce", salesforce.update_account),
+    ("inventory.upsert_service", "inventory", inventory.upsert_service),
+    ("inventory.remove_service", "inventory", inventory.remove_service),
+    ("http.request", "http", http.request),
+]
+
+ACTIONS: dict[str, Action] = {
+    name: Action.from_function(name, connector, func) for name, connector, func in _FUNCS
+}
+
+#: What `build_client` accepts (``slack_webhook`` reads ``connections.slack.webhook_url``).
+CONNECTORS = ("slack", "slack_webhook", "servicenow", "salesforce", "inventory", "http")
+
+
+def get_action(name: str) -> Action:
+    """The action called ``name``.
+
+    Raises:
+        KeyError: no such action; the message lists the valid names.
+    """
+    try:
+        return ACTIONS[name]
+    except KeyError:
+        raise KeyError(f"unknown action {name!r}; valid: {', '.join(sorted(ACTIONS))}") from None
+
+
+def build_client(
+    connector: str,
+    config: HooklineConfig | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Any:
+    """Make the vendor client an action of ``connector`` takes, from hookline.yaml + environment.
+
+    Raises:
+        KeyError: unknown connector.
+        NotConfiguredError: a required setting is missing or invalid; names the variable.
+        ConnectorError: Salesforce password login failed.
+    """
+    env = os.environ if environ is None else environ
+    if connector not in CONNECTORS:
+        raise KeyError(f"unknown connector {connector!r}; valid: {', '.join(CONNECTORS)}")
+    settings_name = "slack" if connector == "slack_webhook" else connector
+    settings = load_settings(settings_name, config, env)
+    raw = raw_settings(settings_name, config)
+    if isinstance(settings, SlackSettings):
+        return _slack(connector, settings, raw, env)
+    if isinstance(settings, ServiceNowSettings):
+        return _servicenow(settings, raw, env)
+    if isinstance(settings, SalesforceSettings):
+        return _salesforce(settings, raw, env)
+    if isinstance(settings, InventorySettings):
+        require("inventory", settings, raw, "url", "token")
+        token = settings.token.get_secret_value() if settings.token else ""
+        return httpx.Client(
+            base_url=str(settings.url).rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            verify=_verify(env),
+            timeout=settings.timeout,
+        )
+    if isinstance(settings, HttpSettings):
+        return httpx.Client(verify=_verify(env), timeout=settings.timeout)
+    raise KeyError(connector)  # pragma: no cover - SETTINGS and CONNECTORS agree
+
+
+def _verify(env: Mapping[str, str]) -> Any:
+    # httpx reads neither SSL_CERT_FILE nor REQUESTS_CA_BUNDLE by itself in every version.
+    return ssl_context(env) if ca_file(env) else True
+
+
+def _slack(
+    connector: str, settings: SlackSettings, raw: Mapping[str, Any], env: Mapping[str, str]
+) -> Any:
+    from slack_sdk import WebClient
+    from slack_sdk.webhook import WebhookClient
+
+    # slack_sdk's urllib needs an SSLContext to trust a private CA; None means system CAs.
+    context = ssl_context(env) if ca_file(env) else None
+    # retry_handlers=[]: slack_sdk retries connection errors by default; the engine's step
+    # runner owns retries, and two layers would multiply attempts (docs/connectors.md#retries).
+    if connector == "slack_webhook":
+        require("slack", settings, raw, "webhook_url")
+        url = settings.webhook_url.get_secret_value() if settings.webhook_url else ""
+        return WebhookClient(url=url, timeout=int(settings.timeout), ssl=context, retry_handlers=[])
+    require("slack", settings, raw, "token")
+    token = settings.token.get_secret_value() if settings.token else ""
+    return WebClient(
+        token=token,
+        base_url=settings.api_url,
+        timeout=int(max(1, settings.timeout)),
+        ssl=context,
+        retry_handlers=[],
+    )
+
+
+def _servicenow(
+    settings: ServiceNowSettings, raw: Mapping[str, Any], env: Mapping[str, str]
+) -> Any:
+    from pysnc import ServiceNowClient
+    from pysnc.exceptions import InstanceException
+
+    require("servicenow", settings, raw, "instance", "username", "password")
+    session = requests_session(
+        "servicenow", timeout=settings.timeout, environ=env, message_of=servicenow.error_message
+    )
+    password = settings.password.get_secret_value() if settings.password else ""
+    session.auth = (str(settings.username), password)
+    try:
+        # auto_retry=False: pysnc would mount urllib3 retries (429/5xx, 4 attempts) on the
+        # instance URL; the engine's step runner owns retries (docs/connectors.md#retries).
+        return ServiceNowClient(str(settings.instance), auth=session, auto_retry=False)
+    except InstanceException as exc:
+        name = raw.get("instance", "")
+        raise NotConfiguredError(
+            f"servicenow is misconfigured: {_var(name, 'SERVICENOW_INSTANCE')}: {exc} "
+            f"({anchor('servicenow')})",
+            connector="servicenow",
+        ) from None
+
+
+def _var(raw_value: Any, fallback: str) -> str:
+    text = str(raw_value)
+    if text.startswith("${"):
+        return text[2:].split(":")[0].rstrip("}")
+    return fallback
+
+
+def _salesforce(
+    settings: SalesforceSettings, raw: Mapping[str, Any], env: Mapping[str, str]
+) -> Any:
+    from simple_salesforce.api import Salesforce
+    from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+
+    session = requests_session(
+        "salesforce", timeout=settings.timeout, environ=env, message_of=salesforce.error_message
+    )
+    if settings.session_id is not None or settings.instance_url is not None:
+        require("salesforce", settings, raw, "instance_url", "session_id")
+        return Salesforce(
+            instance_url=settings.instance_url,
+            session_id=settings.session_id.get_secret_value() if settings.session_id else "",
+            session=session,
+            version=settings.api_version,
+        )
+    require("salesforce", settings, raw, "username", "password")
+    try:
+        return Salesforce(
+            username=settings.username,
+            password=settings.password.get_secret_value() if settings.password else "",
+            security_token=(
+                settings.security_token.get_secret_value() if settings.security_token else ""
+            ),
+            domain=settings.domain,
+            session=session,
+            version=settings.api_version,
+        )
+    except SalesforceAuthenticationFailed as exc:
+        raise PermanentError(
+            f"salesforce: login as {settings.username} failed: {shorten(exc.message)} "
+            f"({anchor('salesforce')})",
+            connector="salesforce",
+        ) from None
+    except OSError as exc:
+        mapped = error_for_exception("salesforce", exc, what="login")
+        if mapped is None:
+            raise
+        raise mapped from None

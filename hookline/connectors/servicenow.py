@@ -1,0 +1,300 @@
+"""ServiceNow actions over an injected `pysnc.ServiceNowClient` (Table API).
+
+Idempotency: `create_incident` first looks its ``correlation_id`` up (by default the engine's
+reserved ``idempotency_key``), so a retry or a replay of the same step finds the incident it
+opened instead of opening a second one.
+
+The client is built by `hookline.connectors.build_client("servicenow")` with pysnc's mounted
+urllib3 retries turned off (``auto_retry=False``): the engine's step runner owns retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypedDict
+
+import requests
+from pysnc import ServiceNowClient
+from pysnc.exceptions import (
+    AuthenticationException,
+    DeleteException,
+    InsertException,
+    NotFoundException,
+    RequestException,
+    RoleException,
+    UpdateException,
+)
+
+from hookline.connectors._http import error_for_exception, json_or_text, shorten
+from hookline.connectors.errors import ConnectorError, PermanentError
+
+#: ServiceNow's incident.correlation_id is a string(100).
+CORRELATION_MAX = 100
+#: incident.state values that mean the incident is already resolved or closed.
+RESOLVED_STATES = {"6", "7", "8"}
+
+
+class IncidentOutput(TypedDict):
+    number: str
+    sys_id: str
+    link: str
+    created: bool
+
+
+class UpdateIncidentOutput(TypedDict):
+    number: str
+    sys_id: str
+    link: str
+
+
+class ResolveIncidentOutput(TypedDict):
+    number: str | None
+    sys_id: str | None
+    link: str | None
+    resolved: bool
+
+
+class RecordOutput(TypedDict):
+    sys_id: str
+    number: str | None
+    link: str
+
+
+def error_message(response: requests.Response) -> str:
+    """ServiceNow's ``{"error": {"message", "detail"}, "status": "failure"}`` as one line."""
+    body = json_or_text(response)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = str(body["error"].get("message") or "")
+        detail = body["error"].get("detail")
+        return f"{message} ({detail})" if detail else message
+    return str(body)
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    # HTTP errors arrive already mapped by the session hook (hookline.connectors._http);
+    # this catches the network failures and what pysnc raises on its own.
+    try:
+        yield
+    except ConnectorError:
+        raise
+    except (
+        AuthenticationException,
+        RoleException,
+        NotFoundException,
+        RequestException,
+        InsertException,
+        UpdateException,
+        DeleteException,
+    ) as exc:
+        raise PermanentError(
+            f"servicenow: {what} failed: {shorten(str(exc))}", connector="servicenow"
+        ) from None
+    except (OSError, requests.RequestException) as exc:
+        mapped = error_for_exception("servicenow", exc, what=what)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def correlation_value(key: str) -> str:
+    """``key`` if it fits incident.correlation_id, else a stable digest of it."""
+    if len(key) <= CORRELATION_MAX:
+        return key
+    return "hookline-" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _escape(value: str) -> str:
+    # ``^`` separates encoded-query terms; ``^^`` is a literal caret.
+    return value.replace("^", "^^")
+
+
+def _find(client: ServiceNowClient, table: str, field: str, value: str) -> Any | None:
+    record = client.GlideRecord(table, batch_size=1)
+    record.add_query(field, _escape(value))
+    record.limit = 1
+    with _errors(f"looking up {table} {field}={value!r}"):
+        record.query()
+        return record if record.next() else None
+
+
+def _find_incident(
+    client: ServiceNowClient,
+    *,
+    number: str | None,
+    correlation_id: str | None,
+    sys_id: str | None,
+    what: str,
+) -> tuple[Any | None, str]:
+    keys = {"number": number, "correlation_id": correlation_id, "sys_id": sys_id}
+    given = [(k, v) for k, v in keys.items() if v]
+    if len(given) != 1:
+        raise PermanentError(
+            f"servicenow {what}: give exactly one of number, correlation_id or sys_id",
+            connector="servicenow",
+        )
+    field, value = given[0]
+    if field == "correlation_id":
+        value = correlation_value(value)
+    return _find(client, "incident", field, value), f"{field}={value!r}"
+
+
+def _check(name: str, value: int | None, high: int) -> None:
+    if value is not None and not 1 <= value <= high:
+        raise PermanentError(
+            f"servicenow create_incident: {name} must be 1..{high}, not {value}",
+            connector="servicenow",
+        )
+
+
+def _incident_output(record: Any) -> UpdateIncidentOutput:
+    return {
+        "number": str(record.get_value("number")),
+        "sys_id": str(record.get_value("sys_id")),
+        "link": str(record.get_link(no_stack=True)),
+    }
+
+
+def create_incident(
+    client: ServiceNowClient,
+    *,
+    short_description: str,
+    description: str | None = None,
+    priority: int | None = None,
+    impact: int | None = None,
+    urgency: int | None = None,
+    category: str | None = None,
+    subcategory: str | None = None,
+    assignment_group: str | None = None,
+    caller_id: str | None = None,
+    correlation_id: str | None = None,
+    fields: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> IncidentOutput:
+    """Open an incident unless one with the same correlation_id exists (then return it)."""
+    _check("priority", priority, 5)
+    _check("impact", impact, 3)
+    _check("urgency", urgency, 3)
+    key = correlation_id or idempotency_key
+    correlation = correlation_value(key) if key else None
+    if correlation is not None:
+        existing = _find(client, "incident", "correlation_id", correlation)
+        if existing is not None:
+            return {**_incident_output(existing), "created": False}
+    values: dict[str, Any] = dict(fields or {})
+    named = {
+        "short_description": short_description,
+        "description": description,
+        "priority": priority,
+        "impact": impact,
+        "urgency": urgency,
+        "category": category,
+        "subcategory": subcategory,
+        "assignment_group": assignment_group,
+        "caller_id": caller_id,
+        "correlation_id": correlation,
+    }
+    values.update({k: str(v) for k, v in named.items() if v is not None})
+    if correlation is not None:
+        values.setdefault("correlation_display", "Hookline")
+    record = client.GlideRecord("incident")
+    record.initialize()
+    for name, value in values.items():
+        record.set_value(name, value)
+    with _errors("creating an incident"):
+        record.insert()
+    return {**_incident_output(record), "created": True}
+
+
+def update_incident(
+    client: ServiceNowClient,
+    *,
+    number: str | None = None,
+    correlation_id: str | None = None,
+    sys_id: str | None = None,
+    fields: dict[str, Any] | None = None,
+    work_notes: str | None = None,
+    comments: str | None = None,
+    idempotency_key: str | None = None,
+) -> UpdateIncidentOutput:
+    """Set fields and/or add work notes or comments on an incident found by number or id."""
+    record, where = _find_incident(
+        client, number=number, correlation_id=correlation_id, sys_id=sys_id, what="update"
+    )
+    if record is None:
+        raise PermanentError(
+            f"servicenow update_incident: no incident with {where}", connector="servicenow"
+        )
+    values: dict[str, Any] = dict(fields or {})
+    if work_notes:
+        values["work_notes"] = work_notes
+    if comments:
+        values["comments"] = comments
+    for name, value in values.items():
+        record.set_value(name, value)
+    if values:
+        with _errors(f"updating incident {where}"):
+            record.update()
+    return _incident_output(record)
+
+
+def resolve_incident(
+    client: ServiceNowClient,
+    *,
+    number: str | None = None,
+    correlation_id: str | None = None,
+    sys_id: str | None = None,
+    close_notes: str = "Resolved by Hookline",
+    close_code: str = "Solution provided",
+    missing_ok: bool = False,
+    idempotency_key: str | None = None,
+) -> ResolveIncidentOutput:
+    """Resolve an incident (state 6); already resolved counts as done, resolved=False."""
+    record, where = _find_incident(
+        client, number=number, correlation_id=correlation_id, sys_id=sys_id, what="resolve"
+    )
+    if record is None:
+        if missing_ok:
+            return {"number": None, "sys_id": None, "link": None, "resolved": False}
+        raise PermanentError(
+            f"servicenow resolve_incident: no incident with {where} "
+            "(set missing_ok: true if that is expected)",
+            connector="servicenow",
+        )
+    if str(record.get_value("state")) in RESOLVED_STATES:
+        return {**_incident_output(record), "resolved": False}
+    record.set_value("state", "6")
+    record.set_value("close_code", close_code)
+    record.set_value("close_notes", close_notes)
+    with _errors(f"resolving incident {where}"):
+        record.update()
+    return {**_incident_output(record), "resolved": True}
+
+
+def create_record(
+    client: ServiceNowClient,
+    *,
+    table: str,
+    fields: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> RecordOutput:
+    """Insert a record into any table (change_request, problem, u_custom, ...)."""
+    if not fields:
+        raise PermanentError(
+            f"servicenow create_record: give the fields of the new {table} record",
+            connector="servicenow",
+        )
+    record = client.GlideRecord(table)
+    record.initialize()
+    for name, value in fields.items():
+        record.set_value(name, value)
+    with _errors(f"creating a {table} record"):
+        record.insert()
+    number = record.get_value("number")
+    return {
+        "sys_id": str(record.get_value("sys_id")),
+        "number": str(number) if number else None,
+        "link": str(record.get_link(no_stack=True)),
+    }

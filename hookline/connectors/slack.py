@@ -1,0 +1,266 @@
+"""Slack actions over an injected `slack_sdk.WebClient` (or `WebhookClient` for webhooks).
+
+The client is built by `hookline.connectors.build_client("slack")` with ``retry_handlers=[]``:
+slack_sdk would otherwise retry connection errors itself, and the engine's step runner already
+retries `TransientError` (one retry layer per step; see docs/connectors.md#retries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, TypedDict
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.webhook import WebhookClient
+
+from hookline.connectors._http import error_for_exception, parse_retry_after, shorten
+from hookline.connectors.errors import PermanentError, TransientError
+
+# ok:false errors that a later retry may cure (https://docs.slack.dev/reference/methods).
+_TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unavailable",
+              "request_timeout"}  # fmt: skip
+_AUTH = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"}
+
+Severity = Literal["critical", "major", "minor", "warning", "info", "resolved"]
+
+#: (attachment colour, emoji) per severity: red/orange/yellow/amber/blue/green.
+SEVERITIES: dict[str, tuple[str, str]] = {
+    "critical": ("#d00000", ":red_circle:"),
+    "major": ("#f2711c", ":large_orange_circle:"),
+    "minor": ("#fbbd08", ":large_yellow_circle:"),
+    "warning": ("#ffaa00", ":warning:"),
+    "info": ("#2185d0", ":information_source:"),
+    "resolved": ("#21ba45", ":white_check_mark:"),
+}
+
+
+class PostMessageOutput(TypedDict):
+    ts: str
+    channel: str
+    permalink: str | None
+
+
+class UpdateMessageOutput(TypedDict):
+    ts: str
+    channel: str
+
+
+class PostWebhookOutput(TypedDict):
+    status: int
+
+
+@contextmanager
+def _errors(method: str) -> Iterator[None]:
+    """Map slack_sdk failures to Transient/PermanentError with Slack's own error code."""
+    try:
+        yield
+    except SlackApiError as exc:
+        response = exc.response
+        status = int(response.status_code)
+        data = response.data if isinstance(response.data, dict) else {}
+        code = str(data.get("error") or f"HTTP {status}")
+        details = data.get("response_metadata", {}).get("messages") or []
+        message = f"slack {method}: {code}"
+        if details:
+            message += ": " + shorten("; ".join(str(d) for d in details))
+        if status == 429 or status >= 500 or code in _TRANSIENT:
+            headers = {str(k): str(v) for k, v in (response.headers or {}).items()}
+            retry_after = parse_retry_after(
+                headers.get("retry-after") or headers.get("Retry-After")
+            )
+            raise TransientError(
+                message, connector="slack", status=status, retry_after=retry_after
+            ) from None
+        if code in _AUTH:
+            message += " (check SLACK_BOT_TOKEN; docs/connectors.md#slack)"
+        raise PermanentError(message, connector="slack", status=status) from None
+    except SlackClientError as exc:
+        mapped = error_for_exception("slack", exc, what=method)
+        if mapped is not None:
+            raise mapped from None
+        raise PermanentError(f"slack {method}: {exc}", connector="slack") from None
+    except OSError as exc:  # urllib: URLError, timeouts, refused/reset connections
+        mapped = error_for_exception("slack", exc, what=method)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _require_content(method: str, text: str | None, blocks: Any, attachments: Any) -> None:
+    if not text and not blocks and not attachments:
+        raise PermanentError(
+            f"slack {method}: give text, blocks or attachments (text is also the "
+            "notification fallback when blocks are given)",
+            connector="slack",
+        )
+
+
+def post_message(
+    client: WebClient,
+    *,
+    channel: str,
+    text: str | None = None,
+    blocks: list[dict[str, Any]] | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    thread_ts: str | None = None,
+    reply_broadcast: bool = False,
+    username: str | None = None,
+    icon_emoji: str | None = None,
+    icon_url: str | None = None,
+    unfurl_links: bool = False,
+    idempotency_key: str | None = None,
+) -> PostMessageOutput:
+    """Post a message (text and/or Block Kit blocks) to a channel or thread."""
+    _require_content("chat.postMessage", text, blocks, attachments)
+    args: dict[str, Any] = {"channel": channel, "unfurl_links": unfurl_links}
+    optional = {
+        "text": text,
+        "blocks": blocks,
+        "attachments": attachments,
+        "thread_ts": thread_ts,
+        "username": username,
+        "icon_emoji": icon_emoji,
+        "icon_url": icon_url,
+    }
+    args.update({k: v for k, v in optional.items() if v is not None})
+    if thread_ts is not None and reply_broadcast:
+        args["reply_broadcast"] = True
+    with _errors("chat.postMessage"):
+        response = client.chat_postMessage(**args)
+    ts, channel_id = str(response["ts"]), str(response["channel"])
+    return {"ts": ts, "channel": channel_id, "permalink": _permalink(client, channel_id, ts)}
+
+
+def _permalink(client: WebClient, channel: str, ts: str) -> str | None:
+    # The message is already posted: failing the step now would make a retry post it twice,
+    # so a permalink that cannot be had is None, not an error.
+    try:
+        response = client.chat_getPermalink(channel=channel, message_ts=ts)
+    except (SlackClientError, OSError):
+        return None
+    link = response.get("permalink")
+    return str(link) if link else None
+
+
+def update_message(
+    client: WebClient,
+    *,
+    channel: str,
+    ts: str,
+    text: str | None = None,
+    blocks: list[dict[str, Any]] | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    idempotency_key: str | None = None,
+) -> UpdateMessageOutput:
+    """Replace the text/blocks of a message posted earlier (by its channel and ts)."""
+    _require_content("chat.update", text, blocks, attachments)
+    args: dict[str, Any] = {"channel": channel, "ts": ts}
+    optional = {"text": text, "blocks": blocks, "attachments": attachments}
+    args.update({k: v for k, v in optional.items() if v is not None})
+    with _errors("chat.update"):
+        response = client.chat_update(**args)
+    return {"ts": str(response["ts"]), "channel": str(response["channel"])}
+
+
+def render_alert(
+    *,
+    title: str,
+    severity: Severity = "warning",
+    summary: str | None = None,
+    fields: dict[str, Any] | None = None,
+    run_url: str | None = None,
+    run_label: str = "View the Prefect run",
+) -> dict[str, Any]:
+    """The ``text`` (notification fallback) and coloured ``attachments`` of an alert."""
+    if severity not in SEVERITIES:
+        valid = ", ".join(SEVERITIES)
+        raise PermanentError(
+            f"slack alert: unknown severity {severity!r}; valid: {valid}", connector="slack"
+        )
+    colour, emoji = SEVERITIES[severity]
+    headline = f"{emoji} *{severity.upper()}*: {title}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": headline}}
+    ]
+    if summary:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": summary}})
+    items = [(str(k), "—" if v is None or v == "" else str(v)) for k, v in (fields or {}).items()]
+    # Slack allows at most 10 fields per section block.
+    for start in range(0, len(items), 10):
+        chunk = items[start : start + 10]
+        blocks.append(
+            {
+                "type": "section",
+                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in chunk],
+            }
+        )
+    if run_url:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"<{run_url}|{run_label}>"}],
+            }
+        )
+    text = f"{severity.upper()}: {title}"
+    return {"text": text, "attachments": [{"color": colour, "blocks": blocks}]}
+
+
+def post_alert(
+    client: WebClient,
+    *,
+    channel: str,
+    title: str,
+    severity: Severity = "warning",
+    summary: str | None = None,
+    fields: dict[str, Any] | None = None,
+    run_url: str | None = None,
+    thread_ts: str | None = None,
+    reply_broadcast: bool = False,
+    username: str | None = None,
+    icon_emoji: str | None = None,
+    idempotency_key: str | None = None,
+) -> PostMessageOutput:
+    """Post a colour-coded alert: severity emoji, title, summary, fields, link to the run."""
+    alert = render_alert(
+        title=title, severity=severity, summary=summary, fields=fields, run_url=run_url
+    )
+    return post_message(
+        client,
+        channel=channel,
+        text=alert["text"],
+        attachments=alert["attachments"],
+        thread_ts=thread_ts,
+        reply_broadcast=reply_broadcast,
+        username=username,
+        icon_emoji=icon_emoji,
+    )
+
+
+def post_webhook(
+    client: WebhookClient,
+    *,
+    text: str | None = None,
+    blocks: list[dict[str, Any]] | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    idempotency_key: str | None = None,
+) -> PostWebhookOutput:
+    """Post to the configured incoming-webhook URL (SLACK_WEBHOOK_URL)."""
+    _require_content("incoming webhook", text, blocks, attachments)
+    with _errors("incoming webhook"):
+        response = client.send(text=text, blocks=blocks, attachments=attachments)
+    status = int(response.status_code)
+    if status >= 400:
+        # Webhook errors are plain text such as "invalid_payload" or "no_service".
+        message = f"slack incoming webhook: HTTP {status}: {shorten(str(response.body))}"
+        if status == 429 or status >= 500:
+            headers = {str(k).lower(): str(v) for k, v in (response.headers or {}).items()}
+            raise TransientError(
+                message,
+                connector="slack",
+                status=status,
+                retry_after=parse_retry_after(headers.get("retry-after")),
+            )
+        raise PermanentError(message, connector="slack", status=status)
+    return {"status": status}
