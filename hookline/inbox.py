@@ -1,0 +1,1020 @@
+"""The durable inbox: every verified webhook is stored here before it is answered.
+
+Two backends with one async API (`Inbox`):
+
+- `SQLiteInbox` (default): one file under ``HOOKLINE_HOME``, WAL journal. All statements run on
+  one writer thread that owns the connection. Whatever is queued when the thread wakes up is
+  written in **one transaction** (group commit), and each caller's future is resolved only after
+  that transaction has committed, so a request is never answered before its event is on disk
+  and a commit (and its fsync) is paid once per batch instead of once per request.
+- `PostgresInbox` (``HOOKLINE_DATABASE_URL=postgresql://...``): an asyncpg pool; every
+  statement autocommits, concurrency is PostgreSQL's.
+
+Errors:
+
+    HooklineError
+    └── InboxError             the store cannot be opened, written or read (-> HTTP 503)
+
+``(source, event_id)`` is unique: `Inbox.put` of a known pair stores nothing and reports
+``inserted=False`` with the existing entry's id, also under concurrent puts and across restarts.
+
+Entry life cycle (the dispatcher drives it)::
+
+    put -> pending --claim (lease)--> mark_dispatched -> dispatched -> mark_done -> done
+                 ^                 \\-> retry_later (attempts+1, not_before) -/
+                 +--- requeue <--- any status            mark_failed -> failed (attempts+1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from hookline.config import CoreSettings, get_settings
+from hookline.errors import HooklineError
+
+__all__ = [
+    "STATUSES",
+    "Inbox",
+    "InboxEntry",
+    "InboxError",
+    "PostgresInbox",
+    "SQLiteInbox",
+    "open_inbox",
+]
+
+Status = Literal["pending", "dispatched", "done", "failed"]
+STATUSES: tuple[str, ...] = ("pending", "dispatched", "done", "failed")
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+class InboxError(HooklineError):
+    """The inbox cannot be opened, written or read; the message says which and where."""
+
+
+@dataclass
+class InboxEntry:
+    """One stored webhook delivery."""
+
+    id: int
+    source: str
+    event_id: str
+    event_type: str
+    received_at: datetime
+    event_time: datetime | None
+    body: bytes
+    headers: dict[str, str]
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
+    flow_runs: dict[str, str] = field(default_factory=dict)
+    not_before: datetime | None = None
+    lease_until: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def _to_epoch(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # a naive time is UTC, as the seed's test tool sends it
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _from_epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+
+
+class Inbox(ABC):
+    """The inbox API shared by the receiver (put) and the dispatcher (everything else).
+
+    Usable as ``inbox = open_inbox()`` (connects on first use), ``inbox = await open_inbox()``
+    or ``async with open_inbox() as inbox``.
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock if clock is not None else time.time
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+    async def open(self) -> Inbox:
+        """Connect and create the tables if needed; idempotent."""
+        if self._opened:
+            return self
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                await self._open()
+                self._opened = True
+        return self
+
+    def __await__(self) -> Generator[Any, None, Inbox]:
+        return self.open().__await__()
+
+    async def __aenter__(self) -> Inbox:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Finish pending writes and release the connection(s); idempotent."""
+        if self._opened:
+            self._opened = False
+            await self._close()
+
+    @abstractmethod
+    async def _open(self) -> None: ...
+
+    @abstractmethod
+    async def _close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the inbox lives, for logs and /readyz (never a password)."""
+
+    # -- receiver side ------------------------------------------------------------------
+    @abstractmethod
+    async def put(
+        self,
+        source: str,
+        event_id: str,
+        event_type: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        event_time: datetime | None,
+        *,
+        status: str = "pending",
+    ) -> tuple[bool, int]:
+        """Store one event unless ``(source, event_id)`` is known; returns (inserted, entry id).
+
+        Returns only after the transaction holding the entry has committed.
+
+        Raises:
+            InboxError: the store could not commit (the caller answers 503).
+        """
+
+    # -- dispatcher side ----------------------------------------------------------------
+    @abstractmethod
+    async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
+        """Lease up to ``limit`` due pending entries, oldest first.
+
+        A leased entry is not returned by another `claim` until the lease expires, so two
+        dispatchers never take the same entry; a crashed dispatcher's entries come back.
+        """
+
+    @abstractmethod
+    async def mark_dispatched(self, entry_id: int, flow_runs: Mapping[str, str]) -> None:
+        """Set ``dispatched``, merge ``flow_runs`` (recipe -> flow run id), clear the lease."""
+
+    @abstractmethod
+    async def mark_done(self, entry_id: int) -> None:
+        """Set status ``done`` and clear the lease."""
+
+    @abstractmethod
+    async def mark_failed(self, entry_id: int, error: str) -> None:
+        """Set status ``failed``, record ``error``, count the attempt, clear the lease."""
+
+    @abstractmethod
+    async def retry_later(self, entry_id: int, error: str, delay_seconds: float) -> None:
+        """Back to ``pending``, due in ``delay_seconds``; attempts += 1, error recorded."""
+
+    @abstractmethod
+    async def requeue(self, entry_id: int) -> None:
+        """Replay: back to ``pending``, due now, lease cleared (attempts and flow runs kept)."""
+
+    @abstractmethod
+    async def get(self, entry_id: int) -> InboxEntry | None:
+        """The entry with this id, or None."""
+
+    @abstractmethod
+    async def find(self, source: str, event_id: str) -> InboxEntry | None:
+        """The entry for ``(source, event_id)``, or None."""
+
+    @abstractmethod
+    async def find_event(self, event_id: str) -> list[InboxEntry]:
+        """Entries with this event id from any source, oldest first."""
+
+    @abstractmethod
+    async def list(
+        self, status: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        """Entries, newest first, optionally with this status / received at or after ``since``."""
+
+    @abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Number of entries per status (every status present, zero included)."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Write a heartbeat row.
+
+        Raises:
+            InboxError: the inbox cannot be written.
+        """
+
+    @abstractmethod
+    async def record_step(
+        self, source: str, event_id: str, recipe: str, step: str, outputs: Mapping[str, Any]
+    ) -> None:
+        """Remember that ``step`` of ``recipe`` completed for this event, with its outputs."""
+
+    @abstractmethod
+    async def completed_steps(
+        self, source: str, event_id: str, recipe: str
+    ) -> dict[str, dict[str, Any]]:
+        """Steps of ``recipe`` recorded for this event: step id -> outputs."""
+
+
+# ------------------------------------------------------------------------------------------
+# SQLite
+# ------------------------------------------------------------------------------------------
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    source      TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    received_at REAL    NOT NULL,
+    event_time  REAL,
+    body        BLOB    NOT NULL,
+    headers     TEXT    NOT NULL,
+    status      TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    flow_runs   TEXT    NOT NULL DEFAULT '{}',
+    not_before  REAL    NOT NULL,
+    lease_until REAL,
+    updated_at  REAL    NOT NULL,
+    UNIQUE (source, event_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_due ON inbox (status, not_before, id);
+CREATE INDEX IF NOT EXISTS inbox_event ON inbox (event_id);
+CREATE TABLE IF NOT EXISTS inbox_steps (
+    source      TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    recipe      TEXT NOT NULL,
+    step        TEXT NOT NULL,
+    outputs     TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (source, event_id, recipe, step)
+);
+CREATE TABLE IF NOT EXISTS inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_COLUMNS = (
+    "id, source, event_id, event_type, received_at, event_time, body, headers, status, "
+    "attempts, last_error, flow_runs, not_before, lease_until, updated_at"
+)
+
+
+def _sqlite_row(row: tuple[Any, ...]) -> InboxEntry:
+    return InboxEntry(
+        id=row[0],
+        source=row[1],
+        event_id=row[2],
+        event_type=row[3],
+        received_at=datetime.fromtimestamp(row[4], UTC),
+        event_time=_from_epoch(row[5]),
+        body=bytes(row[6]),
+        headers=json.loads(row[7]),
+        status=row[8],
+        attempts=row[9],
+        last_error=row[10],
+        flow_runs=json.loads(row[11]),
+        not_before=_from_epoch(row[12]),
+        lease_until=_from_epoch(row[13]),
+        updated_at=_from_epoch(row[14]),
+    )
+
+
+Job = Callable[[sqlite3.Connection], Any]
+
+
+class _Request:
+    """One queued job and the future its caller awaits."""
+
+    __slots__ = ("job", "future", "loop", "result", "error")
+
+    def __init__(self, job: Job, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop):
+        self.job = job
+        self.future = future
+        self.loop = loop
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _settle(requests: Iterable[_Request]) -> None:
+    for r in requests:
+        if r.future.done():  # the caller gave up (cancelled / timed out)
+            continue
+        if r.error is not None:
+            r.future.set_exception(r.error)
+        else:
+            r.future.set_result(r.result)
+
+
+class SQLiteInbox(Inbox):
+    """SQLite in WAL mode, written by one thread with group commit.
+
+    Args:
+        path: the database file; its folder is created.
+        synchronous: ``FULL`` (default: fsync at every commit, so a committed batch survives
+            power loss) or ``NORMAL`` (survives a process crash, may lose the last commits on
+            power loss). Group commit makes FULL cheap: one fsync per batch.
+        max_batch: most jobs written in one transaction.
+        busy_timeout: seconds to wait for another process holding the write lock.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        max_batch: int = 512,
+        busy_timeout: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(clock=clock)
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.max_batch = max_batch
+        self.busy_timeout = busy_timeout
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self.batches = 0  # transactions committed, for tests and the bench
+
+    @property
+    def description(self) -> str:
+        return f"sqlite:{self.path}"
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, args=(loop, self._ready), name="hookline-inbox-writer", daemon=True
+        )
+        self._thread.start()
+        await self._ready
+
+    async def _close(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join)
+        self._thread = None
+
+    # -- the writer thread --------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SQLITE_SCHEMA)
+        return conn
+
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            err = InboxError(f"cannot open the SQLite inbox at {self.path}: {exc}")
+            loop.call_soon_threadsafe(_set_exception_if_pending, ready, err)
+            return
+        loop.call_soon_threadsafe(_set_result_if_pending, ready, None)
+        stop = False
+        try:
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                self._write_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for r in batch:
+                # A savepoint per job: one failing job does not undo the others in the batch.
+                conn.execute("SAVEPOINT job")
+                try:
+                    r.result = r.job(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    r.error = exc if not isinstance(exc, sqlite3.Error) else _wrap(self, exc)
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+            self.batches += 1
+        except Exception as exc:  # the whole batch failed: nobody is told "stored"
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            err = _wrap(self, exc)
+            for r in batch:
+                r.result, r.error = None, err
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+        for r in batch:
+            by_loop.setdefault(r.loop, []).append(r)
+        for lp, reqs in by_loop.items():
+            try:
+                lp.call_soon_threadsafe(_settle, reqs)
+            except RuntimeError:  # that loop is closed; its callers are gone
+                pass
+
+    async def _submit(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        await self.open()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Request(job, fut, loop))
+        return await fut
+
+    # -- the API --------------------------------------------------------------------------
+    async def put(
+        self,
+        source: str,
+        event_id: str,
+        event_type: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        event_time: datetime | None,
+        *,
+        status: str = "pending",
+    ) -> tuple[bool, int]:
+        _check_status(status)
+        now = self._clock()
+        params = (
+            source,
+            event_id,
+            event_type,
+            now,
+            _to_epoch(event_time),
+            body,
+            json.dumps(dict(headers), separators=(",", ":")),
+            status,
+            now,
+            now,
+        )
+
+        def job(conn: sqlite3.Connection) -> tuple[bool, int]:
+            row = conn.execute(
+                "INSERT INTO inbox (source, event_id, event_type, received_at, event_time, body,"
+                " headers, status, not_before, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+                params,
+            ).fetchone()
+            if row is not None:
+                return True, int(row[0])
+            row = conn.execute(
+                "SELECT id FROM inbox WHERE source = ? AND event_id = ?", (source, event_id)
+            ).fetchone()
+            return False, int(row[0])
+
+        return await self._submit(job)
+
+    async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
+        now = self._clock()
+
+        def job(conn: sqlite3.Connection) -> list[InboxEntry]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM inbox WHERE status = 'pending' AND not_before <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            ids = [r[0] for r in rows]
+            conn.executemany(
+                "UPDATE inbox SET lease_until = ?, updated_at = ? WHERE id = ?",
+                [(now + lease_seconds, now, i) for i in ids],
+            )
+            entries = [_sqlite_row(r) for r in rows]
+            for e in entries:
+                e.lease_until = _from_epoch(now + lease_seconds)
+            return entries
+
+        return await self._submit(job)
+
+    async def _update(self, sql: str, params: tuple[Any, ...]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(sql, params)
+
+        await self._submit(job)
+
+    async def mark_dispatched(self, entry_id: int, flow_runs: Mapping[str, str]) -> None:
+        now = self._clock()
+        merge = json.dumps(dict(flow_runs))
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE inbox SET status = 'dispatched', lease_until = NULL, updated_at = ?,"
+                " flow_runs = json_patch(flow_runs, ?) WHERE id = ?",
+                (now, merge, entry_id),
+            )
+
+        await self._submit(job)
+
+    async def mark_done(self, entry_id: int) -> None:
+        await self._update(
+            "UPDATE inbox SET status = 'done', lease_until = NULL, updated_at = ? WHERE id = ?",
+            (self._clock(), entry_id),
+        )
+
+    async def mark_failed(self, entry_id: int, error: str) -> None:
+        await self._update(
+            "UPDATE inbox SET status = 'failed', lease_until = NULL, last_error = ?,"
+            " attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            (error, self._clock(), entry_id),
+        )
+
+    async def retry_later(self, entry_id: int, error: str, delay_seconds: float) -> None:
+        now = self._clock()
+        await self._update(
+            "UPDATE inbox SET status = 'pending', lease_until = NULL, last_error = ?,"
+            " attempts = attempts + 1, not_before = ?, updated_at = ? WHERE id = ?",
+            (error, now + max(0.0, delay_seconds), now, entry_id),
+        )
+
+    async def requeue(self, entry_id: int) -> None:
+        now = self._clock()
+        await self._update(
+            "UPDATE inbox SET status = 'pending', lease_until = NULL, not_before = ?,"
+            " updated_at = ? WHERE id = ?",
+            (now, now, entry_id),
+        )
+
+    async def _select(self, where: str, params: tuple[Any, ...]) -> list[InboxEntry]:
+        def job(conn: sqlite3.Connection) -> list[InboxEntry]:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM inbox {where}", params).fetchall()
+            return [_sqlite_row(r) for r in rows]
+
+        return await self._submit(job)
+
+    async def get(self, entry_id: int) -> InboxEntry | None:
+        rows = await self._select("WHERE id = ?", (entry_id,))
+        return rows[0] if rows else None
+
+    async def find(self, source: str, event_id: str) -> InboxEntry | None:
+        rows = await self._select("WHERE source = ? AND event_id = ?", (source, event_id))
+        return rows[0] if rows else None
+
+    async def find_event(self, event_id: str) -> list[InboxEntry]:
+        return await self._select("WHERE event_id = ? ORDER BY id", (event_id,))
+
+    async def list(
+        self, status: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        _check_status(status)
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if since is not None:
+            clauses.append("received_at >= ?")
+            params.append(_to_epoch(since))
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return await self._select(f"{where} ORDER BY id DESC LIMIT ?", (*params, limit))
+
+    async def counts(self) -> dict[str, int]:
+        def job(conn: sqlite3.Connection) -> dict[str, int]:
+            out = dict.fromkeys(STATUSES, 0)
+            for status, n in conn.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status"):
+                out[status] = n
+            return out
+
+        return await self._submit(job)
+
+    async def ping(self) -> None:
+        await self._update(
+            "INSERT INTO inbox_meta (key, value) VALUES ('ping', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(self._clock()),),
+        )
+
+    async def record_step(
+        self, source: str, event_id: str, recipe: str, step: str, outputs: Mapping[str, Any]
+    ) -> None:
+        await self._update(
+            "INSERT INTO inbox_steps (source, event_id, recipe, step, outputs, recorded_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (source, event_id, recipe, step)"
+            " DO UPDATE SET outputs = excluded.outputs, recorded_at = excluded.recorded_at",
+            (source, event_id, recipe, step, json.dumps(dict(outputs)), self._clock()),
+        )
+
+    async def completed_steps(
+        self, source: str, event_id: str, recipe: str
+    ) -> dict[str, dict[str, Any]]:
+        def job(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT step, outputs FROM inbox_steps WHERE source = ? AND event_id = ?"
+                " AND recipe = ? ORDER BY recorded_at",
+                (source, event_id, recipe),
+            ).fetchall()
+            return {step: json.loads(outputs) for step, outputs in rows}
+
+        return await self._submit(job)
+
+
+def _wrap(inbox: SQLiteInbox, exc: BaseException) -> InboxError:
+    return InboxError(f"SQLite inbox {inbox.path}: {type(exc).__name__}: {exc}")
+
+
+def _set_result_if_pending(fut: asyncio.Future[None], value: None) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception_if_pending(fut: asyncio.Future[None], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+# ------------------------------------------------------------------------------------------
+# PostgreSQL
+# ------------------------------------------------------------------------------------------
+
+
+def _pg_schema(schema: str) -> str:
+    return f"""
+CREATE SCHEMA IF NOT EXISTS "{schema}";
+CREATE TABLE IF NOT EXISTS "{schema}".inbox (
+    id          BIGSERIAL PRIMARY KEY,
+    source      TEXT        NOT NULL,
+    event_id    TEXT        NOT NULL,
+    event_type  TEXT        NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL,
+    event_time  TIMESTAMPTZ,
+    body        BYTEA       NOT NULL,
+    headers     TEXT        NOT NULL,
+    status      TEXT        NOT NULL,
+    attempts    INTEGER     NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    flow_runs   JSONB       NOT NULL DEFAULT '{{}}'::jsonb,
+    not_before  TIMESTAMPTZ NOT NULL,
+    lease_until TIMESTAMPTZ,
+    updated_at  TIMESTAMPTZ NOT NULL,
+    UNIQUE (source, event_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_due ON "{schema}".inbox (status, not_before, id);
+CREATE INDEX IF NOT EXISTS inbox_event ON "{schema}".inbox (event_id);
+CREATE TABLE IF NOT EXISTS "{schema}".inbox_steps (
+    source      TEXT        NOT NULL,
+    event_id    TEXT        NOT NULL,
+    recipe      TEXT        NOT NULL,
+    step        TEXT        NOT NULL,
+    outputs     TEXT        NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source, event_id, recipe, step)
+);
+CREATE TABLE IF NOT EXISTS "{schema}".inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _pg_row(row: Mapping[str, Any]) -> InboxEntry:
+    flow_runs = row["flow_runs"]
+    return InboxEntry(
+        id=row["id"],
+        source=row["source"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        received_at=row["received_at"],
+        event_time=row["event_time"],
+        body=bytes(row["body"]),
+        headers=json.loads(row["headers"]),
+        status=row["status"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        flow_runs=json.loads(flow_runs) if isinstance(flow_runs, str) else dict(flow_runs),
+        not_before=row["not_before"],
+        lease_until=row["lease_until"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class PostgresInbox(Inbox):
+    """PostgreSQL through an asyncpg pool; tables live in ``schema`` (created if missing).
+
+    Args:
+        dsn: ``postgresql://user:pass@host:port/db``.
+        schema: the PostgreSQL schema holding the tables (tests use one per run).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "hookline",
+        min_size: int = 2,
+        max_size: int = 16,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(clock=clock)
+        if not schema.replace("_", "").isalnum():
+            raise ValueError(f"schema {schema!r}: use letters, digits and '_' only")
+        self.dsn = dsn
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: Any = None
+        self._t = f'"{schema}".inbox'
+
+    @property
+    def description(self) -> str:
+        import urllib.parse
+
+        u = urllib.parse.urlsplit(self.dsn)
+        host = u.hostname or "localhost"
+        return f"postgresql://{host}:{u.port or 5432}{u.path} schema {self.schema}"
+
+    async def _open(self) -> None:
+        import asyncpg
+
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.min_size, max_size=self.max_size
+            )
+            async with self._pool.acquire() as conn:
+                # Serialise schema creation between processes starting at the same time.
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(7201155)")
+                    await conn.execute(_pg_schema(self.schema))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+            raise InboxError(f"cannot open the inbox at {self.description}: {exc}") from exc
+
+    async def _close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        import asyncpg
+
+        await self.open()
+        try:
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise InboxError(f"inbox {self.description}: {type(exc).__name__}: {exc}") from exc
+
+    async def put(
+        self,
+        source: str,
+        event_id: str,
+        event_type: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        event_time: datetime | None,
+        *,
+        status: str = "pending",
+    ) -> tuple[bool, int]:
+        _check_status(status)
+        now = _dt(self._clock())
+        et = _to_epoch(event_time)
+
+        async def fn(conn: Any) -> tuple[bool, int]:
+            row = await conn.fetchrow(
+                f"INSERT INTO {self._t} (source, event_id, event_type, received_at, event_time,"
+                " body, headers, status, not_before, updated_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$4,$4)"
+                " ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+                source,
+                event_id,
+                event_type,
+                now,
+                None if et is None else _dt(et),
+                body,
+                json.dumps(dict(headers), separators=(",", ":")),
+                status,
+            )
+            if row is not None:
+                return True, int(row["id"])
+            existing = await conn.fetchval(
+                f"SELECT id FROM {self._t} WHERE source = $1 AND event_id = $2", source, event_id
+            )
+            return False, int(existing)
+
+        return await self._call(fn)
+
+    async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
+        now = self._clock()
+
+        async def fn(conn: Any) -> list[InboxEntry]:
+            rows = await conn.fetch(
+                f"UPDATE {self._t} SET lease_until = $2, updated_at = $1 WHERE id IN ("
+                f" SELECT id FROM {self._t} WHERE status = 'pending' AND not_before <= $1"
+                " AND (lease_until IS NULL OR lease_until <= $1) ORDER BY id LIMIT $3"
+                f" FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
+                _dt(now),
+                _dt(now + lease_seconds),
+                limit,
+            )
+            return sorted((_pg_row(r) for r in rows), key=lambda e: e.id)
+
+        return await self._call(fn)
+
+    async def _exec(self, sql: str, *args: Any) -> None:
+        async def fn(conn: Any) -> None:
+            await conn.execute(sql, *args)
+
+        await self._call(fn)
+
+    async def mark_dispatched(self, entry_id: int, flow_runs: Mapping[str, str]) -> None:
+        await self._exec(
+            f"UPDATE {self._t} SET status = 'dispatched', lease_until = NULL, updated_at = $1,"
+            " flow_runs = flow_runs || $2::jsonb WHERE id = $3",
+            _dt(self._clock()),
+            json.dumps(dict(flow_runs)),
+            entry_id,
+        )
+
+    async def mark_done(self, entry_id: int) -> None:
+        await self._exec(
+            f"UPDATE {self._t} SET status = 'done', lease_until = NULL, updated_at = $1"
+            " WHERE id = $2",
+            _dt(self._clock()),
+            entry_id,
+        )
+
+    async def mark_failed(self, entry_id: int, error: str) -> None:
+        await self._exec(
+            f"UPDATE {self._t} SET status = 'failed', lease_until = NULL, last_error = $1,"
+            " attempts = attempts + 1, updated_at = $2 WHERE id = $3",
+            error,
+            _dt(self._clock()),
+            entry_id,
+        )
+
+    async def retry_later(self, entry_id: int, error: str, delay_seconds: float) -> None:
+        now = self._clock()
+        await self._exec(
+            f"UPDATE {self._t} SET status = 'pending', lease_until = NULL, last_error = $1,"
+            " attempts = attempts + 1, not_before = $2, updated_at = $3 WHERE id = $4",
+            error,
+            _dt(now + max(0.0, delay_seconds)),
+            _dt(now),
+            entry_id,
+        )
+
+    async def requeue(self, entry_id: int) -> None:
+        now = _dt(self._clock())
+        await self._exec(
+            f"UPDATE {self._t} SET status = 'pending', lease_until = NULL, not_before = $1,"
+            " updated_at = $1 WHERE id = $2",
+            now,
+            entry_id,
+        )
+
+    async def _select(self, where: str, *args: Any) -> list[InboxEntry]:
+        async def fn(conn: Any) -> list[InboxEntry]:
+            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM {self._t} {where}", *args)
+            return [_pg_row(r) for r in rows]
+
+        return await self._call(fn)
+
+    async def get(self, entry_id: int) -> InboxEntry | None:
+        rows = await self._select("WHERE id = $1", entry_id)
+        return rows[0] if rows else None
+
+    async def find(self, source: str, event_id: str) -> InboxEntry | None:
+        rows = await self._select("WHERE source = $1 AND event_id = $2", source, event_id)
+        return rows[0] if rows else None
+
+    async def find_event(self, event_id: str) -> list[InboxEntry]:
+        return await self._select("WHERE event_id = $1 ORDER BY id", event_id)
+
+    async def list(
+        self, status: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        _check_status(status)
+        clauses: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            args.append(status)
+            clauses.append(f"status = ${len(args)}")
+        if since is not None:
+            args.append(_dt(_to_epoch(since) or 0.0))
+            clauses.append(f"received_at >= ${len(args)}")
+        args.append(limit)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return await self._select(f"{where} ORDER BY id DESC LIMIT ${len(args)}", *args)
+
+    async def counts(self) -> dict[str, int]:
+        async def fn(conn: Any) -> dict[str, int]:
+            out = dict.fromkeys(STATUSES, 0)
+            for r in await conn.fetch(
+                f"SELECT status, COUNT(*) AS n FROM {self._t} GROUP BY status"
+            ):
+                out[r["status"]] = int(r["n"])
+            return out
+
+        return await self._call(fn)
+
+    async def ping(self) -> None:
+        await self._exec(
+            f"INSERT INTO \"{self.schema}\".inbox_meta (key, value) VALUES ('ping', $1)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            str(self._clock()),
+        )
+
+    async def record_step(
+        self, source: str, event_id: str, recipe: str, step: str, outputs: Mapping[str, Any]
+    ) -> None:
+        await self._exec(
+            f'INSERT INTO "{self.schema}".inbox_steps'
+            " (source, event_id, recipe, step, outputs, recorded_at) VALUES ($1,$2,$3,$4,$5,$6)"
+            " ON CONFLICT (source, event_id, recipe, step)"
+            " DO UPDATE SET outputs = excluded.outputs, recorded_at = excluded.recorded_at",
+            source,
+            event_id,
+            recipe,
+            step,
+            json.dumps(dict(outputs)),
+            _dt(self._clock()),
+        )
+
+    async def completed_steps(
+        self, source: str, event_id: str, recipe: str
+    ) -> dict[str, dict[str, Any]]:
+        async def fn(conn: Any) -> dict[str, dict[str, Any]]:
+            rows = await conn.fetch(
+                f'SELECT step, outputs FROM "{self.schema}".inbox_steps WHERE source = $1'
+                " AND event_id = $2 AND recipe = $3 ORDER BY recorded_at",
+                source,
+                event_id,
+                recipe,
+            )
+            return {r["step"]: json.loads(r["outputs"]) for r in rows}
+
+        return await self._call(fn)
+
+
+def open_inbox(
+    settings: CoreSettings | None = None,
+    *,
+    schema: str | None = None,
+    clock: Clock | None = None,
+) -> Inbox:
+    """The inbox the settings point at: PostgreSQL if ``database_url`` is set, else SQLite.
+
+    The result connects on first use; ``await open_inbox()`` connects at once.
+
+    Raises:
+        ConfigError: ``HOOKLINE_DATABASE_URL`` is neither empty nor a postgresql:// URL.
+    """
+    from hookline.errors import ConfigError
+
+    s = settings if settings is not None else get_settings()
+    url = s.database_url
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"HOOKLINE_DATABASE_URL={url.split('://')[0]}://...: only postgresql:// URLs "
+                "are supported; unset it to use SQLite under HOOKLINE_HOME"
+            )
+        return PostgresInbox(url, schema=schema or "hookline", clock=clock)
+    return SQLiteInbox(s.sqlite_path, clock=clock)

@@ -1,0 +1,137 @@
+"""From a verified raw body to the event's id, type and time, or an `EnvelopeError` naming the
+field that is wrong.
+
+SolveForce events must carry ``event_type``, ``event_id``, ``timestamp`` (ISO 8601, with or
+without a zone: a naive time is UTC, as the seed's test tool sends
+``datetime.utcnow().isoformat()``) and a ``data`` object; ``account`` is optional. Other
+sources say where their id / type / time are with locators (``json:a.b`` or ``header:Name``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hookline.receiver.errors import EnvelopeError
+from hookline.receiver.sources import Source
+
+MAX_ID_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    event_id: str
+    event_type: str
+    event_time: datetime | None
+    payload: Any  # the decoded JSON body
+
+
+def decode_json(body: bytes) -> Any:
+    """The body as JSON.
+
+    Raises:
+        EnvelopeError: field ``body`` when the body is not UTF-8 JSON.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise EnvelopeError("body", "JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise EnvelopeError("body", "not UTF-8") from None
+    except ValueError as exc:  # JSONDecodeError, and int() of a 5000-digit number
+        raise EnvelopeError("body", f"not valid JSON: {exc}") from None
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    """An ISO 8601 string (naive = UTC) or Unix seconds (number or digit string), as UTC.
+
+    Raises:
+        EnvelopeError: naming ``field``.
+    """
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+            return datetime.fromtimestamp(float(value), UTC)
+        if isinstance(value, str):
+            dt = datetime.fromisoformat(value)
+            return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except (ValueError, OverflowError, OSError, TypeError):
+        pass
+    raise EnvelopeError(field, f"not an ISO 8601 time or Unix timestamp: {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _locate(locator: str, payload: Any, headers: Mapping[str, str]) -> tuple[str, Any]:
+    """(field name for errors, value or None) for ``json:a.b`` / ``header:Name``."""
+    kind, _, name = locator.partition(":")
+    if kind == "header":
+        return f"header {name}", headers.get(name.lower())
+    node = payload
+    for part in name.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return name, node
+
+
+def _identifier(field: str, value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise EnvelopeError(field, "missing" if value is None else "must be a string")
+    if not value.strip():
+        raise EnvelopeError(field, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise EnvelopeError(field, f"longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def parse_solveforce(payload: Any) -> ParsedEvent:
+    """Validate a SolveForce envelope (see the module docstring)."""
+    if not isinstance(payload, dict):
+        raise EnvelopeError("body", "must be a JSON object")
+    event_type = _identifier("event_type", payload.get("event_type"))
+    event_id = _identifier("event_id", payload.get("event_id"))
+    ts = payload.get("timestamp")
+    if ts is None:
+        raise EnvelopeError("timestamp", "missing")
+    if not isinstance(ts, str):
+        raise EnvelopeError("timestamp", "must be an ISO 8601 string")
+    event_time = parse_time(ts, "timestamp")
+    if "data" not in payload:
+        raise EnvelopeError("data", "missing")
+    if not isinstance(payload["data"], dict):
+        raise EnvelopeError("data", "must be a JSON object")
+    account = payload.get("account")
+    if account is not None and not isinstance(account, dict):
+        raise EnvelopeError("account", "must be a JSON object when present")
+    return ParsedEvent(event_id, event_type, event_time, payload)
+
+
+def parse_event(body: bytes, headers: Mapping[str, str], source: Source) -> ParsedEvent:
+    """Decode and validate ``body`` for ``source``.
+
+    Raises:
+        EnvelopeError: the body is not JSON, or a required field is missing or malformed.
+    """
+    payload = decode_json(body)
+    if source.scheme == "solveforce" and source.event_id == "json:event_id":
+        return parse_solveforce(payload)
+    if not isinstance(payload, dict):
+        raise EnvelopeError("body", "must be a JSON object")
+    field, value = _locate(source.event_id, payload, headers)
+    event_id = _identifier(field, value)
+    field, value = _locate(source.event_type, payload, headers)
+    event_type = _identifier(field, value)
+    event_time = None
+    if source.event_time is not None:
+        field, value = _locate(source.event_time, payload, headers)
+        if value is not None:
+            event_time = parse_time(value, field)
+    return ParsedEvent(event_id, event_type, event_time, payload)

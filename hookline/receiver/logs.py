@@ -1,0 +1,69 @@
+"""Structured logs: ``key=value`` text or one JSON object per line (HOOKLINE_LOG_FORMAT=json).
+
+Context goes in ``extra=`` (``source``, ``event_id``, ``outcome``, ``reason``, ...), so every
+line about an event carries its id. Header values and secrets are never passed to a logger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_STANDARD = frozenset(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg and the extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update(_extras(record))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger msg key=value ...``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = _extras(record)
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return line
+
+
+def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
+    """Send the ``hookline`` loggers to stderr in ``fmt`` ('text' or 'json')."""
+    if fmt not in ("text", "json"):
+        from hookline.errors import ConfigError
+
+        raise ConfigError(f"HOOKLINE_LOG_FORMAT={fmt!r}: use 'text' or 'json'")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger = logging.getLogger("hookline")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False

@@ -1,0 +1,234 @@
+"""The ``sources:`` and ``receiver:`` sections of hookline.yaml.
+
+    sources:
+      solveforce:
+        scheme: solveforce              # solveforce | github | slack | stripe | standard
+        secrets: ["${SOLVEFORCE_WEBHOOK_SECRET}", "${SOLVEFORCE_WEBHOOK_SECRET_OLD:-}"]
+        allow_ips: ["203.0.113.0/24"]   # optional; CIDRs allowed to send (default: any)
+        rate_limit: {per_second: 50, burst: 200}   # optional
+        # where the event id / type / time are (defaults depend on the scheme):
+        event_id: "json:event_id"       # or "header:X-GitHub-Delivery"
+        event_type: "json:event_type"
+        event_time: "json:timestamp"
+    receiver:
+      max_body_bytes: 1048576
+      store_timeout_seconds: 10
+      retry_after_seconds: 5
+      trusted_proxies: []                # peers whose X-Forwarded-For is believed
+      sqlite_synchronous: FULL           # FULL | NORMAL
+
+Secrets that resolve to an empty string (``${OLD:-}``) are skipped, so a rotation slot can
+stay in the file; a source with no secret left is a configuration error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hookline.config import HooklineConfig, resolve
+from hookline.errors import ConfigError
+from hookline.receiver.verify import DEFAULT_TOLERANCE, SCHEMES, Verifier, secret_key
+
+Scheme = Literal["solveforce", "github", "slack", "stripe", "standard"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Where each scheme's senders put the event id, type and time.
+SCHEME_DEFAULTS: dict[str, dict[str, str | None]] = {
+    "solveforce": {
+        "event_id": "json:event_id",
+        "event_type": "json:event_type",
+        "event_time": "json:timestamp",
+    },
+    "github": {
+        "event_id": "header:X-GitHub-Delivery",
+        "event_type": "header:X-GitHub-Event",
+        "event_time": None,
+    },
+    "slack": {"event_id": "json:event_id", "event_type": "json:event.type", "event_time": None},
+    "stripe": {"event_id": "json:id", "event_type": "json:type", "event_time": "json:created"},
+    "standard": {
+        "event_id": "header:webhook-id",
+        "event_type": "json:type",
+        "event_time": "header:webhook-timestamp",
+    },
+}
+
+
+class RateLimitConfig(BaseModel):
+    """A token bucket per source: ``per_second`` sustained, ``burst`` at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_second: float = Field(gt=0, description="Sustained events per second.")
+    burst: int = Field(default=0, ge=0, description="Bucket size; 0 means max(1, per_second).")
+
+
+def _locator(value: str | None, where: str) -> str | None:
+    if value is None:
+        return None
+    kind, sep, name = value.partition(":")
+    if not sep or kind not in ("json", "header") or not name:
+        raise ValueError(f"{where} must be 'json:<dotted.path>' or 'header:<Name>', not {value!r}")
+    return value
+
+
+class SourceConfig(BaseModel):
+    """One webhook sender."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Scheme = Field(description="Signature scheme.")
+    secrets: list[str] = Field(min_length=1, description="Secrets accepted at once (rotation).")
+    allow_ips: list[str] = Field(default_factory=list, description="CIDRs allowed; empty = any.")
+    rate_limit: RateLimitConfig | None = None
+    tolerance_seconds: float = Field(default=DEFAULT_TOLERANCE, gt=0)
+    max_body_bytes: int | None = Field(default=None, gt=0)
+    event_id: str | None = None
+    event_type: str | None = None
+    event_time: str | None = None
+
+    @field_validator("allow_ips")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
+        return v
+
+    @field_validator("event_id", "event_type", "event_time")
+    @classmethod
+    def _locators(cls, v: str | None) -> str | None:
+        return _locator(v, "event_id/event_type/event_time")
+
+
+class ReceiverConfig(BaseModel):
+    """HTTP settings of the receiver."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Larger bodies get 413.")
+    store_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Answer 503 if the inbox has not committed by then."
+    )
+    retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After on 503.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Peers (CIDRs) whose X-Forwarded-For is believed."
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
+        return v
+
+    @property
+    def proxy_networks(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source ready to verify requests: resolved secrets, parsed networks, locators."""
+
+    name: str
+    scheme: str
+    verify: Verifier
+    keys: tuple[bytes, ...]
+    secret_texts: tuple[str, ...]  # to keep any header carrying a secret out of the store
+    networks: tuple[Network, ...]
+    rate_limit: RateLimitConfig | None
+    tolerance: float
+    max_body_bytes: int
+    event_id: str
+    event_type: str
+    event_time: str | None
+
+
+def _problems(exc: ValidationError, prefix: str) -> str:
+    return "; ".join(
+        f"{prefix}.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def load_receiver_config(config: HooklineConfig) -> ReceiverConfig:
+    """Validate the ``receiver:`` section.
+
+    Raises:
+        ConfigError: naming the file and the field.
+    """
+    try:
+        return ReceiverConfig.model_validate(
+            resolve(config.receiver, where=f"{config.path}: receiver")
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"{config.path}: {_problems(exc, 'receiver')}") from None
+
+
+def load_sources(
+    config: HooklineConfig,
+    receiver: ReceiverConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Source]:
+    """Validate the ``sources:`` section and resolve its secrets.
+
+    Raises:
+        ConfigError: an unknown key or scheme, a bad CIDR, or an unset secret variable; the
+            message names the file, the source and the field (or the variable).
+    """
+    out: dict[str, Source] = {}
+    for name, raw in config.sources.items():
+        where = f"{config.path}: sources.{name}"
+        try:
+            sc = SourceConfig.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"{config.path}: {_problems(exc, f'sources.{name}')}"
+                f" (valid schemes: {', '.join(SCHEMES)})"
+            ) from None
+        texts = [
+            resolve(s, where=f"{where}.secrets[{i}]", environ=environ)
+            for i, s in enumerate(sc.secrets)
+        ]
+        texts = [t for t in texts if t != ""]
+        if not texts:
+            raise ConfigError(f"{where}.secrets: every secret resolved to an empty string")
+        keys = tuple(
+            secret_key(sc.scheme, t, where=f"{where}.secrets[{i}]") for i, t in enumerate(texts)
+        )
+        defaults = SCHEME_DEFAULTS[sc.scheme]
+        out[name] = Source(
+            name=name,
+            scheme=sc.scheme,
+            verify=SCHEMES[sc.scheme],
+            keys=keys,
+            secret_texts=tuple(texts),
+            networks=tuple(ipaddress.ip_network(c, strict=False) for c in sc.allow_ips),
+            rate_limit=sc.rate_limit,
+            tolerance=sc.tolerance_seconds,
+            max_body_bytes=sc.max_body_bytes or receiver.max_body_bytes,
+            event_id=sc.event_id or str(defaults["event_id"]),
+            event_type=sc.event_type or str(defaults["event_type"]),
+            event_time=sc.event_time if sc.event_time is not None else defaults["event_time"],
+        )
+    return out
+
+
+def describe(sources: Mapping[str, Source]) -> dict[str, Any]:
+    """A loggable summary of the sources (never a secret)."""
+    return {
+        n: {"scheme": s.scheme, "secrets": len(s.keys), "allow_ips": [str(x) for x in s.networks]}
+        for n, s in sources.items()
+    }

@@ -1,0 +1,248 @@
+"""Signature schemes: pure functions over the raw body, the headers, the secrets and the time.
+
+Each verifier has the shape ``verify(body, headers, *, secrets, now, tolerance)`` and returns
+None when one of ``secrets`` signed ``body``, or raises `SignatureError` with a reason code
+(``missing``, ``malformed``, ``expired``, ``mismatch``) and a message for the log. Every parse
+failure of a header becomes a `SignatureError`, never a stray exception. Digests are compared
+with `hmac.compare_digest`; every configured secret is tried (key rotation without downtime).
+
+``secrets`` are keys as bytes: `secret_key` turns a configured secret string into the key its
+scheme uses (Standard Webhooks' ``whsec_<base64>`` is base64-decoded; the others are UTF-8).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+
+from hookline.errors import ConfigError
+from hookline.receiver.errors import SignatureError
+
+Verifier = Callable[..., None]
+
+DEFAULT_TOLERANCE = 300.0  # seconds; Standard Webhooks, Slack and Stripe all use 5 minutes
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """Header ``name`` (lower-case) from a case-insensitive or a plain mapping."""
+    value = headers.get(name)
+    if value is None:
+        for key, v in headers.items():
+            if key.lower() == name:
+                return v
+    return value
+
+
+def _required(headers: Mapping[str, str], name: str, display: str) -> str:
+    value = _header(headers, name)
+    if value is None or value.strip() == "":
+        raise SignatureError("missing", f"missing header {display}")
+    return value.strip()
+
+
+def _ascii(value: str) -> bytes:
+    # compare_digest on str raises TypeError for non-ASCII; compare bytes instead.
+    return value.encode("utf-8", "backslashreplace")
+
+
+def _hmac_hex(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).hexdigest().encode("ascii")
+
+
+def _timestamp(value: str, display: str, now: float, tolerance: float) -> int:
+    if not value.isdigit() or not value.isascii() or len(value) > 15:
+        raise SignatureError("malformed", f"header {display} is not a Unix timestamp: {value!r}")
+    ts = int(value)
+    if abs(now - ts) > tolerance:
+        raise SignatureError(
+            "expired",
+            f"header {display}={ts} is {now - ts:+.0f} s from now (tolerance {tolerance:.0f} s)",
+        )
+    return ts
+
+
+def _match_any(candidates: Sequence[bytes], expected: Sequence[bytes]) -> bool:
+    ok = False
+    for e in expected:
+        for c in candidates:
+            # No early exit: the time taken does not depend on which secret matched.
+            ok |= hmac.compare_digest(c, e)
+    return ok
+
+
+def _prefixed_hex(value: str, prefix: str, display: str) -> bytes:
+    if not value.startswith(prefix):
+        raise SignatureError("malformed", f"header {display} does not start with {prefix!r}")
+    digest = value[len(prefix) :]
+    if len(digest) != 64:
+        raise SignatureError(
+            "malformed", f"header {display}: expected 64 hex digits after {prefix}"
+        )
+    return _ascii(digest.lower())
+
+
+def verify_solveforce(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secrets: Sequence[bytes],
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> None:
+    """SolveForce: ``X-SolveForce-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>``.
+
+    As the seed's ``verify_webhook_signature`` computes it. The scheme signs no timestamp,
+    so ``now`` and ``tolerance`` are unused; replays are caught by deduplication.
+    """
+    value = _required(headers, "x-solveforce-signature", "X-SolveForce-Signature")
+    got = _prefixed_hex(value, "sha256=", "X-SolveForce-Signature")
+    if not _match_any([got], [_hmac_hex(k, body) for k in secrets]):
+        raise SignatureError("mismatch", "X-SolveForce-Signature matches no configured secret")
+
+
+def verify_github(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secrets: Sequence[bytes],
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> None:
+    """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>``."""
+    value = _required(headers, "x-hub-signature-256", "X-Hub-Signature-256")
+    got = _prefixed_hex(value, "sha256=", "X-Hub-Signature-256")
+    if not _match_any([got], [_hmac_hex(k, body) for k in secrets]):
+        raise SignatureError("mismatch", "X-Hub-Signature-256 matches no configured secret")
+
+
+def verify_slack(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secrets: Sequence[bytes],
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> None:
+    """Slack v0: ``X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:" ts ":" body)>``."""
+    ts_raw = _required(headers, "x-slack-request-timestamp", "X-Slack-Request-Timestamp")
+    value = _required(headers, "x-slack-signature", "X-Slack-Signature")
+    ts = _timestamp(ts_raw, "X-Slack-Request-Timestamp", now, tolerance)
+    got = _prefixed_hex(value, "v0=", "X-Slack-Signature")
+    base = b"v0:" + str(ts).encode("ascii") + b":" + body
+    if not _match_any([got], [_hmac_hex(k, base) for k in secrets]):
+        raise SignatureError("mismatch", "X-Slack-Signature matches no configured secret")
+
+
+def verify_stripe(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secrets: Sequence[bytes],
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> None:
+    """Stripe: ``Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret, ts "." body)>[,v1=...]``."""
+    value = _required(headers, "stripe-signature", "Stripe-Signature")
+    ts_raw: str | None = None
+    candidates: list[bytes] = []
+    for item in value.split(","):
+        key, sep, val = item.strip().partition("=")
+        if not sep:
+            raise SignatureError("malformed", f"Stripe-Signature item {item.strip()!r} has no '='")
+        if key == "t":
+            ts_raw = val
+        elif key == "v1":
+            candidates.append(_ascii(val.lower()))
+    if ts_raw is None:
+        raise SignatureError("malformed", "Stripe-Signature has no t=<timestamp>")
+    if not candidates:
+        raise SignatureError("malformed", "Stripe-Signature has no v1=<signature>")
+    ts = _timestamp(ts_raw, "Stripe-Signature t", now, tolerance)
+    signed = str(ts).encode("ascii") + b"." + body
+    if not _match_any(candidates, [_hmac_hex(k, signed) for k in secrets]):
+        raise SignatureError("mismatch", "Stripe-Signature matches no configured secret")
+
+
+def _standard_header(headers: Mapping[str, str], name: str) -> str:
+    # Svix, the reference implementation, sends the same headers as svix-id / svix-...
+    value = _header(headers, f"webhook-{name}")
+    if value is None:
+        value = _header(headers, f"svix-{name}")
+    if value is None or value.strip() == "":
+        raise SignatureError("missing", f"missing header webhook-{name}")
+    return value.strip()
+
+
+def verify_standard(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secrets: Sequence[bytes],
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> None:
+    """Standard Webhooks: ``webhook-signature: v1,<base64 HMAC-SHA256(key, id.ts.body)> ...``."""
+    msg_id = _standard_header(headers, "id")
+    ts_raw = _standard_header(headers, "timestamp")
+    value = _standard_header(headers, "signature")
+    ts = _timestamp(ts_raw, "webhook-timestamp", now, tolerance)
+    candidates: list[bytes] = []
+    for item in value.split():
+        version, sep, sig = item.partition(",")
+        if not sep:
+            raise SignatureError("malformed", f"webhook-signature item {item!r} is not v1,<sig>")
+        if version == "v1":
+            candidates.append(_ascii(sig))
+    if not candidates:
+        raise SignatureError("malformed", "webhook-signature has no v1 signature")
+    signed = _ascii(msg_id) + b"." + str(ts).encode("ascii") + b"." + body
+    expected = [base64.b64encode(hmac.new(k, signed, hashlib.sha256).digest()) for k in secrets]
+    if not _match_any(candidates, expected):
+        raise SignatureError("mismatch", "webhook-signature matches no configured secret")
+
+
+SCHEMES: dict[str, Verifier] = {
+    "solveforce": verify_solveforce,
+    "github": verify_github,
+    "slack": verify_slack,
+    "stripe": verify_stripe,
+    "standard": verify_standard,
+}
+
+# Header names whose values are signatures; they are never stored with the event.
+SIGNATURE_HEADERS: frozenset[str] = frozenset(
+    {
+        "x-solveforce-signature",
+        "x-hub-signature",
+        "x-hub-signature-256",
+        "x-slack-signature",
+        "stripe-signature",
+        "webhook-signature",
+        "svix-signature",
+    }
+)
+
+
+def secret_key(scheme: str, secret: str, *, where: str) -> bytes:
+    """The HMAC key ``scheme`` derives from a configured secret string.
+
+    Raises:
+        ConfigError: a Standard Webhooks secret is not ``whsec_<base64>`` or base64.
+    """
+    if scheme == "standard":
+        raw = secret.removeprefix("whsec_")
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(
+                f"{where}: a Standard Webhooks secret is 'whsec_' followed by base64"
+            ) from None
+    return secret.encode("utf-8")
+
+
+def sign_solveforce(body: bytes, secret: str) -> str:
+    """The ``X-SolveForce-Signature`` value for ``body`` (for tests, `hookline send`, benches)."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
