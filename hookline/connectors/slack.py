@@ -97,6 +97,21 @@ def _require_content(method: str, text: str | None, blocks: Any, attachments: An
         )
 
 
+def fallback_text(blocks: list[dict[str, Any]] | None, attachments: Any = None) -> str:
+    """Plain text for notifications and screen readers, taken from the blocks' own text."""
+    parts: list[str] = []
+    for block in blocks or []:
+        text = block.get("text")
+        if isinstance(text, dict) and text.get("text"):
+            parts.append(str(text["text"]))
+    for attachment in attachments or []:
+        if isinstance(attachment, dict) and (attachment.get("fallback") or attachment.get("text")):
+            parts.append(str(attachment.get("fallback") or attachment.get("text")))
+        elif isinstance(attachment, dict):
+            parts.append(fallback_text(attachment.get("blocks")))
+    return shorten(" ".join(p for p in parts if p)) or "(message)"
+
+
 def post_message(
     client: WebClient,
     *,
@@ -114,6 +129,8 @@ def post_message(
 ) -> PostMessageOutput:
     """Post a message (text and/or Block Kit blocks) to a channel or thread."""
     _require_content("chat.postMessage", text, blocks, attachments)
+    # Slack shows ``text`` in notifications when blocks are given; never send it empty.
+    text = text or fallback_text(blocks, attachments)
     args: dict[str, Any] = {"channel": channel, "unfurl_links": unfurl_links}
     optional = {
         "text": text,
@@ -156,6 +173,7 @@ def update_message(
 ) -> UpdateMessageOutput:
     """Replace the text/blocks of a message posted earlier (by its channel and ts)."""
     _require_content("chat.update", text, blocks, attachments)
+    text = text or fallback_text(blocks, attachments)
     args: dict[str, Any] = {"channel": channel, "ts": ts}
     optional = {"text": text, "blocks": blocks, "attachments": attachments}
     args.update({k: v for k, v in optional.items() if v is not None})
@@ -248,6 +266,7 @@ def post_webhook(
 ) -> PostWebhookOutput:
     """Post to the configured incoming-webhook URL (SLACK_WEBHOOK_URL)."""
     _require_content("incoming webhook", text, blocks, attachments)
+    text = text or fallback_text(blocks, attachments)
     with _errors("incoming webhook"):
         response = client.send(text=text, blocks=blocks, attachments=attachments)
     status = int(response.status_code)

@@ -1,0 +1,201 @@
+"""Slack actions with the real slack_sdk WebClient against the fake Slack over HTTPS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from hookline.connectors import slack
+from hookline.connectors.errors import PermanentError, TransientError
+from tests.fakes import FakeVendors
+from tests.fakes.slack import channel_id
+
+Client = Callable[..., Any]
+
+
+def test_post_message_posts_and_returns_ts_channel_permalink(
+    client: Client, fakes: FakeVendors
+) -> None:
+    out = slack.post_message(
+        client("slack"),
+        channel="#alerts",
+        text="Primary Voice Service is degraded",
+        username="SOLVEFORCE Monitor",
+        icon_emoji=":rotating_light:",
+    )
+
+    assert out["channel"] == channel_id("#alerts")
+    assert out["ts"] == fakes.slack.messages[0]["ts"]
+    assert out["permalink"] == (
+        f"{fakes.slack.url}/archives/{out['channel']}/p{out['ts'].replace('.', '')}"
+    )
+    sent = fakes.slack.calls_to("chat.postMessage")[0]
+    assert sent.headers["Authorization"] == "Bearer xoxb-hookline-fake-token"
+    assert sent.json["username"] == "SOLVEFORCE Monitor"
+    assert sent.json["icon_emoji"] == ":rotating_light:"
+    assert "reply_broadcast" not in sent.json
+
+
+def test_post_message_in_thread_with_broadcast_and_blocks(
+    client: Client, fakes: FakeVendors
+) -> None:
+    c = client("slack")
+    parent = slack.post_message(c, channel="#alerts", text="outage")
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*update*"}}]
+
+    slack.post_message(
+        c, channel="#alerts", blocks=blocks, thread_ts=parent["ts"], reply_broadcast=True
+    )
+
+    reply = fakes.slack.calls_to("chat.postMessage")[1].json
+    assert reply["thread_ts"] == parent["ts"]
+    assert reply["reply_broadcast"] is True
+    assert reply["blocks"] == blocks
+
+
+def test_update_message_replaces_text(client: Client, fakes: FakeVendors) -> None:
+    c = client("slack")
+    posted = slack.post_message(c, channel="#alerts", text="degraded")
+
+    out = slack.update_message(c, channel=posted["channel"], ts=posted["ts"], text="resolved")
+
+    assert out == {"ts": posted["ts"], "channel": posted["channel"]}
+    assert fakes.slack.messages[0]["text"] == "resolved"
+
+
+def test_update_of_unknown_message_is_permanent_with_slack_error(client: Client) -> None:
+    with pytest.raises(PermanentError, match="chat.update: message_not_found"):
+        slack.update_message(client("slack"), channel="#alerts", ts="1.2", text="x")
+
+
+def test_post_alert_renders_colour_emoji_fields_and_run_link(
+    client: Client, fakes: FakeVendors
+) -> None:
+    slack.post_alert(
+        client("slack"),
+        channel="#oncall",
+        title="Primary Voice Service outage",
+        severity="critical",
+        summary="150 users affected in Chicago",
+        fields={"Service": "svc_voice_001", "Impact": "high", "ETA": None},
+        run_url="https://prefect.example/runs/flow-run/abc",
+    )
+
+    sent = fakes.slack.calls_to("chat.postMessage")[0].json
+    assert sent["text"] == "CRITICAL: Primary Voice Service outage"
+    attachment = sent["attachments"][0]
+    assert attachment["color"] == "#d00000"
+    rendered = str(attachment["blocks"])
+    assert ":red_circle: *CRITICAL*: Primary Voice Service outage" in rendered
+    assert "*Service*\\nsvc_voice_001" in rendered
+    assert "*ETA*\\n—" in rendered
+    assert "<https://prefect.example/runs/flow-run/abc|View the Prefect run>" in rendered
+
+
+def test_render_alert_splits_more_than_ten_fields() -> None:
+    alert = slack.render_alert(title="t", fields={f"f{i}": i for i in range(12)})
+    sections = [b for b in alert["attachments"][0]["blocks"] if "fields" in b]
+    assert [len(s["fields"]) for s in sections] == [10, 2]
+
+
+def test_bad_token_is_permanent_and_names_the_variable_not_the_token(client: Client) -> None:
+    with pytest.raises(PermanentError) as caught:
+        slack.post_message(client("slack", SLACK_BOT_TOKEN="xoxb-wrong"), channel="#a", text="x")
+    message = str(caught.value)
+    assert "invalid_auth" in message
+    assert "SLACK_BOT_TOKEN" in message
+    assert "xoxb-wrong" not in message
+
+
+def test_unknown_channel_is_permanent(client: Client) -> None:
+    with pytest.raises(PermanentError, match="channel_not_found"):
+        slack.post_message(client("slack"), channel="#does-not-exist", text="x")
+
+
+def test_invalid_blocks_carry_slacks_details(client: Client) -> None:
+    with pytest.raises(PermanentError, match="invalid_blocks: .*missing required field"):
+        slack.post_message(client("slack"), channel="#a", blocks=[{"text": "no type"}])
+
+
+def test_nothing_to_post_fails_before_calling_slack(client: Client, fakes: FakeVendors) -> None:
+    with pytest.raises(PermanentError, match="give text, blocks or attachments"):
+        slack.post_message(client("slack"), channel="#a")
+    assert fakes.slack.calls == []
+
+
+def test_429_is_transient_with_retry_after(client: Client, fakes: FakeVendors) -> None:
+    fakes.slack.fail_next(1, status=429, retry_after=7)
+
+    with pytest.raises(TransientError) as caught:
+        slack.post_message(client("slack"), channel="#a", text="x")
+
+    assert caught.value.retry_after == 7.0
+    assert caught.value.status == 429
+    assert "ratelimited" in str(caught.value)
+    assert len(fakes.slack.calls) == 1, "slack_sdk must not retry by itself"
+
+
+def test_500_is_transient_then_a_retry_succeeds(client: Client, fakes: FakeVendors) -> None:
+    c = client("slack")
+    fakes.slack.fail_next(1, status=500, path="chat.postMessage")
+
+    with pytest.raises(TransientError, match="internal_error") as caught:
+        slack.post_message(c, channel="#a", text="x")
+    assert caught.value.status == 500
+    out = slack.post_message(c, channel="#a", text="x")
+
+    assert out["ts"] == fakes.slack.messages[0]["ts"]
+    assert len(fakes.slack.calls_to("chat.postMessage")) == 2
+
+
+def test_timeout_is_transient(client: Client, fakes: FakeVendors) -> None:
+    fakes.slack.fail_next(1, status=None, delay=1.5)
+    with pytest.raises(TransientError, match="timed out"):
+        slack.post_message(client("slack"), channel="#a", text="x")
+
+
+def test_connection_refused_is_transient(client: Client) -> None:
+    c = client("slack", SLACK_API_URL="https://127.0.0.1:9/api/")
+    with pytest.raises(TransientError, match="ConnectionRefusedError"):
+        slack.post_message(c, channel="#a", text="x")
+
+
+def test_permalink_failure_does_not_fail_the_posted_message(
+    client: Client, fakes: FakeVendors
+) -> None:
+    fakes.slack.fail_next(1, status=500, path="chat.getPermalink")
+    out = slack.post_message(client("slack"), channel="#a", text="x")
+    assert out["permalink"] is None
+    assert len(fakes.slack.messages) == 1
+
+
+def test_untrusted_certificate_is_permanent(env: dict[str, str]) -> None:
+    from hookline.connectors import build_client
+
+    no_ca = {k: v for k, v in env.items() if k not in {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"}}
+    with pytest.raises(PermanentError, match="TLS certificate is not trusted.*SSL_CERT_FILE"):
+        slack.post_message(build_client("slack", environ=no_ca), channel="#a", text="x")
+
+
+def test_incoming_webhook_posts(client: Client, fakes: FakeVendors) -> None:
+    out = slack.post_webhook(client("slack_webhook"), text="billing: invoice SF-2024-001")
+    assert out == {"status": 200}
+    assert fakes.slack.webhook_messages == [{"text": "billing: invoice SF-2024-001"}]
+
+
+def test_incoming_webhook_errors_are_mapped_without_leaking_the_url(
+    client: Client, fakes: FakeVendors
+) -> None:
+    c = client("slack_webhook")
+    fakes.slack.fail_next(1, status=503, retry_after=3)
+    with pytest.raises(TransientError) as caught:
+        slack.post_webhook(c, text="x")
+    assert caught.value.retry_after == 3.0
+    assert "hookline-fake-webhook-secret" not in str(caught.value)
+
+    bad = client("slack_webhook", SLACK_WEBHOOK_URL=f"{fakes.slack.url}/services/T/B/wrong")
+    with pytest.raises(PermanentError, match="HTTP 404: no_service") as caught2:
+        slack.post_webhook(bad, text="x")
+    assert "wrong" not in str(caught2.value)
