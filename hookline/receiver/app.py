@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookline.config import CoreSettings, HooklineConfig, get_settings, load_config
 from hookline.inbox import Inbox, SQLiteInbox, open_inbox
-from hookline.receiver.envelope import parse_event
+from hookline.receiver.envelope import decode_json, parse_event
 from hookline.receiver.errors import EnvelopeError, SignatureError
 from hookline.receiver.metrics import ReceiverMetrics
 from hookline.receiver.openapi import openapi_schema
@@ -161,6 +161,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _slack_challenge(body: bytes) -> str | None:
+    try:
+        payload = decode_json(body)
+    except EnvelopeError:
+        return None
+    if isinstance(payload, dict) and payload.get("type") == "url_verification":
+        challenge = payload.get("challenge")
+        return challenge if isinstance(challenge, str) else None
+    return None
+
+
 async def receive_webhook(request: Request) -> Response:
     """``POST /webhooks/{source}``."""
     st: ReceiverState = request.app.state.hookline
@@ -231,6 +242,12 @@ async def receive_webhook(request: Request) -> Response:
             log.warning("rate limited", extra={"source": name, "outcome": "rate_limited"})
             return _json(429, {"error": "rate_limited"}, {"Retry-After": retry_after_header(wait)})
 
+    if source.scheme == "slack" and b"url_verification" in body:
+        challenge = _slack_challenge(body)
+        if challenge is not None:
+            # Slack's one-time handshake when the URL is registered: echo it, store nothing.
+            return _json(200, {"challenge": challenge})
+
     try:
         event = parse_event(body, request.headers, source)
     except EnvelopeError as exc:
@@ -245,14 +262,6 @@ async def receive_webhook(request: Request) -> Response:
             },
         )
         return _json(400, {"error": "invalid_event", "field": exc.field, "detail": exc.detail})
-
-    if (
-        source.scheme == "slack"
-        and isinstance(event.payload, dict)
-        and event.payload.get("type") == "url_verification"
-    ):
-        # Slack's one-time handshake when the URL is registered: echo, store nothing.
-        return _json(200, {"challenge": event.payload.get("challenge")})
 
     is_test = event.event_type == TEST_EVENT_TYPE
     ctx = {"source": name, "event_id": event.event_id, "event_type": event.event_type}

@@ -80,8 +80,8 @@ def _locate(locator: str, payload: Any, headers: Mapping[str, str]) -> tuple[str
     return name, node
 
 
-def _identifier(field: str, value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
+def _identifier(field: str, value: Any, *, numbers: bool = False) -> str:
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise EnvelopeError(field, "missing" if value is None else "must be a string")
@@ -126,7 +126,7 @@ def parse_event(body: bytes, headers: Mapping[str, str], source: Source) -> Pars
     if not isinstance(payload, dict):
         raise EnvelopeError("body", "must be a JSON object")
     field, value = _locate(source.event_id, payload, headers)
-    event_id = _identifier(field, value)
+    event_id = _identifier(field, value, numbers=True)
     field, value = _locate(source.event_type, payload, headers)
     event_type = _identifier(field, value)
     event_time = None

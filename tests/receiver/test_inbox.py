@@ -1,0 +1,196 @@
+"""The inbox API on both backends (SQLite always; PostgreSQL when it is listening)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hookline.config import CoreSettings
+from hookline.errors import ConfigError
+from hookline.inbox import Inbox, InboxError, PostgresInbox, SQLiteInbox, open_inbox
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime.fromtimestamp(1_700_000_000, UTC)
+
+
+def advance(inbox: Inbox, seconds: float) -> None:
+    inbox.test_clock[0] += seconds  # type: ignore[attr-defined]
+
+
+async def test_put_stores_everything_and_dedupes(any_inbox: Inbox) -> None:
+    body = b'{"event_id": "e1", "x": "\xc3\xa9"}'
+    inserted, entry_id = await any_inbox.put(
+        "solveforce", "e1", "service.status.changed", body, {"user-agent": "t"}, T0
+    )
+    assert inserted
+    again = await any_inbox.put("solveforce", "e1", "other", b"{}", {}, None)
+    assert again == (False, entry_id)
+    # same event id from another source is another event
+    other, other_id = await any_inbox.put("github", "e1", "push", b"{}", {}, None)
+    assert other and other_id != entry_id
+
+    e = await any_inbox.get(entry_id)
+    assert e is not None
+    assert (e.source, e.event_id, e.event_type) == ("solveforce", "e1", "service.status.changed")
+    assert e.body == body and e.headers == {"user-agent": "t"}
+    assert e.status == "pending" and e.attempts == 0 and e.flow_runs == {}
+    assert e.event_time == T0 and e.received_at == T0
+    assert e.last_error is None
+    assert await any_inbox.find("solveforce", "e1") == e
+    assert [x.source for x in await any_inbox.find_event("e1")] == ["solveforce", "github"]
+    assert await any_inbox.get(999_999) is None
+    assert await any_inbox.find("solveforce", "nope") is None
+
+
+async def test_concurrent_identical_puts_store_one(any_inbox: Inbox) -> None:
+    results = await asyncio.gather(
+        *(any_inbox.put("s", "same", "t", b"{}", {}, None) for _ in range(50))
+    )
+    assert sum(1 for inserted, _ in results if inserted) == 1
+    assert len({entry_id for _, entry_id in results}) == 1
+    assert (await any_inbox.counts())["pending"] == 1
+
+
+async def test_claim_leases_oldest_due_first(any_inbox: Inbox) -> None:
+    ids = [(await any_inbox.put("s", f"e{i}", "t", b"{}", {}, None))[1] for i in range(5)]
+    first = await any_inbox.claim(2, lease_seconds=30)
+    assert [e.id for e in first] == ids[:2]
+    second = await any_inbox.claim(10, lease_seconds=30)
+    assert [e.id for e in second] == ids[2:]
+    assert await any_inbox.claim(10, lease_seconds=30) == []
+    advance(any_inbox, 31)  # the leases expire: a crashed dispatcher's entries come back
+    assert [e.id for e in await any_inbox.claim(10, lease_seconds=30)] == ids
+
+
+async def test_two_dispatchers_never_share_an_entry(any_inbox: Inbox) -> None:
+    for i in range(40):
+        await any_inbox.put("s", f"e{i}", "t", b"{}", {}, None)
+    batches = await asyncio.gather(*(any_inbox.claim(7, lease_seconds=60) for _ in range(8)))
+    claimed = [e.id for b in batches for e in b]
+    assert len(claimed) == 40 and len(set(claimed)) == 40
+
+
+async def test_life_cycle(any_inbox: Inbox) -> None:
+    _, a = await any_inbox.put("s", "a", "t", b"{}", {}, None)
+    _, b = await any_inbox.put("s", "b", "t", b"{}", {}, None)
+    _, c = await any_inbox.put("s", "c", "t", b"{}", {}, None)
+    _, d = await any_inbox.put("s", "d", "webhook.test", b"{}", {}, None, status="done")
+    await any_inbox.claim(10, lease_seconds=30)
+    await any_inbox.mark_failed(c, "recipe 'outage' step 'page': 401")
+
+    await any_inbox.mark_dispatched(a, {"outage": "run-1"})
+    await any_inbox.mark_dispatched(a, {"billing": "run-2"})
+    ea = await any_inbox.get(a)
+    assert ea is not None and ea.status == "dispatched"
+    assert ea.flow_runs == {"outage": "run-1", "billing": "run-2"}
+    await any_inbox.mark_done(a)
+
+    await any_inbox.retry_later(b, "Slack 429", 60)
+    eb = await any_inbox.get(b)
+    assert eb is not None
+    assert (eb.status, eb.attempts, eb.last_error) == ("pending", 1, "Slack 429")
+    assert await any_inbox.claim(10, lease_seconds=30) == []  # not due yet
+    advance(any_inbox, 61)
+    assert [e.id for e in await any_inbox.claim(10, lease_seconds=30)] == [b]
+
+    ec = await any_inbox.get(c)
+    assert ec is not None and (ec.status, ec.attempts) == ("failed", 1)
+    assert await any_inbox.counts() == {"pending": 1, "dispatched": 0, "done": 2, "failed": 1}
+
+    await any_inbox.requeue(c)  # replay
+    assert [e.id for e in await any_inbox.claim(10, lease_seconds=30)] == [c]
+    assert [e.id for e in await any_inbox.list(status="done")] == [d, a]
+    assert len(await any_inbox.list()) == 4
+    assert len(await any_inbox.list(limit=1)) == 1
+    assert await any_inbox.list(since=T0 + timedelta(seconds=1000)) == []
+
+
+async def test_steps_for_replay(any_inbox: Inbox) -> None:
+    await any_inbox.record_step("s", "e", "outage", "notify", {"ts": "1.2"})
+    await any_inbox.record_step("s", "e", "outage", "incident", {"number": "INC1"})
+    await any_inbox.record_step("s", "e", "outage", "notify", {"ts": "1.3"})
+    await any_inbox.record_step("s", "e", "other", "x", {})
+    assert await any_inbox.completed_steps("s", "e", "outage") == {
+        "notify": {"ts": "1.3"},
+        "incident": {"number": "INC1"},
+    }
+    assert await any_inbox.completed_steps("s", "zzz", "outage") == {}
+
+
+async def test_ping_and_bad_status(any_inbox: Inbox) -> None:
+    await any_inbox.ping()
+    with pytest.raises(ValueError, match="pending"):
+        await any_inbox.put("s", "e", "t", b"{}", {}, None, status="nope")
+
+
+async def test_sqlite_survives_reopen_and_batches_commits(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    async with SQLiteInbox(path) as inbox:
+        assert isinstance(inbox, SQLiteInbox)
+        results = await asyncio.gather(
+            *(inbox.put("s", f"e{i}", "t", b"{}", {}, None) for i in range(300))
+        )
+        assert all(ok for ok, _ in results)
+        assert inbox.batches < 300  # group commit: fewer transactions than events
+    async with SQLiteInbox(path) as again:
+        assert (await again.put("s", "e7", "t", b"{}", {}, None))[0] is False
+        assert (await again.counts())["pending"] == 300
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_sqlite_cannot_open_is_an_inbox_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InboxError, match="cannot open"):
+        await SQLiteInbox(blocker / "inbox.sqlite3").open()
+
+
+async def test_sqlite_failed_commit_fails_every_caller(tmp_path: Path) -> None:
+    """When the transaction cannot commit, nobody is told their event is stored."""
+    path = tmp_path / "inbox.sqlite3"
+    async with SQLiteInbox(path, busy_timeout=0.1) as inbox:
+        await inbox.ping()
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            results = await asyncio.gather(
+                *(inbox.put("s", f"e{i}", "t", b"{}", {}, None) for i in range(5)),
+                return_exceptions=True,
+            )
+            assert all(isinstance(r, InboxError) for r in results)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert (await inbox.put("s", "e1", "t", b"{}", {}, None))[0] is True
+
+
+def test_open_inbox_chooses_the_backend(tmp_path: Path) -> None:
+    sqlite = open_inbox(CoreSettings(home=tmp_path))
+    assert isinstance(sqlite, SQLiteInbox) and sqlite.path == tmp_path / "inbox.sqlite3"
+    pg = open_inbox(CoreSettings(home=tmp_path, database_url="postgresql://u:pw@db:5433/x"))
+    assert isinstance(pg, PostgresInbox)
+    assert "pw" not in pg.description and "db:5433" in pg.description
+    with pytest.raises(ConfigError, match="HOOKLINE_DATABASE_URL"):
+        open_inbox(CoreSettings(home=tmp_path, database_url="mysql://x"))
+
+
+async def test_await_open_inbox_connects(tmp_path: Path) -> None:
+    inbox = await open_inbox(CoreSettings(home=tmp_path))
+    try:
+        assert (tmp_path / "inbox.sqlite3").exists()
+    finally:
+        await inbox.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_unreachable_is_an_inbox_error() -> None:
+    inbox = PostgresInbox("postgresql://postgres@127.0.0.1:1/test", schema="x")
+    with pytest.raises(InboxError, match="cannot open"):
+        await inbox.open()
