@@ -260,12 +260,13 @@ class _FileChecker:
         at_key: bool = False,
         line_offset: int = 0,
         field_: str | None = None,
+        field_from: Path_ | None = None,
     ) -> None:
         pos = self.doc.pos(path)
         line, col = (pos.key_line, pos.key_column) if at_key else (pos.line, pos.column)
         if line_offset:
             line += line_offset
-        step, fld = self._step_and_field(path)
+        step, fld = self._step_and_field(path if field_from is None else field_from)
         problem = Problem(self.path, line, col, message, step=step, field=field_ or fld, hint=hint)
         text = str(problem)
         if text not in self._seen:
@@ -482,7 +483,7 @@ class _FileChecker:
             hint = _hint(str(last), valid, "valid keys")
             if model is RecipeSpec and last in ("uses", "with", "if", "id"):
                 hint = f"'{last}' belongs to a step, under steps:"
-            self.add(loc, f"unknown key '{last}'", hint=hint, at_key=True, field_=None)
+            self.add(loc, f"unknown key '{last}'", hint=hint, at_key=True, field_from=parent)
             return
         if etype == "missing":
             what = "step" if model is StepSpec else "recipe" if model is RecipeSpec else "mapping"

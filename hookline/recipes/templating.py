@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.nativetypes import NativeEnvironment
+from jinja2.nativetypes import NativeCodeGenerator, NativeEnvironment, NativeTemplate
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hookline.recipes.errors import RecipeEvalError, RecipeRenderError
@@ -85,9 +85,17 @@ def _native_concat(values: Iterable[Any]) -> Any:
     return "".join(str(v) for v in parts)
 
 
+class _CodeGenerator(NativeCodeGenerator):
+    def _output_child_to_const(self, node: nodes.Expr, frame: Any, finalize: Any) -> Any:
+        # Jinja folds constant output ({{ 5 }}, {{ none }}) into template text and relies on
+        # literal_eval to get the type back; we do not literal_eval, so never fold.
+        raise nodes.Impossible()
+
+
 class RecipeEnvironment(ImmutableSandboxedEnvironment, NativeEnvironment):
     """Sandboxed (immutable), strict and native-typed."""
 
+    code_generator_class = _CodeGenerator
     concat = staticmethod(_native_concat)  # type: ignore[assignment]
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -98,6 +106,15 @@ class RecipeEnvironment(ImmutableSandboxedEnvironment, NativeEnvironment):
             except (KeyError, TypeError):
                 pass
         return super().getattr(obj, attribute)
+
+
+class RecipeTemplate(NativeTemplate):
+    # NativeTemplate.render calls ``environment_class.concat``: point it at ours, or Jinja's
+    # literal_eval-ing concat would turn the text "7" into the int 7.
+    environment_class = RecipeEnvironment
+
+
+RecipeEnvironment.template_class = RecipeTemplate
 
 
 def _make_env() -> RecipeEnvironment:
