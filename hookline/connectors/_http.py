@@ -72,8 +72,8 @@ def error_for_status(
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(_header(headers, "Retry-After"), now=now)
         return TransientError(text, connector=connector, status=status, retry_after=retry_after)
-    if status in (401, 403):
-        text += " (check the credentials in docs/connectors.md#" + connector + ")"
+    if status == 401:
+        text += f" (check the credentials: docs/connectors.md#{connector})"
     return PermanentError(text, connector=connector, status=status)
 
 
@@ -163,6 +163,23 @@ class TimeoutAdapter(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
+class _Session(requests.Session):
+    """A session whose CA bundle is the one we chose, not the process's REQUESTS_CA_BUNDLE.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` from ``os.environ`` override
+    ``session.verify``; connectors take their environment as an argument (``environ``), so the
+    bundle chosen from it must win, as it does for the httpx and slack_sdk clients.
+    """
+
+    def merge_environment_settings(  # type: ignore[override]
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None or verify is True:
+            settings["verify"] = self.verify
+        return settings
+
+
 def requests_session(
     connector: str,
     *,
@@ -175,7 +192,7 @@ def requests_session(
     The response hook turns every 4xx/5xx into a `TransientError`/`PermanentError` before the
     SDK sees it, because SDKs drop the status and the ``Retry-After`` header on the way up.
     """
-    session = requests.Session()
+    session = _Session()
     session.verify = ca_file(environ) or True
     adapter = TimeoutAdapter(timeout)
     session.mount("https://", adapter)

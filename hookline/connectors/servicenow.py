@@ -141,6 +141,14 @@ def _find_incident(
     return _find(client, "incident", field, value), f"{field}={value!r}"
 
 
+def _set(record: Any, name: str, value: Any) -> None:
+    # pysnc does not mark a field it has not seen in the record as changed, so an update
+    # (which sends changed fields only) would silently drop it: seed it first, then change it.
+    if record.get_element(name) is None:
+        record.set_value(name, None)
+    record.set_value(name, value)
+
+
 def _check(name: str, value: int | None, high: int) -> None:
     if value is not None and not 1 <= value <= high:
         raise PermanentError(
@@ -233,7 +241,7 @@ def update_incident(
     if comments:
         values["comments"] = comments
     for name, value in values.items():
-        record.set_value(name, value)
+        _set(record, name, value)
     if values:
         with _errors(f"updating incident {where}"):
             record.update()
@@ -265,9 +273,9 @@ def resolve_incident(
         )
     if str(record.get_value("state")) in RESOLVED_STATES:
         return {**_incident_output(record), "resolved": False}
-    record.set_value("state", "6")
-    record.set_value("close_code", close_code)
-    record.set_value("close_notes", close_notes)
+    _set(record, "state", "6")
+    _set(record, "close_code", close_code)
+    _set(record, "close_notes", close_notes)
     with _errors(f"resolving incident {where}"):
         record.update()
     return {**_incident_output(record), "resolved": True}

@@ -143,8 +143,10 @@ class RemoteFake:
         retry_after: float | None = None,
         delay: float = 0.0,
         path: str | None = None,
+        method: str | None = None,
     ) -> None:
         spec = {
+            "method": method,
             "count": count,
             "status": status,
             "retry_after": retry_after,

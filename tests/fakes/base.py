@@ -51,6 +51,7 @@ class Failure:
     retry_after: float | str | None = None
     delay: float = 0.0
     path: str | None = None
+    method: str | None = None
 
 
 @dataclass
@@ -177,12 +178,15 @@ class FakeServer:
         retry_after: float | str | None = None,
         delay: float = 0.0,
         path: str | None = None,
+        method: str | None = None,
     ) -> None:
-        """The next ``count`` calls (whose path contains ``path``) wait ``delay`` s and answer
-        ``status`` with the vendor's error body; ``status=None`` answers normally after the delay.
+        """The next ``count`` matching calls wait ``delay`` s, then answer ``status`` with the
+        vendor's error body. ``status=None`` handles the call normally (the change is made) and
+        delays only the answer: with a client timeout below ``delay`` that is a lost response.
+        A call matches if its path contains ``path`` and its method is ``method`` (if given).
         """
         with self._lock:
-            self._failures.append(Failure(count, status, retry_after, delay, path))
+            self._failures.append(Failure(count, status, retry_after, delay, path, method))
 
     def reset(self) -> None:
         """Forget calls, pending failures and stored data."""
@@ -218,10 +222,12 @@ class FakeServer:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _take_failure(self, path: str) -> Failure | None:
+    def _take_failure(self, request: Request) -> Failure | None:
         with self._lock:
             for failure in self._failures:
-                if failure.path is None or failure.path in path:
+                if (failure.path is None or failure.path in request.path) and (
+                    failure.method is None or failure.method.upper() == request.method
+                ):
                     failure.count -= 1
                     if failure.count <= 0:
                         self._failures.remove(failure)
@@ -263,11 +269,8 @@ class FakeServer:
         )
         with self._lock:
             self.calls.append(call)
-        failure = self._take_failure(request.path)
+        failure = self._take_failure(request)
         response: Response
-        if failure is not None and failure.delay:
-            if self._stopping.wait(failure.delay):
-                return
         if failure is not None and failure.status is not None:
             response = self.error_response(failure.status, request)
             if failure.retry_after is not None:
@@ -275,6 +278,8 @@ class FakeServer:
         else:
             with self._lock:
                 response = self.route(request)
+        if failure is not None and failure.delay and self._stopping.wait(failure.delay):
+            return
         call.status = response.status
         self._send(handler, response)
 
@@ -312,6 +317,7 @@ class FakeServer:
                 retry_after=spec.get("retry_after"),
                 delay=float(spec.get("delay", 0.0)),
                 path=spec.get("path"),
+                method=spec.get("method"),
             )
             return Response(200, {"ok": True})
         return Response(404, {"error": f"unknown control endpoint {request.method} {action}"})

@@ -20,6 +20,10 @@ USERNAME = "hookline.integration"
 PASSWORD = "fake-servicenow-password"
 
 PREFIXES = {"incident": "INC", "change_request": "CHG", "problem": "PRB", "sc_task": "SCTASK"}
+INCIDENT_COLUMNS = (
+    "short_description", "description", "category", "subcategory", "assignment_group",
+    "caller_id", "correlation_id", "correlation_display", "close_code", "close_notes",
+)  # fmt: skip
 _TABLE = re.compile(r"^/api/now/(?:v\d+/)?table/([A-Za-z0-9_]+)(?:/([A-Za-z0-9]+))?$")
 
 
@@ -175,7 +179,9 @@ class FakeServiceNow(FakeServer):
         if table in PREFIXES:
             row["number"] = f"{PREFIXES[table]}{next(self._numbers):07d}"
         if table == "incident":
+            # ServiceNow returns every column, empty ones included.
             row.update({"state": "1", "impact": "3", "urgency": "3", "priority": "5"})
+            row.update({k: "" for k in INCIDENT_COLUMNS if k not in row})
         row.update(values)
         row["work_notes"] = row["comments"] = ""
         rows[sys_id] = row
