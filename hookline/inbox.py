@@ -1001,11 +1001,14 @@ def open_inbox(
 ) -> Inbox:
     """The inbox the settings point at: PostgreSQL if ``database_url`` is set, else SQLite.
 
-    The result connects on first use; ``await open_inbox()`` connects at once.
+    The PostgreSQL schema is ``schema``, else the URL's ``?schema=`` parameter, else
+    ``hookline``. The result connects on first use; ``await open_inbox()`` connects at once.
 
     Raises:
         ConfigError: ``HOOKLINE_DATABASE_URL`` is neither empty nor a postgresql:// URL.
     """
+    import urllib.parse
+
     from hookline.errors import ConfigError
 
     s = settings if settings is not None else get_settings()
@@ -1016,5 +1019,13 @@ def open_inbox(
                 f"HOOKLINE_DATABASE_URL={url.split('://')[0]}://...: only postgresql:// URLs "
                 "are supported; unset it to use SQLite under HOOKLINE_HOME"
             )
-        return PostgresInbox(url, schema=schema or "hookline", clock=clock)
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        url_schema = next((v for k, v in query if k == "schema"), None)
+        rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+        dsn = urllib.parse.urlunsplit(parts._replace(query=rest))
+        try:
+            return PostgresInbox(dsn, schema=schema or url_schema or "hookline", clock=clock)
+        except ValueError as exc:
+            raise ConfigError(f"HOOKLINE_DATABASE_URL: {exc}") from None
     return SQLiteInbox(s.sqlite_path, clock=clock)

@@ -236,7 +236,7 @@ def write_config(path: Path, **receiver: Any) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real receiver per test module."""
     home = tmp_path_factory.mktemp("receiver")
-    srv = start_server(home, write_config(home / "hookline.yaml"))
+    srv = start_server(home, write_config(home / "hookline.yaml", store_timeout_seconds=1))
     yield srv
     srv.stop()
 
