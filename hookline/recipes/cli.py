@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from hookline.config import HooklineConfig
 from hookline.errors import HooklineError
+from hookline.recipes.dryrun import StepPreview, mask, preview, secret_values, to_jsonable
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -44,3 +49,176 @@ def check(paths: tuple[Path, ...]) -> None:
     names = ", ".join(r.name for r in sorted(result.recipes, key=lambda r: r.name))
     n = len(result.recipes)
     click.echo(f"ok: {n} recipe{'s' if n != 1 else ''}" + (f" ({names})" if names else ""))
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _print_steps(items: list[StepPreview], secrets: list[str], indent: str) -> None:
+    for n, s in enumerate(items, 1):
+        head = f"{indent}{n}. {s.step.id} ({s.step.uses}): "
+        if s.status == "run":
+            click.echo(head + "runs" + (f" ({s.reason})" if s.reason else ""))
+            for k, v in mask(s.params, secrets).items():
+                click.echo(f"{indent}     {k}: {_show(v)}")
+            if s.outputs:
+                shown = ", ".join(f"{k}={v}" for k, v in s.outputs.items())
+                click.echo(f"{indent}     outputs: {shown}")
+        elif s.status == "error":
+            click.echo(head + "ERROR")
+            click.echo(f"{indent}     {mask(s.error or '', secrets)}")
+        else:
+            click.echo(head + s.status + (f" ({s.reason})" if s.reason else ""))
+
+
+def _default_source(config: HooklineConfig | None) -> str:
+    if config is not None and config.sources:
+        return next(iter(config.sources))
+    return "solveforce"
+
+
+@click.command("try")
+@click.option(
+    "--event",
+    "event_file",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="JSON event body ('-' for stdin).",
+)
+@click.option("--sample", help="A packaged SolveForce sample instead of --event, by event type.")
+@click.option("--source", help="The event's source (default: the first in hookline.yaml).")
+@click.option("--type", "event_type", help="Override the event type (default: from the body).")
+@click.option(
+    "--env",
+    "env_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set an env.NAME value for this dry run (repeatable).",
+)
+@click.option("--all", "show_all", is_flag=True, help="Also preview steps of unmatched recipes.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("recipes", nargs=-1)
+def try_(
+    event_file: Path | None,
+    sample: str | None,
+    source: str | None,
+    event_type: str | None,
+    env_pairs: tuple[str, ...],
+    show_all: bool,
+    as_json: bool,
+    recipes: tuple[str, ...],
+) -> None:
+    """Dry-run recipes on an event: which match and why, each step's `if`, rendered params.
+
+    RECIPES are names or files (default: every recipe in HOOKLINE_RECIPES). Nothing is sent:
+    outputs of earlier steps are shown as placeholders, secrets are masked.
+    """
+    from hookline.recipes.event import Event
+    from hookline.recipes.loader import check_recipes
+
+    if (event_file is None) == (sample is None):
+        _fail("give exactly one of --event FILE or --sample EVENT_TYPE", 2)
+    try:
+        config = _config()
+        if sample is not None:
+            from hookline import samples
+
+            try:
+                body = json.dumps(samples.load(sample)).encode()
+            except KeyError as exc:
+                _fail(str(exc.args[0]), 2)
+                return
+            label = f"sample {sample}"
+        else:
+            src = event_file if event_file is not None else Path("-")
+            body = sys.stdin.buffer.read() if str(src) == "-" else src.read_bytes()
+            label = str(src)
+        event = Event.from_body(
+            source=source or _default_source(config), body=body, event_type=event_type
+        )
+        files = [r for r in recipes if Path(r).is_file() or r.endswith((".yaml", ".yml"))]
+        names = [r for r in recipes if r not in files]
+        result = check_recipes(files or None, config=config)
+    except (HooklineError, OSError) as exc:
+        _fail(str(exc))
+        return
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if result.problems:
+        for p in result.problems:
+            click.echo(str(p), err=True)
+        _fail("fix the recipes first (hookline check)")
+    chosen = sorted(result.recipes, key=lambda r: r.name)
+    if names:
+        known = {r.name for r in chosen}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            from hookline.recipes.loader import did_you_mean
+
+            hints = [
+                f"{n!r}" + (f" ({did_you_mean(n, known)})" if did_you_mean(n, known) else "")
+                for n in unknown
+            ]
+            _fail(f"no recipe named {', '.join(hints)}; recipes: {', '.join(sorted(known))}")
+        chosen = [r for r in chosen if r.name in names]
+    environ = dict(os.environ)
+    for pair in env_pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            _fail(f"--env {pair!r}: expected NAME=VALUE", 2)
+        environ[name] = value
+    secrets = secret_values(environ)
+    previews = [preview(r, event, environ=environ, force=show_all) for r in chosen]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "event": {
+                        "source": event.source,
+                        "event_type": event.event_type,
+                        "event_id": event.event_id,
+                    },
+                    "recipes": [to_jsonable(p, secrets=secrets) for p in previews],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        click.echo(
+            f"event {event.event_type} {event.event_id} from {event.source} ({label}); "
+            "dry run: nothing is sent"
+        )
+        for p in previews:
+            click.echo("")
+            mark = "MATCH" if p.match.matched else "ERROR" if p.match.error else "no match"
+            click.echo(f"[{mark}] {p.recipe.name} ({p.recipe.path}:{p.recipe.line})")
+            click.echo(
+                f"  {'why' if p.match.matched else 'why not'}: {mask(p.match.reason, secrets)}"
+            )
+            if not p.steps:
+                continue
+            if p.recipe.order_by:
+                click.echo(f"  order_by: {_show(p.order_key)}")
+            click.echo("  steps:")
+            _print_steps(p.steps, secrets, "    ")
+            if p.on_failure:
+                when = (
+                    f"runs because step '{p.failed_step}' failed"
+                    if p.failed_step
+                    else "runs only if a step fails; failure.* shown as placeholders"
+                )
+                click.echo(f"  on_failure ({when}):")
+                _print_steps(p.on_failure, secrets, "    ")
+        matched = sum(p.match.matched for p in previews)
+        click.echo("")
+        click.echo(f"{matched} of {len(previews)} recipe{'s' if len(previews) != 1 else ''} match")
+    if any(not p.ok for p in previews):
+        sys.exit(1)
+
+
+def _config() -> HooklineConfig | None:
+    from hookline.config import get_settings, load_config
+
+    path = get_settings().config
+    return load_config(path) if path.exists() else None
