@@ -145,8 +145,8 @@ def try_(
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     if result.problems:
-        for p in result.problems:
-            click.echo(str(p), err=True)
+        for prob in result.problems:
+            click.echo(str(prob), err=True)
         _fail("fix the recipes first (hookline check)")
     chosen = sorted(result.recipes, key=lambda r: r.name)
     if names:
