@@ -173,7 +173,10 @@ def load_settings(
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else ""
             where = variable_for(raw, key, connection) if key in raw else f"connections.{key}"
-            problems.append(f"{where}: {err['msg']}")
+            problem = f"{where}: {err['msg']}"
+            if err["type"] == "extra_forbidden":
+                problem += f" (valid keys: {', '.join(model.model_fields)})"
+            problems.append(problem)
         raise NotConfiguredError(
             f"{connection} is misconfigured: {'; '.join(problems)} ({anchor(connection)})",
             connector=connection,

@@ -1,0 +1,141 @@
+"""build_client and settings: hookline.yaml vs environment, missing settings, secrets, TLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hookline.config import load_config
+from hookline.connectors import build_client, slack
+from hookline.connectors.errors import NotConfiguredError
+from hookline.connectors.settings import SlackSettings, load_settings
+from tests.fakes import FakeVendors
+
+
+@pytest.mark.parametrize(
+    ("connector", "variables"),
+    [
+        ("slack", "SLACK_BOT_TOKEN"),
+        ("slack_webhook", "SLACK_WEBHOOK_URL"),
+        ("servicenow", "SERVICENOW_INSTANCE and SERVICENOW_USERNAME and SERVICENOW_PASSWORD"),
+        ("salesforce", "SALESFORCE_USERNAME and SALESFORCE_PASSWORD"),
+        ("inventory", "INVENTORY_API_URL and INVENTORY_API_TOKEN"),
+    ],
+)
+def test_unconfigured_connector_names_the_variables(connector: str, variables: str) -> None:
+    section = "slack" if connector == "slack_webhook" else connector
+    with pytest.raises(NotConfiguredError) as caught:
+        build_client(connector, environ={})
+    assert str(caught.value) == (
+        f"{section} is not configured: set {variables} (docs/connectors.md#{section})"
+    )
+
+
+def test_salesforce_session_needs_the_instance_url() -> None:
+    with pytest.raises(NotConfiguredError, match="set SALESFORCE_INSTANCE_URL "):
+        build_client("salesforce", environ={"SALESFORCE_SESSION_ID": "x"})
+
+
+def test_http_needs_no_configuration() -> None:
+    with build_client("http", environ={}) as client:
+        assert isinstance(client, httpx.Client)
+
+
+def test_unknown_connector() -> None:
+    with pytest.raises(KeyError, match="unknown connector 'jira'; valid: slack, "):
+        build_client("jira", environ={})
+
+
+def test_yaml_section_overrides_env_defaults_key_by_key(tmp_path: Path) -> None:
+    path = tmp_path / "hookline.yaml"
+    path.write_text(
+        "connections:\n  slack:\n    token: ${HOOKLINE_SLACK_TOKEN}\n    timeout: 3\n",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    env = {"HOOKLINE_SLACK_TOKEN": "xoxb-1", "SLACK_API_URL": "https://slack.test/api"}
+
+    settings = load_settings("slack", config, env)
+
+    assert settings.model_dump(mode="json")["token"] == "**********"
+    assert isinstance(settings, SlackSettings)
+    assert settings.api_url == "https://slack.test/api/"
+    assert settings.timeout == 3
+    with pytest.raises(NotConfiguredError) as caught:
+        build_client("slack", config, environ={})
+    assert "environment variable HOOKLINE_SLACK_TOKEN is not set" in str(caught.value)
+    assert "docs/connectors.md#slack" in str(caught.value)
+
+
+def test_unknown_key_in_yaml_section_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "hookline.yaml"
+    path.write_text("connections:\n  servicenow:\n    instnce: dev1\n", encoding="utf-8")
+    with pytest.raises(
+        NotConfiguredError,
+        match=r"connections.servicenow.instnce: Extra inputs are not permitted "
+        r"\(valid keys: timeout, instance, username, password\)",
+    ):
+        build_client("servicenow", load_config(path), environ={})
+
+
+def test_invalid_value_names_its_variable() -> None:
+    with pytest.raises(NotConfiguredError, match="SLACK_TIMEOUT: Input should be a valid number"):
+        build_client("slack", environ={"SLACK_BOT_TOKEN": "x", "SLACK_TIMEOUT": "soon"})
+
+
+def test_plain_http_servicenow_instance_is_rejected() -> None:
+    env = {
+        "SERVICENOW_INSTANCE": "http://dev1.example",
+        "SERVICENOW_USERNAME": "u",
+        "SERVICENOW_PASSWORD": "p",
+    }
+    with pytest.raises(NotConfiguredError, match="SERVICENOW_INSTANCE: .*https://"):
+        build_client("servicenow", environ=env)
+
+
+def test_instance_name_becomes_a_service_now_url() -> None:
+    env = {"SERVICENOW_INSTANCE": "dev1234", "SERVICENOW_USERNAME": "u", "SERVICENOW_PASSWORD": "p"}
+    assert build_client("servicenow", environ=env).instance == "https://dev1234.service-now.com"
+
+
+def test_secrets_never_show_in_settings_repr() -> None:
+    env = {"SERVICENOW_INSTANCE": "dev1", "SERVICENOW_USERNAME": "u", "SERVICENOW_PASSWORD": "pw-1"}
+    assert "pw-1" not in repr(load_settings("servicenow", None, env))
+    assert "pw-1" not in str(load_settings("servicenow", None, env))
+
+
+def test_repo_hookline_yaml_works_from_the_environment(fakes: FakeVendors) -> None:
+    config = load_config(Path(__file__).parents[2] / "hookline.yaml")
+    for name in ("slack", "servicenow", "salesforce", "inventory", "http"):
+        build_client(name, config, environ=fakes.env)
+
+
+def test_our_ca_bundle_beats_the_process_requests_ca_bundle(
+    fakes: FakeVendors, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A shell often exports REQUESTS_CA_BUNDLE=<system bundle>; requests would let it override
+    # the CA the connector was configured with.
+    system = tmp_path / "system.pem"
+    system.write_text("", encoding="utf-8")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(system))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(system))
+    from hookline.connectors import servicenow
+
+    client = build_client("servicenow", environ=fakes.env)
+    assert servicenow.create_incident(client, short_description="x")["created"] is True
+
+
+def test_ssl_cert_file_alone_is_enough_for_every_client(fakes: FakeVendors) -> None:
+    env = {k: v for k, v in fakes.env.items() if k != "REQUESTS_CA_BUNDLE"}
+    from hookline.connectors import http, salesforce, servicenow
+
+    slack.post_message(build_client("slack", environ=env), channel="#a", text="x")
+    servicenow.create_incident(build_client("servicenow", environ=env), short_description="x")
+    fakes.salesforce.add_record("Account", {"Name": "A"})
+    account = next(iter(fakes.salesforce.records["Account"]))
+    salesforce.update_record(
+        build_client("salesforce", environ=env), object="Account", id=account, fields={"Name": "B"}
+    )
+    http.request(build_client("http", environ=env), url=fakes.echo.url)
