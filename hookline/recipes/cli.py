@@ -222,3 +222,61 @@ def _config() -> HooklineConfig | None:
 
     path = get_settings().config
     return load_config(path) if path.exists() else None
+
+
+@click.command("test-recipes")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--recipes",
+    "recipe_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Recipe files or folders (default: HOOKLINE_RECIPES, else ./recipes).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print failures only.")
+def test_recipes(paths: tuple[Path, ...], recipe_paths: tuple[Path, ...], quiet: bool) -> None:
+    """Run recipe tests (default: the tests/ folder of each recipe folder). Exits 1 on failure."""
+    from hookline.config import get_settings
+    from hookline.recipes.loader import check_recipes
+    from hookline.recipes.matcher import RecipeSet
+    from hookline.recipes.testing import discover_tests, run_file
+
+    roots = list(recipe_paths) or get_settings().recipe_paths
+    try:
+        result = check_recipes(roots, config=_config())
+    except HooklineError as exc:
+        _fail(str(exc))
+        return
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if result.problems:
+        for prob in result.problems:
+            click.echo(str(prob), err=True)
+        _fail("fix the recipes first (hookline check)")
+    recipes = RecipeSet(result.recipes)
+    targets = list(paths) or [r / "tests" for r in roots if (r / "tests").is_dir()]
+    files = discover_tests(targets)
+    if not files:
+        click.echo(
+            "no recipe tests found" + (f" in {', '.join(map(str, targets))}" if targets else "")
+        )
+        return
+    passed = failed = 0
+    for f in files:
+        cases, problems = run_file(f, recipes)
+        for prob in problems:
+            click.echo(f"ERROR {prob}")
+            failed += 1
+        for c in cases:
+            if c.passed:
+                passed += 1
+                if not quiet:
+                    click.echo(f"PASS {c.path}:{c.line} {c.name}")
+            else:
+                failed += 1
+                click.echo(f"FAIL {c.path}:{c.line} {c.name}")
+                for msg in c.failures:
+                    click.echo(f"     {msg}")
+    click.echo(f"{passed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
