@@ -280,3 +280,35 @@ def test_recipes(paths: tuple[Path, ...], recipe_paths: tuple[Path, ...], quiet:
     click.echo(f"{passed} passed, {failed} failed")
     if failed:
         sys.exit(1)
+
+
+@click.command()
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to FILE."
+)
+@click.option("--check", "check_only", is_flag=True, help="Exit 1 if FILE is out of date.")
+@click.option("--tests", "for_tests", is_flag=True, help="The schema of recipe test files.")
+def schema(output: Path | None, check_only: bool, for_tests: bool) -> None:
+    """Print (or write) the JSON Schema of recipe files, for editors.
+
+    The committed copies are recipes/recipe.schema.json and
+    recipes/tests/recipe-test.schema.json.
+    """
+    from hookline.recipes.schema import dumps, recipe_schema, recipe_test_schema
+
+    text = dumps(recipe_test_schema() if for_tests else recipe_schema())
+    if output is None:
+        if check_only:
+            _fail("--check needs --output FILE", 2)
+        click.echo(text, nl=False)
+        return
+    if check_only:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current != text:
+            _fail(
+                f"{output} is out of date; run: hookline schema {'--tests ' if for_tests else ''}-o {output}"
+            )
+        click.echo(f"{output} is up to date")
+        return
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}")

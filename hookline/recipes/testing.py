@@ -90,7 +90,7 @@ class Case(BaseModel):
         return self
 
 
-class TestFile(BaseModel):
+class RecipeTestFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     recipe: str | None = None
@@ -136,7 +136,7 @@ def discover_tests(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def _event_for(case: Case, spec: TestFile, path: Path) -> Event:
+def _event_for(case: Case, spec: RecipeTestFile, path: Path) -> Event:
     from hookline import samples
 
     if case.sample is not None:
@@ -185,7 +185,9 @@ def _check_steps(
                 )
 
 
-def run_case(case: Case, spec: TestFile, path: Path, line: int, recipes: RecipeSet) -> CaseResult:
+def run_case(
+    case: Case, spec: RecipeTestFile, path: Path, line: int, recipes: RecipeSet
+) -> CaseResult:
     """Run one case against ``recipes``."""
     result = CaseResult(path, line, case.name)
     fail = result.failures
@@ -237,7 +239,7 @@ def run_file(path: Path, recipes: RecipeSet) -> tuple[list[CaseResult], list[Pro
     if problems:
         return [], problems
     try:
-        spec = TestFile.model_validate(doc.data)
+        spec = RecipeTestFile.model_validate(doc.data)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
