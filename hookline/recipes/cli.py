@@ -305,9 +305,8 @@ def schema(output: Path | None, check_only: bool, for_tests: bool) -> None:
     if check_only:
         current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current != text:
-            _fail(
-                f"{output} is out of date; run: hookline schema {'--tests ' if for_tests else ''}-o {output}"
-            )
+            flag = "--tests " if for_tests else ""
+            _fail(f"{output} is out of date; run: hookline schema {flag}-o {output}")
         click.echo(f"{output} is up to date")
         return
     output.write_text(text, encoding="utf-8")
