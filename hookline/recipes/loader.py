@@ -10,6 +10,7 @@ in one step does not hide a template mistake in another.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
 import logging
 import re
@@ -879,6 +880,7 @@ class LoadResult:
     problems: list[Problem]
     warnings: list[str]
     files: list[Path]
+    fingerprint: str = ""
 
 
 def _as_paths(paths: Iterable[Path | str] | Path | str | None) -> list[Path]:
@@ -920,12 +922,14 @@ def check_recipes(
     files, problems = discover(_as_paths(paths))
     recipes: list[Recipe] = []
     names: dict[str, Problem] = {}
+    digest = hashlib.sha256()
     for f in files:
         try:
             text = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(f, 0, 0, f"cannot read the file: {exc}"))
             continue
+        digest.update(f"{f}\0{text}\0".encode())
         doc = load_yaml(text)
         file_problems = [Problem(f, i.line, i.column, i.message, hint=i.hint) for i in doc.issues]
         if doc.data is not None or not doc.issues:
@@ -959,7 +963,7 @@ def check_recipes(
         spec = RecipeSpec.model_validate(data)
         recipes.append(_build(f, doc, spec, env_allowed=env_allowed, actions=actions))
     problems.sort(key=lambda p: (str(p.path), p.line, p.column))
-    return LoadResult(recipes, problems, warnings, files)
+    return LoadResult(recipes, problems, warnings, files, digest.hexdigest())
 
 
 def load_recipes(
@@ -986,7 +990,7 @@ def load_recipes(
         log.warning("%s", w)
     if result.problems:
         raise RecipeLoadError(result.problems)
-    return RecipeSet(result.recipes)
+    return RecipeSet(result.recipes, fingerprint=result.fingerprint)
 
 
 __all__ = [

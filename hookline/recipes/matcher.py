@@ -76,11 +76,16 @@ def match_recipe(
 
 
 class RecipeSet:
-    """The loaded recipes, sorted by name."""
+    """The loaded recipes, sorted by name.
 
-    def __init__(self, recipes: Iterable[Recipe]) -> None:
+    ``fingerprint`` is a SHA-256 over every recipe file's path and bytes (empty when built
+    by hand): processes that log it at start-up can be checked to run the same recipes.
+    """
+
+    def __init__(self, recipes: Iterable[Recipe], *, fingerprint: str = "") -> None:
         self.recipes: list[Recipe] = sorted(recipes, key=lambda r: r.name)
         self._by_name = {r.name: r for r in self.recipes}
+        self.fingerprint = fingerprint
 
     def __iter__(self) -> Iterator[Recipe]:
         return iter(self.recipes)
