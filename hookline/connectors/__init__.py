@@ -247,6 +247,10 @@ def _salesforce(
             version=settings.api_version,
         )
     require("salesforce", settings, raw, "username", "password")
+    # The SOAP login answers a bad password with HTTP 500 and a fault that simple-salesforce
+    # turns into SalesforceAuthenticationFailed; our 5xx-is-transient hook must not see it.
+    hooks = list(session.hooks["response"])
+    session.hooks["response"].clear()
     try:
         return Salesforce(
             username=settings.username,
@@ -259,8 +263,16 @@ def _salesforce(
             version=settings.api_version,
         )
     except SalesforceAuthenticationFailed as exc:
+        # A non-SOAP answer (a 503 page) leaves the HTTP status as the code: that is transient.
+        if isinstance(exc.code, int) and (exc.code == 429 or exc.code >= 500):
+            raise TransientError(
+                f"salesforce: login failed: HTTP {exc.code}",
+                connector="salesforce",
+                status=exc.code,
+            ) from None
         raise PermanentError(
-            f"salesforce: login as {settings.username} failed: {shorten(exc.message)} "
+            f"salesforce: login as {settings.username} failed: {exc.code}: "
+            f"{shorten(exc.auth_message)} "
             f"({anchor('salesforce')})",
             connector="salesforce",
         ) from None
@@ -269,3 +281,5 @@ def _salesforce(
         if mapped is None:
             raise
         raise mapped from None
+    finally:
+        session.hooks["response"].extend(hooks)

@@ -126,3 +126,51 @@ def test_timeout_is_transient(client: Client, fakes: FakeVendors, account: str) 
         salesforce.update_account(
             client("salesforce"), account_id=account, service_type="x", service_date="2024-01-01"
         )
+
+
+@pytest.fixture
+def login_env(env: dict[str, str], fakes: FakeVendors) -> dict[str, str]:
+    from tests.fakes import salesforce as fake
+
+    without_session = {
+        k: v
+        for k, v in env.items()
+        if k not in {"SALESFORCE_INSTANCE_URL", "SALESFORCE_SESSION_ID"}
+    }
+    return {
+        **without_session,
+        "SALESFORCE_USERNAME": fake.USERNAME,
+        "SALESFORCE_PASSWORD": fake.PASSWORD,
+        "SALESFORCE_SECURITY_TOKEN": fake.SECURITY_TOKEN,
+        "SALESFORCE_DOMAIN": fakes.salesforce.login_domain(),
+    }
+
+
+def test_password_login_then_update(
+    login_env: dict[str, str], fakes: FakeVendors, account: str
+) -> None:
+    from hookline.connectors import build_client
+
+    c = build_client("salesforce", environ=login_env)
+    salesforce.update_account(
+        c, account_id=account, service_type="voice", service_date="2024-01-02"
+    )
+    assert fakes.salesforce.records["Account"][account]["Latest_Service_Addition__c"] == "voice"
+
+
+def test_wrong_password_is_permanent_not_a_retried_500(login_env: dict[str, str]) -> None:
+    from hookline.connectors import build_client
+
+    with pytest.raises(PermanentError) as caught:
+        build_client("salesforce", environ={**login_env, "SALESFORCE_PASSWORD": "nope-pw"})
+    assert not isinstance(caught.value, TransientError)
+    assert "failed: INVALID_LOGIN: Invalid username, password" in str(caught.value)
+    assert "nope-pw" not in str(caught.value)
+
+
+def test_login_503_is_transient(login_env: dict[str, str], fakes: FakeVendors) -> None:
+    from hookline.connectors import build_client
+
+    fakes.salesforce.fail_next(1, status=503, path="/Soap/")
+    with pytest.raises(TransientError, match="login failed: HTTP 503"):
+        build_client("salesforce", environ=login_env)

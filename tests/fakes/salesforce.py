@@ -15,6 +15,20 @@ from typing import Any
 from tests.fakes.base import FakeServer, Request, Response
 
 SESSION_ID = "00DHOOKLINE!fake.salesforce.session"
+USERNAME = "integration@hookline.example"
+PASSWORD = "fake-salesforce-password"
+SECURITY_TOKEN = "fakeSecurityToken"
+_LOGIN = re.compile(r"^/services/Soap/u/\d+\.\d+$")
+_FAULT = (
+    '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+    'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+    'xmlns:sf="urn:fault.partner.soap.sforce.com"><soapenv:Body><soapenv:Fault>'
+    "<faultcode>sf:INVALID_LOGIN</faultcode><faultstring>INVALID_LOGIN: Invalid username, "
+    "password, security token; or user locked out.</faultstring><detail><sf:LoginFault>"
+    "<sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode><sf:exceptionMessage>Invalid username, "
+    "password, security token; or user locked out.</sf:exceptionMessage></sf:LoginFault>"
+    "</detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+)
 API_VERSION = "59.0"
 
 #: sObject -> (id prefix, custom fields it has).
@@ -66,13 +80,50 @@ class FakeSalesforce(FakeServer):
             return record_id
 
     def error_response(self, status: int, request: Request) -> Response:
+        if _LOGIN.match(request.path):
+            return Response(status, "<html>Service Unavailable</html", content_type="text/html")
         if status == 401:
             return sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
         if status == 429:
             return sf_error(429, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
         return sf_error(status, "SERVER_ERROR", "An unexpected error occurred (injected).")
 
+    def login_domain(self) -> str:
+        """A ``SALESFORCE_DOMAIN`` that makes simple-salesforce's SOAP login reach this fake.
+
+        simple-salesforce logs in at ``https://{domain}.salesforce.com/services/Soap/u/{v}``;
+        ending the domain in ``?`` turns the rest of that URL into a query string.
+        """
+        return f"{self.url.removeprefix('https://')}/services/Soap/u/{API_VERSION}?"
+
+    def _login(self, request: Request) -> Response:
+        body = request.body.decode(errors="replace")
+        user = re.search(r"<n1:username>(.*?)</n1:username>", body)
+        secret = re.search(r"<n1:password>(.*?)</n1:password>", body)
+        ok = (
+            user
+            and secret
+            and (user.group(1), secret.group(1))
+            == (
+                USERNAME,
+                PASSWORD + SECURITY_TOKEN,
+            )
+        )
+        if not ok:
+            return Response(500, _FAULT, content_type="text/xml")
+        server = f"{self.url}/services/Soap/u/{API_VERSION}/00DHOOKLINE"
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+            'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+            'xmlns="urn:partner.soap.sforce.com"><soapenv:Body><loginResponse><result>'
+            f"<serverUrl>{server}</serverUrl><sessionId>{SESSION_ID}</sessionId>"
+            "</result></loginResponse></soapenv:Body></soapenv:Envelope>"
+        )
+        return Response(200, xml, content_type="text/xml")
+
     def route(self, request: Request) -> Response:
+        if _LOGIN.match(request.path) and request.method == "POST":
+            return self._login(request)
         if request.header("Authorization") != f"Bearer {SESSION_ID}":
             return self.error_response(401, request)
         match = _PATH.match(request.path)
