@@ -113,7 +113,6 @@ def error_for_exception(connector: str, exc: BaseException, *, what: str) -> Con
         )
     timeouts = (
         TimeoutError,
-        socket.timeout,
         requests.Timeout,
         httpx.TimeoutException,
     )
