@@ -522,6 +522,9 @@ class _FileChecker:
         if etype == "too_short" and last in ("steps",):
             self.add(loc, "a recipe needs at least one step", at_key=True)
             return
+        if etype == "invalid_key":
+            self.add(loc, f"key {last!r} must be text", hint="quote it", at_key=True)
+            return
         if etype == "hookline_union":
             self.add(loc, err["msg"])
             return
@@ -624,6 +627,8 @@ class _FileChecker:
         types = param_types(action)
         for k, v in with_.items():
             path: Path_ = (section, i, "with", k)
+            if not isinstance(k, str):
+                continue  # the structure check reports non-text keys
             if k in RESERVED_PARAMS:
                 self.add(
                     path,

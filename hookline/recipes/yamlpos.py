@@ -70,13 +70,30 @@ class Document:
         return self.positions.get((), Pos(1, 1, 1, 1))
 
 
+def _key(node: ScalarNode) -> Any:
+    """The Python value PyYAML constructs for a plain scalar key (1 -> int, ~ -> None)."""
+    tag = node.tag  # resolved by the composer (quoted scalars are already str)
+    try:
+        if tag.endswith(":int"):
+            return int(node.value.replace("_", ""), 0)
+        if tag.endswith(":float"):
+            return float(node.value.replace("_", ""))
+        if tag.endswith(":null"):
+            return None
+        if tag.endswith(":bool"):
+            return node.value.lower() == "true"
+    except ValueError:
+        return node.value
+    return node.value
+
+
 def _index(node: Node, path: Path_, out: dict[Path_, Pos], issues: list[YamlIssue]) -> None:
     if isinstance(node, MappingNode):
         seen: dict[Any, int] = {}
         for knode, vnode in node.value:
             if not isinstance(knode, ScalarNode):
                 continue
-            key: Any = knode.value
+            key: Any = _key(knode)
             if key == "<<":
                 continue
             if key in seen:
