@@ -124,7 +124,7 @@ def _preview_step(
     except RecipeError as exc:
         return StepPreview(step, "error", error=str(exc))
     if not go:
-        return StepPreview(step, "skipped", reason=f"if: {step.if_} is false")
+        return StepPreview(step, "skipped", reason=f'if "{step.if_}" is false')
     params: dict[str, Any] = {}
     for name, compiled in step.compiled_with.items():
         where = f"{step.where()}: with.{name}"
@@ -141,7 +141,7 @@ def _preview_step(
                 return StepPreview(step, "error", params=params, error=str(exc))
     outputs = dict(placeholders(step))
     outputs.update(fakes.get(step.id, {}))
-    reason = f"if: {step.if_} is true" if step.if_ is not None else ""
+    reason = f'if "{step.if_}" is true' if step.if_ is not None else ""
     return StepPreview(step, "run", reason=reason, params=params, outputs=outputs)
 
 

@@ -101,7 +101,10 @@ def test_try_shows_match_steps_params_and_masks_secrets(project: Path) -> None:
     assert "when \"data.current_status == 'outage'\" is True" in out
     assert 'channel: "#noc"' in out
     assert "s3cr3t-value" not in out and "token ••••••" in out
-    assert "2. incident (servicenow.create_incident): skipped (if: data.impact == 'high'" in out
+    assert (
+        "2. incident (servicenow.create_incident): skipped "
+        "(if \"data.impact == 'high'\" is false)" in out
+    )
     assert 'thread_ts: "<steps.alert.ts>"' in out
     assert "1 of 1 recipe match" in out
 
