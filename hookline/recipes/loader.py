@@ -405,11 +405,9 @@ class _FileChecker:
                 self.add(
                     path,
                     f"env.{first} is not allowed by {self.env_source}",
-                    hint=(
-                        (did_you_mean(first, self.env_allowed) or "")
-                        + f" (add {first} to the env: list of {self.env_source} to let "
-                        "recipes read it)"
-                    ).strip(),
+                    hint=did_you_mean(first, self.env_allowed)
+                    or f"add {first} to the env: list of {self.env_source} to let recipes "
+                    "read it",
                     line_offset=off,
                 )
         elif root in ("recipe", "run", "failure"):
