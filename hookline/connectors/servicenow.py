@@ -1,8 +1,9 @@
 """ServiceNow actions over an injected `pysnc.ServiceNowClient` (Table API).
 
 Idempotency: `create_incident` first looks its ``correlation_id`` up (by default the engine's
-reserved ``idempotency_key``), so a retry or a replay of the same step finds the incident it
-opened instead of opening a second one.
+reserved ``idempotency_key``) among open incidents, so a retry of the same step finds the
+incident it opened instead of opening a second one, while a per-service correlation id
+(``solveforce:svc_voice_001``) opens a new incident once the previous one is resolved.
 
 The client is built by `hookline.connectors.build_client("servicenow")` with pysnc's mounted
 urllib3 retries turned off (``auto_retry=False``): the engine's step runner owns retries.
@@ -111,9 +112,16 @@ def _escape(value: str) -> str:
     return value.replace("^", "^^")
 
 
-def _find(client: ServiceNowClient, table: str, field: str, value: str) -> Any | None:
+def _find(
+    client: ServiceNowClient, table: str, field: str, value: str, *, active: bool = False
+) -> Any | None:
     record = client.GlideRecord(table, batch_size=1)
     record.add_query(field, _escape(value))
+    if active:
+        record.add_query("active", "true")
+    # Newest first: with several matches (an old resolved incident and a new one), the
+    # latest is the one a step means.
+    record.order_by_desc("sys_created_on")
     record.limit = 1
     with _errors(f"looking up {table} {field}={value!r}"):
         record.query()
@@ -138,6 +146,11 @@ def _find_incident(
     field, value = given[0]
     if field == "correlation_id":
         value = correlation_value(value)
+    if field == "correlation_id":
+        # Prefer the open incident; fall back to the latest, to report it already resolved.
+        found = _find(client, "incident", field, value, active=True)
+        if found is not None:
+            return found, f"{field}={value!r}"
     return _find(client, "incident", field, value), f"{field}={value!r}"
 
 
@@ -178,17 +191,21 @@ def create_incident(
     assignment_group: str | None = None,
     caller_id: str | None = None,
     correlation_id: str | None = None,
+    only_open: bool = True,
     fields: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
 ) -> IncidentOutput:
-    """Open an incident unless one with the same correlation_id exists (then return it)."""
+    """Open an incident unless an open one has the same correlation_id (then return that).
+
+    ``only_open=False`` also reuses a resolved or closed incident with that correlation_id.
+    """
     _check("priority", priority, 5)
     _check("impact", impact, 3)
     _check("urgency", urgency, 3)
     key = correlation_id or idempotency_key
     correlation = correlation_value(key) if key else None
     if correlation is not None:
-        existing = _find(client, "incident", "correlation_id", correlation)
+        existing = _find(client, "incident", "correlation_id", correlation, active=only_open)
         if existing is not None:
             return {**_incident_output(existing), "created": False}
     values: dict[str, Any] = dict(fields or {})

@@ -72,6 +72,27 @@ def test_retry_after_a_lost_response_finds_the_incident(client: Client, fakes: F
     assert len(fakes.servicenow.incidents) == 1
 
 
+def test_per_service_correlation_opens_a_new_incident_after_resolution(
+    client: Client, fakes: FakeVendors
+) -> None:
+    c = client("servicenow")
+    first = servicenow.create_incident(c, short_description="a", correlation_id="svc_voice_001")
+    servicenow.resolve_incident(c, correlation_id="svc_voice_001", close_notes="fixed")
+
+    second = servicenow.create_incident(c, short_description="b", correlation_id="svc_voice_001")
+    third = servicenow.create_incident(c, short_description="c", correlation_id="svc_voice_001")
+    reused = servicenow.create_incident(
+        c, short_description="d", correlation_id="svc_voice_001", only_open=False
+    )
+
+    assert second["created"] is True and second["number"] != first["number"]
+    assert third == {**second, "created": False}
+    assert reused == {**second, "created": False}
+    resolved = servicenow.resolve_incident(c, correlation_id="svc_voice_001", close_notes="ok")
+    assert (resolved["number"], resolved["resolved"]) == (second["number"], True)
+    assert len(fakes.servicenow.incidents) == 2
+
+
 def test_explicit_correlation_id_wins_and_long_keys_are_digested(
     client: Client, fakes: FakeVendors
 ) -> None:

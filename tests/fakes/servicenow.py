@@ -126,6 +126,8 @@ class FakeServiceNow(FakeServer):
         for term in split_query(request.query.get("sysparm_query", "")):
             if term.startswith("ORDERBYDESC"):
                 key = term[len("ORDERBYDESC") :]
+                # Creation order breaks ties (timestamps have one-second resolution).
+                found = found[::-1]
                 found.sort(key=lambda r: str(r.get(key, "")), reverse=True)
             elif term.startswith("ORDERBY"):
                 key = term[len("ORDERBY") :]
