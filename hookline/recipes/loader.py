@@ -321,8 +321,7 @@ class _FileChecker:
                 if stripped.startswith("{{") or stripped.startswith("{%"):
                     self.add(
                         path,
-                        f"{scope.where if scope.where in ('when',) else 'if'} is an expression, "
-                        "not a template",
+                        "this is an expression, not a template",
                         hint=f"drop the braces: {_unbrace(stripped)}",
                     )
                     return

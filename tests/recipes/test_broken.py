@@ -236,7 +236,7 @@ CASES: list[tuple[str, str, int, str]] = [
             with: {channel: "#x"}
         """,
         3,
-        "when: when is an expression, not a template; "
+        "when: this is an expression, not a template; "
         "drop the braces: data.current_status == 'outage'",
     ),
     (
