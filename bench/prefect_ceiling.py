@@ -1,0 +1,67 @@
+"""Prefect's own ceiling on this machine: bare async flow runs with N trivial tasks, created
+from a deployment and executed in one long-lived process — the same path `hookline worker`
+uses, minus Hookline. bench/e2e.py runs it next to Hookline on the same server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.flow_engine import run_flow_async
+from prefect.states import Pending
+from prefect.utilities.engine import propose_state
+
+
+@task(persist_result=False, cache_policy=NO_CACHE)
+async def trivial(i: int) -> int:
+    return i
+
+
+@flow(name="bench-bare", persist_result=False, validate_parameters=False)
+async def bare(n_tasks: int) -> None:
+    for i in range(n_tasks):
+        await trivial.with_options(name=f"t{i}", task_run_name=f"t{i}")(i)
+
+
+async def ceiling(client: Any, *, runs: int, n_tasks: int, concurrency: int) -> dict[str, float]:
+    """Create ``runs`` flow runs and execute them in-process, ``concurrency`` at a time."""
+    try:
+        await client.create_work_pool(WorkPoolCreate(name="bench-bare", type="hookline"))
+    except ObjectAlreadyExists:
+        pass
+    fid = await client.create_flow(bare)
+    did = await client.create_deployment(
+        fid, name="bench", work_pool_name="bench-bare", entrypoint="bench/prefect_ceiling.py:bare"
+    )
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    stamp = time.time()
+
+    async def one(i: int) -> None:
+        async with sem:
+            t0 = time.perf_counter()
+            fr = await client.create_flow_run_from_deployment(
+                did, parameters={"n_tasks": n_tasks}, idempotency_key=f"bare-{stamp}-{i}"
+            )
+            await propose_state(client, Pending(), flow_run_id=fr.id)
+            await run_flow_async(
+                bare, flow_run=fr, parameters={"n_tasks": n_tasks}, return_type="state"
+            )
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(runs)))
+    wall = time.perf_counter() - t0
+    latencies.sort()
+    return {
+        "runs": runs,
+        "wall_s": wall,
+        "runs_per_s": runs / wall,
+        "p50_s": latencies[len(latencies) // 2],
+        "p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    }

@@ -1,0 +1,344 @@
+"""Engine commands: worker, dispatch, up, send, events, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hookline.config import HooklineConfig, get_settings, load_config
+from hookline.errors import HooklineError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def ui_url_from_api(api_url: str | None) -> str | None:
+    """Prefect's UI address for an API address (``http://host:4200/api`` -> ``http://host:4200``)."""
+    if not api_url:
+        return None
+    return api_url[: -len("/api")] if api_url.rstrip("/").endswith("/api") else api_url
+
+
+@dataclass
+class Engine:
+    config: HooklineConfig
+    inbox: Any
+    recipes: Any
+    client: Any
+    deployment_id: Any
+
+
+@asynccontextmanager
+async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
+    """Config, recipes, inbox, Prefect client and deployment; installs the flow Runtime."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    from hookline.engine.deployment import ensure_deployment
+    from hookline.flows import runtime
+    from hookline.inbox import open_inbox
+    from hookline.recipes import load_recipes
+
+    settings = get_settings()
+    config = load_config(settings.config)
+    recipes = load_recipes(settings.recipe_paths, config=config)
+    inbox = await open_inbox(settings)
+    try:
+        async with get_client() as client:
+            deployment_id = await ensure_deployment(client)
+            ui = PREFECT_UI_URL.value() or ui_url_from_api(PREFECT_API_URL.value())
+            runtime.install(
+                runtime.Runtime(
+                    inbox=inbox, recipes=recipes, config=config, preview=preview, ui_url=ui
+                )
+            )
+            try:
+                yield Engine(config, inbox, recipes, client, deployment_id)
+            finally:
+                runtime.install(None)
+                from prefect.logging.handlers import APILogHandler
+
+                await APILogHandler.aflush()  # the last runs' logs, before the client closes
+    finally:
+        await inbox.close()
+
+
+def _logging() -> None:
+    from hookline.receiver.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+@click.command()
+@click.option("--limit", default=8, show_default=True, help="Recipe runs executed at once.")
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between work-pool polls.")
+@click.option("--work-pool", default="hookline", show_default=True)
+@click.option(
+    "--dispatch/--no-dispatch",
+    default=False,
+    show_default=True,
+    help="Also run a dispatcher in this process (one per inbox when using order_by).",
+)
+def worker(limit: int, poll: float, work_pool: str, dispatch: bool) -> None:
+    """Execute recipe runs from the Prefect work pool, in this process."""
+    from hookline.engine.dispatcher import Dispatcher
+    from hookline.engine.worker import Worker
+
+    _logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        async with open_engine() as eng:
+            w = Worker(eng.client, work_pool=work_pool, limit=limit, poll_seconds=poll)
+            jobs = [w.run(stop)]
+            if dispatch:
+                d = Dispatcher(
+                    eng.inbox, eng.recipes, eng.client, eng.deployment_id, on_created=w.submit
+                )
+                jobs.append(d.run(stop))
+            click.echo(f"worker {w.name} polling work pool {work_pool!r} (limit {limit})")
+            await asyncio.gather(*jobs)
+
+    try:
+        asyncio.run(main())
+    except HooklineError as exc:
+        _fail(str(exc))
+
+
+@click.command()
+@click.option("--concurrency", default=4, show_default=True, help="Flow-run creates at once.")
+def dispatch(concurrency: int) -> None:
+    """Move inbox entries into Prefect flow runs and follow them to done/failed."""
+    from hookline.engine.dispatcher import Dispatcher
+
+    _logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        async with open_engine() as eng:
+            d = Dispatcher(
+                eng.inbox, eng.recipes, eng.client, eng.deployment_id, concurrency=concurrency
+            )
+            click.echo("dispatcher running")
+            await d.run(stop)
+
+    try:
+        asyncio.run(main())
+    except HooklineError as exc:
+        _fail(str(exc))
+
+
+def dev_secret_path() -> Path:
+    return get_settings().home / "dev-secret"
+
+
+def default_secret() -> str | None:
+    """SOLVEFORCE_WEBHOOK_SECRET, else the development secret `hookline up` generated."""
+    if os.environ.get("SOLVEFORCE_WEBHOOK_SECRET"):
+        return os.environ["SOLVEFORCE_WEBHOOK_SECRET"]
+    p = dev_secret_path()
+    return p.read_text().strip() if p.exists() else None
+
+
+@click.command()
+@click.argument("event_type", required=False)
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Send this JSON file instead of a built-in sample.",
+)
+@click.option(
+    "--url",
+    default=None,
+    help="Receiver URL [default: $HOOKLINE_URL or http://127.0.0.1:8000/webhooks/solveforce].",
+)
+@click.option(
+    "--secret",
+    default=None,
+    help="Signing secret [default: $SOLVEFORCE_WEBHOOK_SECRET or the one `hookline up` made].",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override a field, e.g. --set data.current_status=outage (repeatable).",
+)
+@click.option("--keep-id", is_flag=True, help="Keep the sample's event_id and timestamp.")
+@click.option("--list", "list_", is_flag=True, help="List the built-in samples.")
+def send(
+    event_type: str | None,
+    file: Path | None,
+    url: str | None,
+    secret: str | None,
+    sets: tuple[str, ...],
+    keep_id: bool,
+    list_: bool,
+) -> None:
+    """Sign and send a SolveForce sample event (or --file) to a running Hookline."""
+    from hookline import samples
+    from hookline.engine import send as sender
+
+    if list_:
+        for name in samples.names():
+            click.echo(name)
+        return
+    url = url or os.environ.get("HOOKLINE_URL") or "http://127.0.0.1:8000/webhooks/solveforce"
+    secret = secret or default_secret()
+    if not secret:
+        _fail("no signing secret: pass --secret or set SOLVEFORCE_WEBHOOK_SECRET")
+        return
+    try:
+        payload = sender.build_event(event_type, file, sets=sets, keep_id=keep_id)
+        response = sender.send(payload, url=url, secret=secret)
+    except sender.SendError as exc:
+        _fail(str(exc))
+        return
+    click.echo(
+        f"{payload['event_type']} {payload['event_id']} -> {response.status_code} "
+        f"{response.text.strip()}"
+    )
+    if response.status_code != 200:
+        sys.exit(1)
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(value[:-1]) * units[value[-1]])
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use 30m, 2h, 1d or an ISO 8601 time") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@click.command()
+@click.option("--status", type=click.Choice(["pending", "dispatched", "done", "failed"]))
+@click.option("--since", default=None, help="30m, 2h, 1d or an ISO 8601 time.")
+@click.option("--limit", default=50, show_default=True)
+def events(status: str | None, since: str | None, limit: int) -> None:
+    """List inbox entries with their runs and Prefect UI links."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    from hookline.inbox import open_inbox
+
+    ui = PREFECT_UI_URL.value() or ui_url_from_api(PREFECT_API_URL.value())
+    since_dt = _parse_since(since)
+
+    async def main() -> list[Any]:
+        inbox = await open_inbox(get_settings())
+        try:
+            entries: list[Any] = await inbox.list(status=status, since=since_dt, limit=limit)
+            return entries
+        finally:
+            await inbox.close()
+
+    entries = asyncio.run(main())
+    if not entries:
+        click.echo("no events" + (f" with status {status}" if status else ""))
+        return
+    for e in entries:
+        click.echo(
+            f"{e.received_at:%Y-%m-%d %H:%M:%S}  {e.status:<10} {e.source}:{e.event_id}  "
+            f"{e.event_type}  attempts={e.attempts}"
+        )
+        for recipe, run_id in sorted(e.flow_runs.items()):
+            link = f"{ui}/runs/flow-run/{run_id}" if ui else run_id
+            click.echo(f"    {recipe}: {link}")
+        if e.last_error:
+            click.echo(f"    error: {e.last_error}")
+
+
+@click.command()
+@click.argument("event_ids", nargs=-1)
+@click.option("--source", default=None, help="Only this source's event with that id.")
+@click.option("--all-failed", is_flag=True, help="Replay every failed event.")
+def replay(event_ids: tuple[str, ...], source: str | None, all_failed: bool) -> None:
+    """Run events again; steps that already succeeded for an event are not repeated."""
+    from hookline.inbox import open_inbox
+
+    if not event_ids and not all_failed:
+        _fail("give one or more EVENT_IDs, or --all-failed")
+
+    async def main() -> list[str]:
+        inbox = await open_inbox(get_settings())
+        done: list[str] = []
+        try:
+            targets: list[Any] = []
+            if all_failed:
+                targets += await inbox.list(status="failed", limit=100_000)
+            for eid in event_ids:
+                found = [
+                    e for e in await inbox.find_event(eid) if source is None or e.source == source
+                ]
+                if not found:
+                    raise HooklineError(f"no event {eid!r} in the inbox (see `hookline events`)")
+                targets += found
+            for e in targets:
+                if e.status in ("pending", "dispatched"):
+                    click.echo(f"{e.source}:{e.event_id} is {e.status}; not replayed")
+                    continue
+                await inbox.requeue(e.id)
+                done.append(f"{e.source}:{e.event_id}")
+        finally:
+            await inbox.close()
+        return done
+
+    try:
+        replayed = asyncio.run(main())
+    except HooklineError as exc:
+        _fail(str(exc))
+        return
+    for r in replayed:
+        click.echo(f"requeued {r}")
+    click.echo(f"{len(replayed)} event(s) requeued; the dispatcher sends them to Prefect again")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, help="Receiver port.")
+@click.option(
+    "--prefect-port",
+    default=4200,
+    show_default=True,
+    help="Port of the embedded Prefect server (ignored when PREFECT_API_URL is set).",
+)
+@click.option(
+    "--preview/--no-preview",
+    default=True,
+    show_default=True,
+    help="Steps whose connector is not configured record what they would send instead of failing.",
+)
+def up(host: str, port: int, prefect_port: int, preview: bool) -> None:
+    """Run Hookline end to end: Prefect server, receiver, dispatcher and worker."""
+    from hookline.engine.up import run_up
+
+    try:
+        run_up(host=host, port=port, prefect_port=prefect_port, preview=preview)
+    except HooklineError as exc:
+        _fail(str(exc))

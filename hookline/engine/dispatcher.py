@@ -1,0 +1,299 @@
+"""Moves inbox entries into Prefect flow runs, at the pace Prefect can take, and follows them.
+
+    claim (leased) --match--> create flow run per recipe --> mark_dispatched --follow--> done/failed
+
+- Every flow run is created with idempotency key ``<source>:<event_id>:<recipe>``: a dispatcher
+  that dies between creating runs and marking the entry re-creates nothing when the lease
+  expires and the entry is claimed again (Prefect returns the existing run).
+- Prefect down or overloaded (connection errors, 5xx after the client's own retries): the entry
+  goes back to pending with exponential backoff and the dispatcher pauses, so nothing is lost
+  and Prefect is not hammered while it recovers.
+- ``order_by`` lanes: a recipe run whose lane key has a run in flight waits; events of one
+  lane go out in event-time order. Lanes are held by the dispatcher, so run one dispatcher
+  per inbox when recipes use ``order_by`` (receivers and workers scale freely).
+- Following: one Prefect query per cycle reads the states of every dispatched entry's runs;
+  an entry is ``done`` when all its runs completed, ``failed`` (with the runs' messages) when
+  any failed, crashed or was cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.exceptions import PrefectHTTPStatusError
+
+from hookline.inbox import Inbox, InboxEntry
+from hookline.recipes import Event, RecipeSet, build_context, render_template
+
+log = logging.getLogger("hookline.dispatcher")
+
+TERMINAL_OK = {"COMPLETED"}
+TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
+
+
+def idempotency_key(source: str, event_id: str, recipe: str, replay_of: str | None) -> str:
+    key = f"{source}:{event_id}:{recipe}"
+    return f"{key}:replay:{replay_of}" if replay_of else key
+
+
+def flow_run_tags(recipe: str, event: Event) -> list[str]:
+    return ["hookline", f"recipe:{recipe}", f"event:{event.event_type}", f"source:{event.source}"]
+
+
+@dataclass
+class DispatcherStats:
+    created: int = 0
+    dispatched: int = 0
+    done: int = 0
+    failed: int = 0
+    deferred: int = 0
+    last_dispatch_lag: float = 0.0
+    prefect_errors: int = 0
+
+
+@dataclass
+class Dispatcher:
+    inbox: Inbox
+    recipes: RecipeSet
+    client: Any  # prefect.client.orchestration.PrefectClient
+    deployment_id: UUID
+    concurrency: int = 4
+    batch: int = 32
+    lease_seconds: float = 60.0
+    poll_seconds: float = 0.25
+    max_backoff: float = 60.0
+    on_created: Callable[[Any], object] | None = None
+    """Called with each new flow run: `hookline up` hands it straight to its in-process
+    worker instead of waiting for the worker's next poll."""
+    clock: Callable[[], float] = time.time
+    stats: DispatcherStats = field(default_factory=DispatcherStats)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _lanes: dict[str, str] = field(default_factory=dict)  # lane key -> flow run id in flight
+    _pause_until: float = 0.0
+    _failures: int = 0
+
+    def notify(self) -> None:
+        """Something was stored: dispatch now instead of at the next poll."""
+        self.wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch and follow until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                n = await self.dispatch_once()
+                await self.follow_once()
+            except Exception:  # never let one bad cycle stop the dispatcher
+                log.exception("dispatch cycle failed; retrying")
+                n = 0
+                await asyncio.sleep(1.0)
+            if n == 0 and not stop.is_set():
+                self.wakeup.clear()
+                delay = max(self.poll_seconds, self._pause_until - self.clock())
+                try:
+                    await asyncio.wait_for(self._wait(stop), timeout=delay)
+                except TimeoutError:
+                    pass
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def dispatch_once(self) -> int:
+        """Claim due entries and create their flow runs; return how many were claimed."""
+        if self.clock() < self._pause_until:
+            return 0
+        entries = await self.inbox.claim(self.batch, lease_seconds=self.lease_seconds)
+        if not entries:
+            return 0
+        # event-time order within the batch, so a lane's earlier event goes first
+        entries.sort(key=lambda e: (e.event_time or e.received_at, e.id))
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one(entry: InboxEntry) -> None:
+            async with sem:
+                await self._dispatch(entry)
+
+        lanes_first = [e for e in entries if self._uses_lanes(e)]
+        rest = [e for e in entries if not self._uses_lanes(e)]
+        for e in lanes_first:  # sequential: lane decisions depend on the previous entry
+            await self._dispatch(e)
+        await asyncio.gather(*(one(e) for e in rest))
+        return len(entries)
+
+    def _uses_lanes(self, entry: InboxEntry) -> bool:
+        return any(r.order_by for r in self.recipes.recipes)
+
+    async def _dispatch(self, entry: InboxEntry) -> None:
+        try:
+            event = Event.from_body(
+                source=entry.source,
+                event_type=entry.event_type,
+                event_id=entry.event_id,
+                body=entry.body,
+            )
+        except Exception as exc:
+            await self.inbox.mark_failed(entry.id, f"cannot parse stored event: {exc}")
+            self.stats.failed += 1
+            return
+        results = self.recipes.match(event)
+        errors = [r for r in results if getattr(r, "error", None) is not None]
+        for r in errors:
+            log.error(
+                "recipe %s: `when` failed on event %s: %s",
+                r.recipe.name,
+                entry.event_id,
+                r.error,
+                extra={"event_id": entry.event_id, "recipe": r.recipe.name},
+            )
+        matched = [r.recipe for r in results if r.matched]
+        if not matched:
+            if errors:
+                await self.inbox.mark_failed(
+                    entry.id, "; ".join(f"recipe {r.recipe.name}: {r.reason}" for r in errors)
+                )
+                self.stats.failed += 1
+            else:
+                log.info(
+                    "no recipe matches %s %s",
+                    entry.event_type,
+                    entry.event_id,
+                    extra={"event_id": entry.event_id},
+                )
+                await self.inbox.mark_done(entry.id)
+                self.stats.done += 1
+            return
+        runs: dict[str, str] = {}
+        waiting: list[str] = []
+        try:
+            for recipe in matched:
+                lane = self._lane(recipe, event)
+                if lane is not None and lane in self._lanes:
+                    waiting.append(lane)
+                    continue
+                replay_of = entry.flow_runs.get(recipe.name)
+                flow_run = await self.client.create_flow_run_from_deployment(
+                    self.deployment_id,
+                    parameters={
+                        "entry_id": entry.id,
+                        "source": entry.source,
+                        "event_id": entry.event_id,
+                        "recipe": recipe.name,
+                    },
+                    name=f"{recipe.name}/{entry.event_id}",
+                    tags=flow_run_tags(recipe.name, event),
+                    idempotency_key=idempotency_key(
+                        entry.source, entry.event_id, recipe.name, replay_of
+                    ),
+                )
+                runs[recipe.name] = str(flow_run.id)
+                self.stats.created += 1
+                if lane is not None:
+                    self._lanes[lane] = str(flow_run.id)
+                if self.on_created is not None:
+                    self.on_created(flow_run)
+        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+            await self._prefect_unavailable(entry, exc)
+            return
+        self._failures = 0
+        if waiting:
+            # runs created so far are idempotent: re-created (found) on the next claim
+            self.stats.deferred += 1
+            await self.inbox.retry_later(
+                entry.id, f"waiting for order_by lane(s) {', '.join(waiting)}", 0.2
+            )
+            return
+        await self.inbox.mark_dispatched(entry.id, runs)
+        self.stats.dispatched += 1
+        self.stats.last_dispatch_lag = max(0.0, self.clock() - entry.received_at.timestamp())
+
+    def _lane(self, recipe: Any, event: Event) -> str | None:
+        if not recipe.order_by:
+            return None
+        ctx = build_context(event, recipe=recipe, steps={}, run={}, failure=None, environ={})
+        return f"{recipe.name}:{render_template(recipe.order_by, ctx)}"
+
+    async def _prefect_unavailable(self, entry: InboxEntry, exc: BaseException) -> None:
+        self._failures += 1
+        self.stats.prefect_errors += 1
+        delay = min(self.max_backoff, 0.5 * 2 ** min(self._failures, 10))
+        self._pause_until = self.clock() + delay
+        message = f"Prefect API unavailable: {type(exc).__name__}: {exc}"
+        log.warning(
+            "%s; entry %s back to pending, pausing %.1fs",
+            message,
+            entry.event_id,
+            delay,
+            extra={"event_id": entry.event_id},
+        )
+        await self.inbox.retry_later(entry.id, message, delay)
+
+    # -- follow -----------------------------------------------------------------------------
+
+    async def follow_once(self, limit: int = 200) -> int:
+        """Move dispatched entries whose runs all ended to done/failed; return how many."""
+        entries = await self.inbox.list(status="dispatched", limit=limit)
+        ids = {UUID(rid) for e in entries for rid in e.flow_runs.values()}
+        ids |= {UUID(rid) for rid in self._lanes.values()}
+        if not ids:
+            return 0
+        try:
+            runs = await self.client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=sorted(ids))),
+                limit=len(ids),
+            )
+        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+            log.warning("cannot read flow run states: %s", exc)
+            return 0
+        states = {str(r.id): r.state for r in runs}
+        for lane, rid in list(self._lanes.items()):
+            st = states.get(rid)
+            if st is not None and st.type.value in TERMINAL_OK | TERMINAL_BAD:
+                del self._lanes[lane]
+        finished = 0
+        for entry in entries:
+            types = {name: states.get(rid) for name, rid in entry.flow_runs.items()}
+            if any(
+                s is None or s.type.value not in TERMINAL_OK | TERMINAL_BAD for s in types.values()
+            ):
+                continue
+            bad = {n: s for n, s in types.items() if s is not None and s.type.value in TERMINAL_BAD}
+            if bad:
+                message = "; ".join(
+                    f"{n}: {s.type.value.lower()}: {s.message or ''}".strip()
+                    for n, s in bad.items()
+                )
+                await self.inbox.mark_failed(entry.id, message)
+                self.stats.failed += 1
+                log.warning(
+                    "event %s failed: %s",
+                    entry.event_id,
+                    message,
+                    extra={"event_id": entry.event_id},
+                )
+            else:
+                await self.inbox.mark_done(entry.id)
+                self.stats.done += 1
+            finished += 1
+        return finished
+
+
+def lag_seconds(entries: list[InboxEntry], now: datetime) -> float:
+    """How long the oldest pending entry has waited."""
+    if not entries:
+        return 0.0
+    return max(0.0, (now - min(e.received_at for e in entries)).total_seconds())

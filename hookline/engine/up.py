@@ -1,0 +1,204 @@
+"""`hookline up`: the whole of Hookline on one machine, in one command.
+
+Starts the embedded Prefect server (SQLite under HOOKLINE_HOME, services tuned for Hookline;
+skipped when PREFECT_API_URL points at a server already), then runs the receiver, the
+dispatcher and an in-process worker in this process. A stored event wakes the dispatcher at
+once, and the dispatcher hands each new flow run straight to the local worker, so a signed
+event reaches its first step without waiting for a poll. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import uvicorn
+
+from hookline.config import get_settings
+from hookline.engine.prefect_server import PrefectServer, port_is_free
+from hookline.errors import HooklineError
+
+
+class AlreadyRunningError(HooklineError):
+    """Another `hookline up` owns this HOOKLINE_HOME."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_home(home: Path, info: dict[str, Any]) -> Path:
+    """Write HOOKLINE_HOME/up.json, or raise if a live `hookline up` already wrote it."""
+    home.mkdir(parents=True, exist_ok=True)
+    state = home / "up.json"
+    if state.exists():
+        try:
+            old = json.loads(state.read_text())
+        except (OSError, ValueError):
+            old = {}
+        pid = old.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+            raise AlreadyRunningError(
+                f"hookline up is already running here (pid {pid}): receiver "
+                f"{old.get('receiver_url')}, Prefect UI {old.get('prefect_ui_url')}. "
+                f"Stop it with Ctrl-C in its terminal (or kill {pid}), or use another "
+                "HOOKLINE_HOME."
+            )
+    state.write_text(json.dumps({**info, "pid": os.getpid()}, indent=2))
+    return state
+
+
+def dev_secret(home: Path) -> str:
+    """SOLVEFORCE_WEBHOOK_SECRET, else a development secret kept in HOOKLINE_HOME/dev-secret."""
+    if os.environ.get("SOLVEFORCE_WEBHOOK_SECRET"):
+        return os.environ["SOLVEFORCE_WEBHOOK_SECRET"]
+    path = home / "dev-secret"
+    if not path.exists():
+        path.write_text("whsec_dev_" + secrets.token_hex(16) + "\n")
+        path.chmod(0o600)
+    secret = path.read_text().strip()
+    os.environ["SOLVEFORCE_WEBHOOK_SECRET"] = secret
+    return secret
+
+
+class _NotifyingInbox:
+    """The receiver's view of the inbox: every stored event wakes the dispatcher."""
+
+    def __init__(self, inbox: Any, notify: Callable[[], None]) -> None:
+        self._inbox = inbox
+        self._notify = notify
+
+    async def put(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self._inbox.put(*args, **kwargs)
+        self._notify()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inbox, name)
+
+
+def _configured(connector: str) -> bool:
+    from hookline.connectors import build_client
+    from hookline.connectors.errors import NotConfiguredError
+
+    try:
+        build_client(connector)
+    except NotConfiguredError:
+        return False
+    except Exception:
+        return True  # configured, but wrongly: the step will say why
+    return True
+
+
+def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
+    settings = get_settings()
+    home = settings.home.resolve()
+    receiver_url = f"http://{host}:{port}"
+    external = os.environ.get("PREFECT_API_URL")
+    server: PrefectServer | None = None
+    if external:
+        api_url = external
+        ui_url = api_url.removesuffix("/").removesuffix("/api")
+    else:
+        server = PrefectServer(home / "prefect", host="127.0.0.1", port=prefect_port)
+        api_url, ui_url = server.api_url, server.ui_url
+    claim_home(home, {"receiver_url": receiver_url, "prefect_ui_url": ui_url})
+    try:
+        if not port_is_free(port, host):
+            raise HooklineError(f"port {port} on {host} is in use; pass --port")
+        secret = dev_secret(home)
+        if server is not None:
+            if not port_is_free(prefect_port):
+                raise HooklineError(
+                    f"port {prefect_port} is in use (another Prefect server?); pass "
+                    "--prefect-port or set PREFECT_API_URL to use that server"
+                )
+            click.echo(f"starting Prefect server (SQLite under {server.home}) ...")
+            server.start()
+        os.environ["PREFECT_API_URL"] = api_url
+        os.environ.setdefault("PREFECT_UI_URL", ui_url)
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
+            asyncio.run(_serve(host, port, receiver_url, ui_url, secret, preview))
+    finally:
+        if server is not None:
+            click.echo("stopping Prefect server ...")
+            server.stop()
+        (home / "up.json").unlink(missing_ok=True)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `hookline up` stops all its parts together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve(
+    host: str, port: int, receiver_url: str, ui_url: str, secret: str, preview: bool
+) -> None:
+    from hookline.engine.cli import _logging, open_engine
+    from hookline.engine.dispatcher import Dispatcher
+    from hookline.engine.worker import Worker
+    from hookline.receiver.app import create_app
+
+    _logging()
+    stop = asyncio.Event()
+    async with open_engine(preview=preview) as eng:
+        worker = Worker(eng.client, poll_seconds=1.0)
+        dispatcher = Dispatcher(
+            eng.inbox, eng.recipes, eng.client, eng.deployment_id, on_created=worker.submit
+        )
+        app = create_app(eng.config, inbox=_NotifyingInbox(eng.inbox, dispatcher.notify))  # type: ignore[arg-type]
+        server = _QuietServer(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        previews = [
+            c for c in ("slack", "servicenow", "salesforce", "inventory") if not _configured(c)
+        ]
+        click.echo("")
+        click.echo(f"  Hookline receiver  {receiver_url}/webhooks/solveforce")
+        click.echo(f"  Prefect UI         {ui_url}")
+        click.echo(f"  recipes            {len(eng.recipes.recipes)} loaded")
+        click.echo(f"  signing secret     {secret[:10]}... (SOLVEFORCE_WEBHOOK_SECRET)")
+        if previews and preview:
+            click.echo(
+                f"  PREVIEW MODE for   {', '.join(previews)}: not configured, so their steps "
+                "record what they would send (see each run's artifact); "
+                "docs/connectors.md says how to configure them"
+            )
+        click.echo("")
+        click.echo("  next, in another terminal:  .venv/bin/hookline send service.status.changed")
+        click.echo("  then:                       .venv/bin/hookline events")
+        click.echo("  Ctrl-C stops everything.")
+        click.echo("")
+
+        async def serve_http() -> None:
+            await server.serve()
+            stop.set()
+
+        async def stopper() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        await asyncio.gather(serve_http(), stopper(), dispatcher.run(stop), worker.run(stop))

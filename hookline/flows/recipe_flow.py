@@ -1,0 +1,326 @@
+"""The Prefect flow that runs one recipe for one event.
+
+One flow run per (event, recipe), one task run per step, named after the step id, so the
+Prefect UI reads like the recipe. Retries live here, in `_attempts`, and nowhere else: the
+connectors turn SDK-internal retries off and Prefect task retries stay at 0, because stacking
+layers multiplies attempts and Prefect's fixed delays cannot honour a vendor's Retry-After.
+Only `TransientError` (and a step timeout) is retried; a `PermanentError` fails the step at
+once. Each attempt is logged on the step's task run, so retries are visible in the UI.
+
+Steps that succeeded are written to the inbox's step log; a replay of the same event reuses
+their outputs instead of calling the vendor again (a replay after a ServiceNow outage opens
+the incident without re-sending the Slack alert).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.states import Completed
+
+from hookline.connectors import get_action
+from hookline.connectors.errors import NotConfiguredError, TransientError
+from hookline.errors import HooklineError
+from hookline.flows import runtime
+from hookline.recipes import Event, Recipe, Step, build_context, evaluate, render_params
+
+FLOW_NAME = "hookline-recipe"
+MAX_DELAY_SECONDS = 300.0
+
+
+class RecipeRunError(HooklineError):
+    """A recipe run failed; the message names the step and the vendor's error."""
+
+
+@dataclass
+class StepRecord:
+    """What happened to one step: the run's story, its artifact and its failure context."""
+
+    id: str
+    uses: str
+    status: str = "pending"  # completed | skipped | failed | replayed | preview
+    attempts: int = 0
+    error: str | None = None
+    reason: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+def step_key(source: str, event_id: str, recipe: str, step_id: str) -> str:
+    """The idempotency key a connector receives: stable across retries and replays."""
+    return f"{source}:{event_id}:{recipe}:{step_id}"
+
+
+def backoff_delay(
+    step: Step, failures: int, retry_after: float | None, rnd: random.Random
+) -> float:
+    """Exponential backoff with ±25% jitter, never shorter than the vendor's Retry-After."""
+    base = float(step.retry_backoff) * (2 ** (failures - 1))
+    delay = min(base * rnd.uniform(0.75, 1.25), MAX_DELAY_SECONDS)
+    if retry_after is not None:
+        delay = max(delay, min(float(retry_after), MAX_DELAY_SECONDS))
+    return float(delay)
+
+
+async def _attempts(
+    rt: runtime.Runtime,
+    step: Step,
+    record: StepRecord,
+    func: Any,
+    client: Any,
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    rnd = random.Random()
+    total = int(step.retries) + 1
+    while True:
+        record.attempts += 1
+        try:
+            result = await asyncio.wait_for(
+                asyncio.to_thread(func, client, **kwargs), timeout=float(step.timeout)
+            )
+            return dict(result) if result is not None else {}
+        except (TransientError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                message = f"timed out after {float(step.timeout):g}s"
+                retry_after = None
+            else:
+                message = str(exc)
+                retry_after = exc.retry_after
+            if record.attempts >= total:
+                record.error = message
+                raise
+            delay = backoff_delay(step, record.attempts, retry_after, rnd)
+            logger.warning(
+                "attempt %d/%d failed (%s); retrying in %.1fs",
+                record.attempts,
+                total,
+                message,
+                delay,
+            )
+            await rt.sleep(delay)
+        except Exception as exc:
+            record.error = str(exc) or type(exc).__name__
+            raise
+
+
+@task(name="step", persist_result=False, cache_policy=NO_CACHE, retries=0)
+async def _step(
+    step: Step,
+    context: dict[str, Any],
+    record: StepRecord,
+    key: str,
+    already: dict[str, Any] | None,
+    log_key: tuple[str, str, str] | None,
+) -> Any:
+    rt = runtime.current()
+    logger = get_run_logger()
+    start = time.perf_counter()
+    try:
+        if already is not None:
+            record.status, record.outputs = "replayed", already
+            record.reason = "already succeeded for this event; outputs reused"
+            logger.info("step %r already succeeded for this event; not repeated", step.id)
+            return Completed(name="Replayed", message=record.reason, data=already)
+        if step.if_ is not None:
+            try:
+                go = evaluate(step.if_, context)
+            except Exception as exc:
+                record.status, record.error = "failed", f"if: {exc}"
+                raise
+            if not go:
+                record.status, record.reason = "skipped", f"if: {step.if_} was false"
+                return Completed(name="Skipped", message=record.reason)
+        try:
+            params = render_params(step, context)
+        except Exception as exc:
+            record.status, record.error = "failed", f"with: {exc}"
+            raise
+        action = get_action(step.uses)
+        try:
+            client = rt.client(action.connector)
+        except NotConfiguredError as exc:
+            if not rt.preview:
+                record.status, record.error = "failed", str(exc)
+                raise
+            record.status, record.params = "preview", params
+            record.outputs = {name: f"<preview:{step.id}.{name}>" for name in action.outputs}
+            record.reason = f"preview: {action.connector} is not configured; nothing was sent"
+            logger.warning(
+                "PREVIEW %s: would call %s with %s",
+                step.id,
+                step.uses,
+                json.dumps(params, default=str, sort_keys=True),
+            )
+            return Completed(name="Preview", message=record.reason)
+        kwargs = dict(params)
+        if "idempotency_key" in action.params.parameters:
+            kwargs["idempotency_key"] = key
+        try:
+            record.outputs = await _attempts(rt, step, record, action.func, client, kwargs)
+        except Exception:
+            record.status = "failed"
+            raise
+        record.status = "completed"
+        if log_key is not None:
+            await rt.inbox.record_step(*log_key, step.id, record.outputs)
+        return record.outputs
+    finally:
+        record.seconds = time.perf_counter() - start
+
+
+async def _run_steps(
+    steps: list[Step],
+    *,
+    event: Event,
+    recipe: Recipe,
+    run: dict[str, Any],
+    rt: runtime.Runtime,
+    done: dict[str, dict[str, Any]],
+    failure: dict[str, Any] | None,
+    prefix: str = "",
+) -> tuple[list[StepRecord], dict[str, Any] | None]:
+    """Run ``steps`` in order; stop at the first failure not marked continue_on_error."""
+    outputs: dict[str, dict[str, Any]] = {}
+    records: list[StepRecord] = []
+    env = rt.recipe_env()
+    for step in steps:
+        name = f"{prefix}{step.id}"
+        record = StepRecord(id=name, uses=step.uses)
+        records.append(record)
+        context = build_context(
+            event, recipe=recipe, steps=outputs, run=run, failure=failure, environ=env
+        )
+        key = step_key(event.source, event.event_id, recipe.name, name)
+        # on_failure steps are not in the step log: they must tell on-call every time.
+        log_key = None if prefix else (event.source, event.event_id, recipe.name)
+        call: Any = _step.with_options(name=name, task_run_name=name)
+        state: State[Any] = await call(
+            step,
+            context,
+            record,
+            key,
+            None if prefix else done.get(step.id),
+            log_key,
+            return_state=True,
+        )
+        if state.is_completed() and record.status in ("completed", "replayed", "preview"):
+            outputs[step.id] = record.outputs
+            continue
+        if record.status == "skipped":
+            continue
+        if record.status != "failed":  # crashed or cancelled under us
+            record.status = "failed"
+            record.error = record.error or (state.message or state.type.value)
+        if step.continue_on_error:
+            record.reason = "continue_on_error: the recipe went on"
+            continue
+        return records, {
+            "step": step.id,
+            "uses": step.uses,
+            "error": record.error,
+            "attempts": record.attempts,
+        }
+    return records, None
+
+
+def _story(
+    recipe: Recipe,
+    event: Event,
+    run: dict[str, Any],
+    records: list[StepRecord],
+    failure: dict[str, Any] | None,
+) -> str:
+    lines = [
+        f"# {recipe.name} / {event.event_id}",
+        "",
+        f"**Event** `{event.event_type}` from `{event.source}`"
+        + (f" at {event.timestamp}" if event.timestamp else ""),
+        "",
+        f"**Outcome**: {'FAILED at step `' + failure['step'] + '`' if failure else 'completed'}",
+        "",
+        "| step | action | outcome | attempts | details |",
+        "|---|---|---|---|---|",
+    ]
+    for r in records:
+        details: list[str] = []
+        for k in ("number", "link", "permalink", "status", "ts", "id"):
+            if k in r.outputs and r.outputs[k] not in (None, ""):
+                details.append(f"{k}: {r.outputs[k]}")
+        if r.reason:
+            details.append(r.reason)
+        if r.error:
+            details.append(f"error: {r.error}")
+        if r.params is not None:
+            details.append(
+                "would send: `" + json.dumps(r.params, default=str, sort_keys=True)[:800] + "`"
+            )
+        cell = "<br>".join(d.replace("|", "\\|").replace("\n", " ") for d in details)
+        lines.append(f"| {r.id} | `{r.uses}` | {r.status} | {r.attempts} | {cell} |")
+    if run.get("url"):
+        lines += ["", f"[This run in Prefect]({run['url']})"]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name=FLOW_NAME, persist_result=False, validate_parameters=False, log_prints=False)
+async def recipe_flow(entry_id: int, source: str, event_id: str, recipe: str) -> dict[str, str]:
+    """Run recipe ``recipe`` for the inbox entry ``entry_id``."""
+    rt = runtime.current()
+    ctx = FlowRunContext.get()
+    flow_run = ctx.flow_run if ctx is not None else None
+    run_id = str(flow_run.id) if flow_run is not None else ""
+    run = {
+        "id": run_id,
+        "name": flow_run.name if flow_run is not None else "",
+        "url": rt.run_url(run_id) if run_id else None,
+    }
+    entry = await rt.inbox.get(entry_id)
+    if entry is None:
+        raise RecipeRunError(f"inbox entry {entry_id} ({source}:{event_id}) does not exist")
+    rec = rt.recipes.get(recipe)
+    if rec is None:
+        raise RecipeRunError(
+            f"recipe {recipe!r} is not loaded by this worker; it was removed or renamed "
+            "after the event was dispatched (restart the worker with the same recipes)"
+        )
+    event = Event.from_body(
+        source=source, event_type=entry.event_type, event_id=event_id, body=entry.body
+    )
+    done = await rt.inbox.completed_steps(source, event_id, recipe)
+    records, failure = await _run_steps(
+        list(rec.steps), event=event, recipe=rec, run=run, rt=rt, done=done, failure=None
+    )
+    if failure is not None and rec.on_failure:
+        more, _ = await _run_steps(
+            list(rec.on_failure),
+            event=event,
+            recipe=rec,
+            run=run,
+            rt=rt,
+            done={},
+            failure={**failure, "run": run},
+            prefix="on_failure.",
+        )
+        records += more
+    await acreate_markdown_artifact(
+        markdown=_story(rec, event, run, records, failure),
+        description=f"{rec.name} for {event.event_type} {event.event_id}",
+    )
+    if failure is not None:
+        raise RecipeRunError(
+            f"step {failure['step']!r} ({failure['uses']}) failed after "
+            f"{failure['attempts']} attempt(s): {failure['error']}"
+        )
+    return {r.id: r.status for r in records}

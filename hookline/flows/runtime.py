@@ -1,0 +1,91 @@
+"""What a recipe flow run needs from the process that executes it.
+
+Flow parameters carry identifiers only (inbox entry, source, event id, recipe name): never the
+payload's secrets, never a vendor credential. The executing process — `hookline worker` or
+`hookline up` — installs a `Runtime` that holds the inbox, the loaded recipes and the vendor
+clients; the flow looks everything else up through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hookline.config import HooklineConfig
+from hookline.connectors import build_client
+from hookline.errors import HooklineError
+
+if TYPE_CHECKING:
+    from hookline.inbox import Inbox
+    from hookline.recipes import RecipeSet
+
+
+class RuntimeMissingError(HooklineError):
+    """A recipe flow ran in a process that did not install a Runtime."""
+
+
+@dataclass
+class Runtime:
+    """Process-wide resources of a Hookline worker."""
+
+    inbox: Inbox
+    recipes: RecipeSet
+    config: HooklineConfig | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    preview: bool = False
+    """Steps whose connector is not configured record what they would send instead of
+    failing. Only `hookline up` turns this on, and says so when it starts."""
+    ui_url: str | None = None
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def client(self, connector: str) -> Any:
+        """The vendor client for ``connector``, built once per process.
+
+        Raises:
+            NotConfiguredError: the connector has no configuration.
+        """
+        with self._lock:
+            if connector not in self._clients:
+                self._clients[connector] = build_client(
+                    connector, self.config, environ=self.environ
+                )
+            return self._clients[connector]
+
+    def recipe_env(self) -> dict[str, str]:
+        """The environment variables recipes may read (hookline.yaml's ``env:`` list)."""
+        allowed = self.config.env if self.config is not None else []
+        return {name: self.environ[name] for name in allowed if name in self.environ}
+
+    def run_url(self, flow_run_id: str) -> str | None:
+        if not self.ui_url:
+            return None
+        return f"{self.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> None:
+    """Make ``runtime`` the one recipe flows in this process use (None removes it)."""
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    """The installed Runtime.
+
+    Raises:
+        RuntimeMissingError: this process is not a Hookline worker.
+    """
+    if _current is None:
+        raise RuntimeMissingError(
+            "no Hookline runtime in this process: recipe flows run inside "
+            "`hookline worker` or `hookline up`, not a plain Prefect worker"
+        )
+    return _current

@@ -1,0 +1,155 @@
+"""Engine fixtures: fake vendors, a recipe folder, and an in-process Hookline engine
+(inbox + dispatcher + worker) against the session's real Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookline.config import CoreSettings, HooklineConfig
+from hookline.engine.dispatcher import Dispatcher
+from hookline.engine.worker import Worker
+from hookline.flows import runtime
+from hookline.inbox import Inbox, InboxEntry, open_inbox
+from hookline.recipes import RecipeSet, load_recipes
+from tests.fakes import FakeVendors
+
+OUTAGE_RECIPE = """
+name: outage
+on: service.status.changed
+when: data.current_status in ['degraded', 'outage']
+defaults: { retries: 3, retry_backoff: 0.01s, timeout: 5s }
+steps:
+  - id: alert
+    uses: slack.post_message
+    with:
+      channel: "#alerts"
+      text: "{{ data.service_name }} is {{ data.current_status }}"
+  - id: incident
+    if: data.current_status == 'outage'
+    uses: servicenow.create_incident
+    with:
+      short_description: "SOLVEFORCE Service Outage: {{ data.service_name }}"
+      priority: "{{ 1 if data.impact == 'high' else 2 }}"
+  - id: link
+    if: steps.incident is defined
+    uses: slack.post_message
+    with:
+      channel: "{{ steps.alert.channel }}"
+      thread_ts: "{{ steps.alert.ts }}"
+      text: "Incident {{ steps.incident.number }}"
+on_failure:
+  - id: tell_oncall
+    uses: slack.post_message
+    with:
+      channel: "#oncall"
+      text: "{{ recipe.name }} failed at {{ failure.step }}: {{ failure.error }} {{ run.url }}"
+"""
+
+
+def sample(event_type: str = "service.status.changed", **data: Any) -> dict[str, Any]:
+    from hookline import samples
+
+    payload = samples.load(event_type)
+    # unique per test: Prefect's idempotency keys outlive each test's inbox
+    payload["event_id"] = f"evt_{uuid.uuid4().hex[:12]}"
+    payload["data"].update(data)
+    return payload
+
+
+@pytest.fixture
+def fakes() -> Iterator[FakeVendors]:
+    with FakeVendors() as f:
+        yield f
+
+
+@pytest.fixture
+def recipes_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "recipes"
+    d.mkdir()
+    (d / "outage.yaml").write_text(textwrap.dedent(OUTAGE_RECIPE))
+    return d
+
+
+@dataclass
+class EngineHarness:
+    inbox: Inbox
+    recipes: RecipeSet
+    client: Any
+    dispatcher: Dispatcher
+    worker: Worker
+    stop: asyncio.Event
+
+    async def put(self, payload: dict[str, Any], source: str = "solveforce") -> int:
+        body = json.dumps(payload).encode()
+        inserted, entry_id = await self.inbox.put(
+            source, payload["event_id"], payload["event_type"], body, {}, None
+        )
+        assert inserted
+        self.dispatcher.notify()
+        return entry_id
+
+    async def wait_final(self, entry_id: int, timeout: float = 60.0) -> InboxEntry:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            entry = await self.inbox.get(entry_id)
+            assert entry is not None
+            if entry.status in ("done", "failed"):
+                return entry
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"entry still {entry.status} after {timeout}s: {entry}")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def engine(
+    prefect_api: str, tmp_path: Path, recipes_dir: Path, fakes: FakeVendors
+) -> AsyncIterator[EngineHarness]:
+    from prefect import get_client
+
+    from hookline.engine.deployment import ensure_deployment
+
+    settings = CoreSettings(home=tmp_path / "home", recipes=str(recipes_dir))
+    settings.home.mkdir()
+    config = HooklineConfig(env=[])
+    recipes = load_recipes(settings.recipe_paths, config=config)
+    inbox = await open_inbox(settings)
+    environ = {**os.environ, **fakes.env}
+
+    async def no_sleep(_s: float) -> None:
+        await asyncio.sleep(0)
+
+    async with get_client() as client:
+        deployment_id = await ensure_deployment(client)
+        runtime.install(
+            runtime.Runtime(
+                inbox=inbox,
+                recipes=recipes,
+                config=config,
+                environ=environ,
+                ui_url=prefect_api.removesuffix("/api"),
+                sleep=no_sleep,
+            )
+        )
+        worker = Worker(client, poll_seconds=0.2)
+        dispatcher = Dispatcher(
+            inbox, recipes, client, deployment_id, on_created=worker.submit, poll_seconds=0.1
+        )
+        stop = asyncio.Event()
+        jobs = asyncio.gather(dispatcher.run(stop), worker.run(stop))
+        try:
+            yield EngineHarness(inbox, recipes, client, dispatcher, worker, stop)
+        finally:
+            stop.set()
+            await jobs
+            runtime.install(None)
+            await inbox.close()

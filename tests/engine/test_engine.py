@@ -1,0 +1,75 @@
+"""Signed event in the inbox -> dispatcher -> Prefect flow run -> in-process worker -> fakes."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from tests.engine.conftest import EngineHarness, sample
+from tests.fakes import FakeVendors
+
+pytestmark = pytest.mark.anyio
+
+
+async def _task_runs(client, flow_run_id: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    from prefect.client.schemas.filters import FlowRunFilter as F
+
+    runs = await client.read_task_runs(
+        flow_run_filter=F(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+    )
+    return {tr.name: tr.state.name for tr in runs}
+
+
+async def test_outage_runs_every_step_and_completes(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    payload = sample(current_status="outage", impact="high")
+    entry_id = await engine.put(payload)
+    entry = await engine.wait_final(entry_id)
+
+    assert entry.status == "done", entry.last_error
+    posts = fakes.slack.calls_to("chat.postMessage")
+    # the thread reply goes to the channel id Slack answered with, as `steps.alert.channel`
+    assert posts[0].json["channel"] == "#alerts"
+    assert posts[1].json["channel"] == fakes.slack.messages[0]["channel"]
+    assert posts[1].json["thread_ts"] == fakes.slack.messages[0]["ts"]
+    assert len(fakes.servicenow.incidents) == 1
+    incident = fakes.servicenow.incidents[0]
+    assert incident["priority"] == "1"
+    assert incident["correlation_id"] == f"solveforce:{payload['event_id']}:outage:incident"
+
+    run_id = entry.flow_runs["outage"]
+    [run] = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
+    )
+    assert run.name == f"outage/{payload['event_id']}"
+    assert run.state.is_completed()
+    assert set(run.tags) == {
+        "hookline",
+        "recipe:outage",
+        "event:service.status.changed",
+        "source:solveforce",
+    }
+    assert "payload" not in run.parameters and set(run.parameters) == {
+        "entry_id",
+        "source",
+        "event_id",
+        "recipe",
+    }
+
+
+async def test_if_false_steps_show_as_skipped(engine: EngineHarness, fakes: FakeVendors) -> None:
+    entry = await engine.wait_final(await engine.put(sample(current_status="degraded")))
+    assert entry.status == "done", entry.last_error
+    assert len(fakes.slack.calls_to("chat.postMessage")) == 1
+    assert fakes.servicenow.incidents == []
+    names = await _task_runs(engine.client, entry.flow_runs["outage"])
+    assert names == {"alert": "Completed", "incident": "Skipped", "link": "Skipped"}
+
+
+async def test_not_matching_event_is_done_without_runs(engine: EngineHarness) -> None:
+    entry = await engine.wait_final(await engine.put(sample(current_status="healthy")))
+    assert entry.status == "done"
+    assert entry.flow_runs == {}
