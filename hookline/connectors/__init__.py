@@ -96,6 +96,7 @@ _FUNCS: list[tuple[str, str, Callable[..., Any]]] = [
     ("slack.post_message", "slack", slack.post_message),
     ("slack.update_message", "slack", slack.update_message),
     ("slack.post_alert", "slack", slack.post_alert),
+    ("slack.update_alert", "slack", slack.update_alert),
     ("slack.post_webhook", "slack_webhook", slack.post_webhook),
     ("servicenow.create_incident", "servicenow", servicenow.create_incident),
     ("servicenow.update_incident", "servicenow", servicenow.update_incident),

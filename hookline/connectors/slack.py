@@ -256,6 +256,27 @@ def post_alert(
     )
 
 
+def update_alert(
+    client: WebClient,
+    *,
+    channel: str,
+    ts: str,
+    title: str,
+    severity: Severity = "resolved",
+    summary: str | None = None,
+    fields: dict[str, Any] | None = None,
+    run_url: str | None = None,
+    idempotency_key: str | None = None,
+) -> UpdateMessageOutput:
+    """Re-render an alert posted earlier, e.g. turn it green when the service recovers."""
+    alert = render_alert(
+        title=title, severity=severity, summary=summary, fields=fields, run_url=run_url
+    )
+    return update_message(
+        client, channel=channel, ts=ts, text=alert["text"], attachments=alert["attachments"]
+    )
+
+
 def post_webhook(
     client: WebhookClient,
     *,

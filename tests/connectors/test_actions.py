@@ -18,6 +18,7 @@ def test_the_issue_s_actions_are_registered() -> None:
         "slack.post_message",
         "slack.update_message",
         "slack.post_alert",
+        "slack.update_alert",
         "slack.post_webhook",
         "servicenow.create_incident",
         "servicenow.update_incident",

@@ -94,6 +94,19 @@ def test_post_alert_renders_colour_emoji_fields_and_run_link(
     assert "<https://prefect.example/runs/flow-run/abc|View the Prefect run>" in rendered
 
 
+def test_update_alert_turns_the_alert_green(client: Client, fakes: FakeVendors) -> None:
+    c = client("slack")
+    posted = slack.post_alert(c, channel="#oncall", title="Voice outage", severity="critical")
+
+    slack.update_alert(
+        c, channel=posted["channel"], ts=posted["ts"], title="Voice outage", summary="Recovered"
+    )
+
+    [message] = fakes.slack.messages
+    assert message["text"] == "RESOLVED: Voice outage"
+    assert message["attachments"][0]["color"] == "#21ba45"
+
+
 def test_render_alert_splits_more_than_ten_fields() -> None:
     alert = slack.render_alert(title="t", fields={f"f{i}": i for i in range(12)})
     sections = [b for b in alert["attachments"][0]["blocks"] if "fields" in b]
