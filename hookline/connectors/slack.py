@@ -19,8 +19,13 @@ from hookline.connectors._http import error_for_exception, parse_retry_after, sh
 from hookline.connectors.errors import PermanentError, TransientError
 
 # ok:false errors that a later retry may cure (https://docs.slack.dev/reference/methods).
-_TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unavailable",
-              "request_timeout"}  # fmt: skip
+_TRANSIENT = {
+    "ratelimited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+}
 _AUTH = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"}
 
 Severity = Literal["critical", "major", "minor", "warning", "info", "resolved"]
@@ -101,7 +106,7 @@ def fallback_text(blocks: list[dict[str, Any]] | None, attachments: Any = None) 
     """Plain text for notifications and screen readers, taken from the blocks' own text."""
     parts: list[str] = []
     for block in blocks or []:
-        text = block.get("text")
+        text = block.get("text") if isinstance(block, dict) else None
         if isinstance(text, dict) and text.get("text"):
             parts.append(str(text["text"]))
     for attachment in attachments or []:
