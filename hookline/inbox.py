@@ -312,16 +312,53 @@ Job = Callable[[sqlite3.Connection], Any]
 
 
 class _Request:
-    """One queued job and the future its caller awaits."""
+    """One queued job (or one put's row) and the future its caller awaits."""
 
-    __slots__ = ("job", "future", "loop", "result", "error")
+    __slots__ = ("job", "row", "future", "loop", "result", "error")
 
-    def __init__(self, job: Job, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        job: Job | None,
+        row: tuple[Any, ...] | None,
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.job = job
+        self.row = row
         self.future = future
         self.loop = loop
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+_PUT_COLUMNS = (
+    "source, event_id, event_type, received_at, event_time, body, headers, status,"
+    " not_before, updated_at"
+)
+_PUT_ROWS_PER_STATEMENT = 200  # 10 parameters a row, well under SQLite's 32766 limit
+
+
+def _insert_puts(conn: sqlite3.Connection, puts: list[_Request]) -> None:
+    """All queued puts as multi-row INSERTs; duplicates resolve to the stored entry's id."""
+    for start in range(0, len(puts), _PUT_ROWS_PER_STATEMENT):
+        chunk = puts[start : start + _PUT_ROWS_PER_STATEMENT]
+        sql = (
+            f"INSERT INTO inbox ({_PUT_COLUMNS}) VALUES "
+            + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+            + " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id"
+        )
+        params = [v for r in chunk for v in r.row or ()]
+        inserted = {(src, eid): i for i, src, eid in conn.execute(sql, params)}
+        for r in chunk:
+            key = (r.row[0], r.row[1]) if r.row else ("", "")
+            entry_id = inserted.pop(key, None)
+            if entry_id is not None:
+                r.result = (True, int(entry_id))
+                continue
+            row = conn.execute(
+                "SELECT id FROM inbox WHERE source = ? AND event_id = ?", key
+            ).fetchone()
+            r.result = (False, int(row[0]))
 
 
 def _settle(requests: Iterable[_Request]) -> None:
@@ -353,9 +390,13 @@ class SQLiteInbox(Inbox):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         max_batch: int = 512,
         busy_timeout: float = 5.0,
+        writer: Literal["thread", "loop"] = "thread",
         clock: Clock | None = None,
     ) -> None:
         super().__init__(clock=clock)
+        self.writer = writer
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Request] = []
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
@@ -372,6 +413,12 @@ class SQLiteInbox(Inbox):
         return f"sqlite:{self.path}"
 
     async def _open(self) -> None:
+        if self.writer == "loop":
+            try:
+                self._conn = self._connect()
+            except (sqlite3.Error, OSError) as exc:
+                raise InboxError(f"cannot open the SQLite inbox at {self.path}: {exc}") from exc
+            return
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         self._queue = queue.SimpleQueue()
@@ -382,6 +429,10 @@ class SQLiteInbox(Inbox):
         await self._ready
 
     async def _close(self) -> None:
+        if self._conn is not None:
+            self._flush_inline()
+            self._conn.close()
+            self._conn = None
         thread = self._thread
         if thread is None:
             return
@@ -426,13 +477,33 @@ class SQLiteInbox(Inbox):
                         break
                     batch.append(nxt)
                 self._write_batch(conn, batch)
+                by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+                for r in batch:
+                    by_loop.setdefault(r.loop, []).append(r)
+                for lp, reqs in by_loop.items():
+                    try:
+                        lp.call_soon_threadsafe(_settle, reqs)
+                    except RuntimeError:  # that loop is closed; its callers are gone
+                        pass
         finally:
             conn.close()
 
+    def _flush_inline(self) -> None:
+        batch, self._pending = self._pending, []
+        if self._conn is None:
+            return
+        for start in range(0, len(batch), self.max_batch):
+            chunk = batch[start : start + self.max_batch]
+            self._write_batch(self._conn, chunk)
+            _settle(chunk)
+
     def _write_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        puts = [r for r in batch if r.job is None]
         try:
             conn.execute("BEGIN IMMEDIATE")
             for r in batch:
+                if r.job is None:
+                    continue
                 # A savepoint per job: one failing job does not undo the others in the batch.
                 conn.execute("SAVEPOINT job")
                 try:
@@ -441,6 +512,8 @@ class SQLiteInbox(Inbox):
                     conn.execute("ROLLBACK TO job")
                     r.error = exc if not isinstance(exc, sqlite3.Error) else _wrap(self, exc)
                 conn.execute("RELEASE job")
+            if puts:
+                _insert_puts(conn, puts)
             conn.execute("COMMIT")
             self.batches += 1
         except Exception as exc:  # the whole batch failed: nobody is told "stored"
@@ -452,20 +525,21 @@ class SQLiteInbox(Inbox):
             err = _wrap(self, exc)
             for r in batch:
                 r.result, r.error = None, err
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
-        for r in batch:
-            by_loop.setdefault(r.loop, []).append(r)
-        for lp, reqs in by_loop.items():
-            try:
-                lp.call_soon_threadsafe(_settle, reqs)
-            except RuntimeError:  # that loop is closed; its callers are gone
-                pass
 
-    async def _submit(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        await self.open()
+    async def _submit(
+        self, job: Callable[[sqlite3.Connection], T] | None, row: tuple[Any, ...] | None = None
+    ) -> T:
+        if not self._opened:
+            await self.open()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Request(job, fut, loop))
+        if self.writer == "loop":
+            # Everything submitted during this turn of the event loop commits together.
+            if not self._pending:
+                loop.call_soon(self._flush_inline)
+            self._pending.append(_Request(job, row, fut, loop))
+        else:
+            self._queue.put(_Request(job, row, fut, loop))
         return await fut
 
     # -- the API --------------------------------------------------------------------------
@@ -495,21 +569,9 @@ class SQLiteInbox(Inbox):
             now,
         )
 
-        def job(conn: sqlite3.Connection) -> tuple[bool, int]:
-            row = conn.execute(
-                "INSERT INTO inbox (source, event_id, event_type, received_at, event_time, body,"
-                " headers, status, not_before, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
-                params,
-            ).fetchone()
-            if row is not None:
-                return True, int(row[0])
-            row = conn.execute(
-                "SELECT id FROM inbox WHERE source = ? AND event_id = ?", (source, event_id)
-            ).fetchone()
-            return False, int(row[0])
-
-        return await self._submit(job)
+        # Written by the writer thread with every other queued put in one multi-row INSERT.
+        result: tuple[bool, int] = await self._submit(None, params)
+        return result
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
         now = self._clock()

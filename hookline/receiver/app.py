@@ -37,6 +37,7 @@ from hookline.config import CoreSettings, HooklineConfig, get_settings, load_con
 from hookline.inbox import Inbox, SQLiteInbox, open_inbox
 from hookline.receiver.envelope import decode_json, parse_event
 from hookline.receiver.errors import EnvelopeError, SignatureError
+from hookline.receiver.logs import flush_logs
 from hookline.receiver.metrics import ReceiverMetrics
 from hookline.receiver.openapi import openapi_schema
 from hookline.receiver.ratelimit import TokenBucket, retry_after_header
@@ -394,6 +395,12 @@ async def _prefect_check(url: str) -> str:
     return f"{url} healthy"
 
 
+async def _flush_logs_periodically() -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        flush_logs()
+
+
 def create_app(
     config: HooklineConfig | None = None,
     *,
@@ -428,6 +435,7 @@ def create_app(
         inbox = open_inbox(settings)
         if isinstance(inbox, SQLiteInbox):
             inbox.synchronous = rconfig.sqlite_synchronous
+            inbox.writer = os.environ.get("HOOKLINE_SQLITE_WRITER", "thread")  # type: ignore[assignment]
     state = ReceiverState(
         sources=sources,
         config=rconfig,
@@ -461,9 +469,12 @@ def create_app(
             "receiver ready",
             extra={"inbox": state.inbox.description, "sources": ",".join(sorted(sources))},
         )
+        flusher = asyncio.create_task(_flush_logs_periodically())
         try:
             yield
         finally:
+            flusher.cancel()
+            flush_logs()
             if state.owns_inbox:
                 await state.inbox.close()
 
