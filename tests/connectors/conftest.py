@@ -50,15 +50,10 @@ def fakes(_vendors: FakeVendors) -> FakeVendors:
 
 @pytest.fixture
 def env(fakes: FakeVendors) -> dict[str, str]:
-    """Environment pointing every connector at the fakes, with short timeouts."""
-    return {
-        **fakes.env,
-        "SLACK_TIMEOUT": "1",
-        "SERVICENOW_TIMEOUT": "0.5",
-        "SALESFORCE_TIMEOUT": "0.5",
-        "INVENTORY_TIMEOUT": "0.5",
-        "HTTP_TIMEOUT": "0.5",
-    }
+    """Environment pointing every connector at the fakes, with 1 s timeouts (slack_sdk takes
+    whole seconds; loopback answers in milliseconds, so 1 s never fires by accident)."""
+    names = ("SLACK", "SERVICENOW", "SALESFORCE", "INVENTORY", "HTTP")
+    return {**fakes.env, **{f"{name}_TIMEOUT": "1" for name in names}}
 
 
 @pytest.fixture

@@ -120,14 +120,6 @@ def test_500_then_success(client: Client, fakes: FakeVendors, account: str) -> N
     assert fakes.salesforce.records["Account"][account]["Latest_Service_Addition__c"] == "x"
 
 
-def test_timeout_is_transient(client: Client, fakes: FakeVendors, account: str) -> None:
-    fakes.salesforce.fail_next(1, status=None, delay=1.0)
-    with pytest.raises(TransientError, match="timed out"):
-        salesforce.update_account(
-            client("salesforce"), account_id=account, service_type="x", service_date="2024-01-01"
-        )
-
-
 @pytest.fixture
 def login_env(env: dict[str, str], fakes: FakeVendors) -> dict[str, str]:
     from tests.fakes import salesforce as fake

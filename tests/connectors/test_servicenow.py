@@ -62,7 +62,7 @@ def test_create_incident_twice_with_same_correlation_id_opens_one(
 def test_retry_after_a_lost_response_finds_the_incident(client: Client, fakes: FakeVendors) -> None:
     c = client("servicenow")
     # ServiceNow commits the insert but the answer arrives after the client gave up.
-    fakes.servicenow.fail_next(1, status=None, delay=1.0, method="POST")
+    fakes.servicenow.fail_next(1, status=None, delay=1.6, method="POST")
     with pytest.raises(TransientError, match="timed out"):
         servicenow.create_incident(c, short_description="outage", correlation_id="corr-9")
 
@@ -235,12 +235,6 @@ def test_500_on_insert_then_retry_creates_one(client: Client, fakes: FakeVendors
     out = servicenow.create_incident(c, short_description="x", correlation_id="c-500")
     assert out["created"] is True
     assert len(fakes.servicenow.incidents) == 1
-
-
-def test_timeout_is_transient(client: Client, fakes: FakeVendors) -> None:
-    fakes.servicenow.fail_next(1, status=None, delay=1.0)
-    with pytest.raises(TransientError, match="timed out"):
-        servicenow.create_incident(client("servicenow"), short_description="x")
 
 
 def test_connection_refused_is_transient(client: Client) -> None:
