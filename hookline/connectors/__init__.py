@@ -39,6 +39,7 @@ from hookline.connectors.settings import (
     HttpSettings,
     InventorySettings,
     SalesforceSettings,
+    SecretLoader,
     ServiceNowSettings,
     SlackSettings,
     anchor,
@@ -134,8 +135,13 @@ def build_client(
     connector: str,
     config: HooklineConfig | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    secrets: SecretLoader | None = None,
 ) -> Any:
     """Make the vendor client an action of ``connector`` takes, from hookline.yaml + environment.
+
+    ``secrets(name) -> str`` reads settings written ``prefect-secret:<name>`` (the flow layer
+    passes one backed by Prefect Secret blocks).
 
     Raises:
         KeyError: unknown connector.
@@ -146,7 +152,7 @@ def build_client(
     if connector not in CONNECTORS:
         raise KeyError(f"unknown connector {connector!r}; valid: {', '.join(CONNECTORS)}")
     settings_name = "slack" if connector == "slack_webhook" else connector
-    settings = load_settings(settings_name, config, env)
+    settings = load_settings(settings_name, config, env, secrets)
     raw = raw_settings(settings_name, config)
     if isinstance(settings, SlackSettings):
         return _slack(connector, settings, raw, env)

@@ -10,7 +10,7 @@ so a missing secret fails the step that needs it, naming the variable.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -126,6 +126,30 @@ ENV_DEFAULTS: dict[str, dict[str, str]] = {
 }
 
 
+#: ``token: prefect-secret:slack-bot-token`` reads the Prefect Secret block ``slack-bot-token``.
+SECRET_PREFIX = "prefect-secret:"
+
+SecretLoader = Callable[[str], str]
+
+
+def _load_secret(connection: str, key: str, name: str, secrets: SecretLoader | None) -> str:
+    where = f"connections.{connection}.{key}"
+    if secrets is None:
+        raise NotConfiguredError(
+            f"{connection} is not configured: {where} names the Prefect Secret block {name!r}, "
+            f"but secrets can only be read inside a Hookline flow run ({anchor(connection)})",
+            connector=connection,
+        )
+    try:
+        return secrets(name)
+    except Exception as exc:  # the loader's failure, whatever it is, is a config problem
+        raise NotConfiguredError(
+            f"{connection} is not configured: {where}: cannot read the Prefect Secret block "
+            f"{name!r} ({type(exc).__name__}) ({anchor(connection)})",
+            connector=connection,
+        ) from None
+
+
 def anchor(connection: str) -> str:
     """Where docs/connectors.md explains a connection."""
     return f"docs/connectors.md#{connection}"
@@ -149,13 +173,17 @@ def load_settings(
     connection: str,
     config: HooklineConfig | None = None,
     environ: Mapping[str, str] | None = None,
+    secrets: SecretLoader | None = None,
 ) -> _Settings:
     """Resolve and validate one connection's settings.
 
+    A value ``prefect-secret:<block name>`` is read with ``secrets(<block name>)``; the caller
+    (the flow layer) supplies that loader so that connectors import nothing of Prefect.
+
     Raises:
         KeyError: ``connection`` is not one of `SETTINGS`.
-        NotConfiguredError: a referenced variable is unset, or a value is invalid; the
-            message names the variable.
+        NotConfiguredError: a referenced variable is unset, a secret cannot be loaded, or a
+            value is invalid; the message names the variable or the secret.
     """
     model = SETTINGS[connection]
     raw = raw_settings(connection, config)
@@ -166,6 +194,9 @@ def load_settings(
             f"{connection} is not configured: {exc} ({anchor(connection)})",
             connector=connection,
         ) from None
+    for key, value in values.items():
+        if isinstance(value, str) and value.startswith(SECRET_PREFIX):
+            values[key] = _load_secret(connection, key, value[len(SECRET_PREFIX) :], secrets)
     try:
         return model.model_validate(values)
     except ValidationError as exc:

@@ -139,3 +139,36 @@ def test_ssl_cert_file_alone_is_enough_for_every_client(fakes: FakeVendors) -> N
         build_client("salesforce", environ=env), object="Account", id=account, fields={"Name": "B"}
     )
     http.request(build_client("http", environ=env), url=fakes.echo.url)
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hookline.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_prefect_secret_reference_is_read_through_the_injected_loader(
+    tmp_path: Path, fakes: FakeVendors
+) -> None:
+    config = load_config(
+        _yaml(tmp_path, "connections:\n  slack:\n    token: prefect-secret:slack-bot-token\n")
+    )
+    env = {k: v for k, v in fakes.env.items() if k != "SLACK_BOT_TOKEN"}
+    blocks = {"slack-bot-token": "xoxb-hookline-fake-token"}
+
+    client = build_client("slack", config, environ=env, secrets=blocks.__getitem__)
+
+    assert slack.post_message(client, channel="#a", text="x")["ts"]
+
+
+def test_prefect_secret_without_a_loader_or_block_names_the_block(tmp_path: Path) -> None:
+    config = load_config(
+        _yaml(tmp_path, "connections:\n  slack:\n    token: prefect-secret:slack-bot-token\n")
+    )
+    with pytest.raises(NotConfiguredError, match="Prefect Secret block 'slack-bot-token'"):
+        build_client("slack", config, environ={})
+    with pytest.raises(
+        NotConfiguredError,
+        match=r"connections.slack.token: cannot read the Prefect Secret block 'slack-bot-token'",
+    ):
+        build_client("slack", config, environ={}, secrets={}.__getitem__)
