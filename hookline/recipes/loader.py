@@ -145,13 +145,17 @@ def _label(ann: Any) -> str:
     return inspect.formatannotation(ann)
 
 
-_PARAM_CACHE: dict[tuple[str, int], dict[str, ParamType]] = {}
+_PARAM_CACHE: dict[Any, dict[str, ParamType]] = {}
 
 
 def param_types(action: ActionLike) -> dict[str, ParamType]:
     """How each parameter of ``action`` checks and converts values (cached per action)."""
-    key = (action.name, id(action))
-    cached = _PARAM_CACHE.get(key)
+    try:
+        key: Any = (action.name, action.params, getattr(action, "func", None))
+        hash(key)
+    except TypeError:
+        key = None
+    cached = _PARAM_CACHE.get(key) if key is not None else None
     if cached is not None:
         return cached
     func = getattr(action, "func", None)
@@ -178,7 +182,8 @@ def param_types(action: ActionLike) -> dict[str, ParamType]:
         except ValidationError:
             takes_text = False
         out[name] = ParamType(adapter, takes_text, _label(ann))
-    _PARAM_CACHE[key] = out
+    if key is not None:
+        _PARAM_CACHE[key] = out
     return out
 
 
@@ -405,8 +410,7 @@ class _FileChecker:
                     path,
                     f"env.{first} is not allowed by {self.env_source}",
                     hint=did_you_mean(first, self.env_allowed)
-                    or f"add {first} to the env: list of {self.env_source} to let recipes "
-                    "read it",
+                    or f"add {first} to the env: list of {self.env_source} to let recipes read it",
                     line_offset=off,
                 )
         elif root in ("recipe", "run", "failure"):

@@ -105,7 +105,37 @@ class RecipeEnvironment(ImmutableSandboxedEnvironment, NativeEnvironment):
                 return obj[attribute]
             except (KeyError, TypeError):
                 pass
+            if isinstance(obj, _Explained):
+                return self.undefined(obj.explain(attribute), obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, _Explained) and isinstance(argument, str) and argument not in obj:
+            return self.undefined(obj.explain(argument), obj=obj, name=argument)
+        return super().getitem(obj, argument)
+
+
+class _Explained(dict[str, Any]):
+    """A context mapping whose missing keys get an ops-friendly message."""
+
+    def explain(self, key: str) -> str:
+        raise NotImplementedError
+
+
+class EnvVars(_Explained):
+    def explain(self, key: str) -> str:
+        return (
+            f"env.{key} is not set in this process's environment (or not allowed by the "
+            "env: list of hookline.yaml)"
+        )
+
+
+class StepOutputs(_Explained):
+    def explain(self, key: str) -> str:
+        return (
+            f"steps.{key} is undefined: step '{key}' did not run (skipped by its if:, or "
+            f"after it in the recipe); guard with `steps.{key} is defined`"
+        )
 
 
 class RecipeTemplate(NativeTemplate):
@@ -262,8 +292,8 @@ def build_context(
         "event_id": event.event_id,
         "timestamp": event.timestamp_text,
         "source": event.source,
-        "steps": {k: dict(v) for k, v in (steps or {}).items()},
-        "env": env,
+        "steps": StepOutputs({k: dict(v) for k, v in (steps or {}).items()}),
+        "env": EnvVars(env),
     }
     if recipe is not None:
         ctx["recipe"] = {

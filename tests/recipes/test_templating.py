@@ -119,3 +119,18 @@ def test_constants_keep_their_type(ctx: dict[str, Any]) -> None:
     assert render_template("{{ true }}", ctx) is True
     assert render_template("{{ '5' }}", ctx) == "5"
     assert render_template("a{{ 5 }}", ctx) == "a5"
+
+
+def test_unset_env_and_skipped_steps_are_explained() -> None:
+    event = Event.from_envelope({"event_type": "t", "event_id": "e"}, source="s")
+    ctx = build_context(event, steps={"alert": {"ts": "1.2"}})
+    with pytest.raises(RecipeRenderError, match="env.SLACK_ALERT_CHANNEL is not set"):
+        render_template("{{ env.SLACK_ALERT_CHANNEL }}", ctx)
+    with pytest.raises(RecipeRenderError, match="step 'incident' did not run"):
+        render_template("{{ steps.incident.number }}", ctx)
+    with pytest.raises(RecipeRenderError, match="step 'incident' did not run"):
+        render_template("{{ steps['incident'].number }}", ctx)
+    assert render_template("{{ steps.alert.ts }}", ctx) == "1.2"
+    assert evaluate("steps.incident is defined", ctx) is False
+    guarded = "{{ steps.incident.number if steps.incident is defined else 'none' }}"
+    assert render_template(guarded, ctx) == "none"
