@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from hookline.config import HooklineConfig
-from hookline.connectors import http, inventory, salesforce, servicenow, slack
+from hookline.connectors import http, inventory, memory, salesforce, servicenow, slack
 from hookline.connectors._http import (
     ca_file,
     error_for_exception,
@@ -109,6 +109,8 @@ _FUNCS: list[tuple[str, str, Callable[..., Any]]] = [
     ("inventory.upsert_service", "inventory", inventory.upsert_service),
     ("inventory.remove_service", "inventory", inventory.remove_service),
     ("http.request", "http", http.request),
+    ("memory.remember", "memory", memory.remember),
+    ("memory.recall", "memory", memory.recall),
 ]
 
 ACTIONS: dict[str, Action] = {
@@ -116,7 +118,15 @@ ACTIONS: dict[str, Action] = {
 }
 
 #: What `build_client` accepts (``slack_webhook`` reads ``connections.slack.webhook_url``).
-CONNECTORS = ("slack", "slack_webhook", "servicenow", "salesforce", "inventory", "http")
+CONNECTORS = (
+    "slack",
+    "slack_webhook",
+    "servicenow",
+    "salesforce",
+    "inventory",
+    "http",
+    "memory",
+)
 
 
 def get_action(name: str) -> Action:
@@ -151,6 +161,13 @@ def build_client(
     env = os.environ if environ is None else environ
     if connector not in CONNECTORS:
         raise KeyError(f"unknown connector {connector!r}; valid: {', '.join(CONNECTORS)}")
+    if connector == "memory":
+        # The store lives in the worker's inbox database; only the worker can hand it out.
+        raise NotConfiguredError(
+            "memory is not configured here: the memory store is provided by the Hookline "
+            "worker (hookline worker / hookline up), backed by its inbox database",
+            connector="memory",
+        )
     settings_name = "slack" if connector == "slack_webhook" else connector
     settings = load_settings(settings_name, config, env, secrets)
     raw = raw_settings(settings_name, config)
