@@ -101,22 +101,26 @@ def _errors(what: str) -> Iterator[None]:
 
 
 def correlation_value(key: str) -> str:
-    """``key`` if it fits incident.correlation_id, else a stable digest of it."""
-    if len(key) <= CORRELATION_MAX:
+    """``key`` if it fits incident.correlation_id and an encoded query, else a stable digest.
+
+    ``^`` separates encoded-query terms, so a key containing one could widen the lookup
+    (``x^ORactive=true``); digesting it is safer than relying on an escape.
+    """
+    if len(key) <= CORRELATION_MAX and "^" not in key:
         return key
     return "hookline-" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def _escape(value: str) -> str:
-    # ``^`` separates encoded-query terms; ``^^`` is a literal caret.
-    return value.replace("^", "^^")
 
 
 def _find(
     client: ServiceNowClient, table: str, field: str, value: str, *, active: bool = False
 ) -> Any | None:
+    if "^" in value:
+        raise PermanentError(
+            f"servicenow: {field} {value!r} contains '^', which no {table} {field} has",
+            connector="servicenow",
+        )
     record = client.GlideRecord(table, batch_size=1)
-    record.add_query(field, _escape(value))
+    record.add_query(field, value)
     if active:
         record.add_query("active", "true")
     # Newest first: with several matches (an old resolved incident and a new one), the

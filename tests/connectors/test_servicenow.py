@@ -115,11 +115,17 @@ def test_correlation_id_with_caret_cannot_widen_the_query(
 ) -> None:
     c = client("servicenow")
     servicenow.create_incident(c, short_description="a", correlation_id="one")
-    out = servicenow.create_incident(
-        c, short_description="b", correlation_id="x^ORcorrelation_id=one"
-    )
-    assert out["created"] is True
+    sneaky = "x^ORcorrelation_id=one"
+    out = servicenow.create_incident(c, short_description="b", correlation_id=sneaky)
+    again = servicenow.create_incident(c, short_description="b", correlation_id=sneaky)
+
+    assert (out["created"], again["created"]) == (True, False)
     assert len(fakes.servicenow.incidents) == 2
+    assert all(
+        "ORcorrelation" not in c.query.get("sysparm_query", "") for c in fakes.servicenow.calls
+    )
+    with pytest.raises(PermanentError, match="contains '\\^'"):
+        servicenow.update_incident(c, number="INC1^ORactive=true", work_notes="x")
 
 
 def test_update_incident_by_number_sets_fields_and_work_notes(
