@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from urllib.parse import quote
 
 import requests
-from simple_salesforce.api import Salesforce
+from simple_salesforce.api import Salesforce, SFType
 from simple_salesforce.exceptions import (
     SalesforceError,
     SalesforceExpiredSession,
@@ -77,6 +77,20 @@ def _errors(what: str) -> Iterator[None]:
         raise mapped from None
 
 
+def _sobject(client: Salesforce, name: str) -> SFType:
+    # What ``client.Account`` does, without attribute lookup: ``object: query`` or ``bulk``
+    # must name an sObject, not a method of the client.
+    return SFType(
+        _name("object", name),
+        client.session_id,
+        client.sf_instance,
+        sf_version=client.sf_version,
+        proxies=client.proxies,
+        session=client.session,
+        salesforce=client,
+    )
+
+
 def _name(kind: str, value: str) -> str:
     if not _NAME.match(value):
         raise PermanentError(
@@ -95,7 +109,7 @@ def update_record(
     idempotency_key: str | None = None,
 ) -> UpdateRecordOutput:
     """Set fields on one record by its Salesforce id (PATCH /sobjects/{object}/{id})."""
-    sobject = getattr(client, _name("object", object))
+    sobject = _sobject(client, object)
     with _errors(f"updating {object} {id}"):
         sobject.update(quote(id, safe=""), fields)
     return {"object": object, "id": id}
@@ -111,7 +125,7 @@ def upsert(
     idempotency_key: str | None = None,
 ) -> UpsertOutput:
     """Create or update the record whose external id field equals external_id."""
-    sobject = getattr(client, _name("object", object))
+    sobject = _sobject(client, object)
     field = _name("external_id_field", external_id_field)
     # The external id is in the URL path, so it must not be part of the body.
     body = {k: v for k, v in fields.items() if k != field}

@@ -166,3 +166,10 @@ def test_login_503_is_transient(login_env: dict[str, str], fakes: FakeVendors) -
     fakes.salesforce.fail_next(1, status=503, path="/Soap/")
     with pytest.raises(TransientError, match="login failed: HTTP 503"):
         build_client("salesforce", environ=login_env)
+
+
+def test_object_named_like_a_client_method_is_still_an_sobject(client: Client) -> None:
+    with pytest.raises(PermanentError, match="HTTP 404: NOT_FOUND"):
+        salesforce.update_record(
+            client("salesforce"), object="query", id="001000000000000AAA", fields={"a": 1}
+        )
