@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 _STANDARD = frozenset(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict__) | {
@@ -24,12 +23,23 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
+_second: list[Any] = [-1, ""]
+
+
+def _utc(created: float) -> str:
+    """``2024-01-15T10:30:00.123Z``; the seconds part is formatted once per second."""
+    sec = int(created)
+    if sec != _second[0]:
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{int((created - sec) * 1000):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg and the extras."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _utc(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -43,14 +53,13 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """``time level logger msg key=value ...``."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
-
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = f"{_utc(record.created)} {record.levelname} {record.name} {record.getMessage()}"
         extras = _extras(record)
         if extras:
             line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
         return line
 
 
@@ -99,3 +108,8 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    # Neither format shows thread or process names; not collecting them makes each record
+    # cheaper, which matters at one line per webhook.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

@@ -16,6 +16,7 @@
       retry_after_seconds: 5
       trusted_proxies: []                # peers whose X-Forwarded-For is believed
       sqlite_synchronous: FULL           # FULL | NORMAL
+      sqlite_writer: loop                # loop | thread (see hookline.inbox.SQLiteInbox)
 
 Secrets that resolve to an empty string (``${OLD:-}``) are skipped, so a rotation slot can
 stay in the file; a source with no secret left is a configuration error.
@@ -122,6 +123,7 @@ class ReceiverConfig(BaseModel):
         default_factory=list, description="Peers (CIDRs) whose X-Forwarded-For is believed."
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    sqlite_writer: Literal["loop", "thread"] = "loop"
 
     @field_validator("trusted_proxies")
     @classmethod

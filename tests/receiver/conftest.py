@@ -147,13 +147,16 @@ def pg_schema() -> Iterator[str]:
     asyncio.run(_drop_schema(schema))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["sqlite", "sqlite-thread", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def any_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Inbox]:
     """Each backend in turn, opened, with a clock the test can move."""
     clock = [1_700_000_000.0]
     inbox: Inbox
-    if request.param == "sqlite":
-        inbox = SQLiteInbox(tmp_path / "inbox.sqlite3", clock=lambda: clock[0])
+    if request.param.startswith("sqlite"):
+        writer = "thread" if request.param == "sqlite-thread" else "loop"
+        inbox = SQLiteInbox(tmp_path / "inbox.sqlite3", writer=writer, clock=lambda: clock[0])
     else:
         schema = request.getfixturevalue("pg_schema")
         inbox = PostgresInbox(PG_DSN, schema=schema, clock=lambda: clock[0])
