@@ -409,8 +409,7 @@ class _FileChecker:
                 self.add(
                     path,
                     f"env.{first} is not allowed by {self.env_source}",
-                    hint=did_you_mean(first, self.env_allowed)
-                    or f"add {first} to the env: list of {self.env_source} to let recipes read it",
+                    hint=_env_hint(first, self.env_allowed, self.env_source),
                     line_offset=off,
                 )
         elif root in ("recipe", "run", "failure"):
@@ -781,6 +780,12 @@ def _dotted(path: Path_) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def _env_hint(name: str, allowed: Iterable[str], source: str) -> str:
+    add = f"add {name} to the env: list of {source} to let recipes read it"
+    dym = did_you_mean(name, allowed)
+    return f"{dym} If not, {add}" if dym else add
 
 
 def _where_label(where: str) -> str:

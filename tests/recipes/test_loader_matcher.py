@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hookline.config import HooklineConfig
+from hookline.config import HooklineConfig, load_config
 from hookline.connectors import ACTIONS as REAL_ACTIONS
 from hookline.recipes import (
     Event,
@@ -46,7 +46,7 @@ def event(event_type: str = "service.status.changed", source: str = "solveforce"
 
 
 def test_shipped_recipes_pass_with_the_real_connectors() -> None:
-    cfg = HooklineConfig(env=["SLACK_ALERT_CHANNEL", "SLACK_ONCALL_CHANNEL"])
+    cfg = load_config(REPO / "hookline.yaml")
     rs = load_recipes([REPO / "recipes"], config=cfg, actions=REAL_ACTIONS)
     assert rs.get("service-outage") is not None
 
