@@ -96,6 +96,9 @@ def _default_source(config: HooklineConfig | None) -> str:
     help="Set an env.NAME value for this dry run (repeatable).",
 )
 @click.option("--all", "show_all", is_flag=True, help="Also preview steps of unmatched recipes.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="List recipes for other event types one by one."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.argument("recipes", nargs=-1)
 def try_(
@@ -105,6 +108,7 @@ def try_(
     event_type: str | None,
     env_pairs: tuple[str, ...],
     show_all: bool,
+    verbose: bool,
     as_json: bool,
     recipes: tuple[str, ...],
 ) -> None:
@@ -189,7 +193,21 @@ def try_(
             f"event {event.event_type} {event.event_id} from {event.source} ({label}); "
             "dry run: nothing is sent"
         )
+        others = [
+            p
+            for p in previews
+            if p.match.stage == "type" and not (verbose or names or files or show_all)
+        ]
+        if others:
+            click.echo("")
+            click.echo(
+                f"[no match] {len(others)} recipe{'s' if len(others) != 1 else ''} for other "
+                f"event types: {', '.join(p.recipe.name for p in others)} (-v lists them)"
+            )
+        collapsed = {id(p) for p in others}
         for p in previews:
+            if id(p) in collapsed:
+                continue
             click.echo("")
             mark = "MATCH" if p.match.matched else "ERROR" if p.match.error else "no match"
             click.echo(f"[{mark}] {p.recipe.name} ({p.recipe.path}:{p.recipe.line})")

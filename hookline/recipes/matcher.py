@@ -29,6 +29,7 @@ class MatchResult:
     matched: bool
     reason: str
     error: RecipeEvalError | None = None
+    stage: str = ""  # what decided: "enabled", "type", "source", "when", or "" (all passed)
 
 
 def type_matches(patterns: Iterable[str], event_type: str) -> str | None:
@@ -44,17 +45,23 @@ def match_recipe(
 ) -> MatchResult:
     """Match one recipe: enabled, event type, source, then ``when``."""
     if not recipe.enabled:
-        return MatchResult(recipe, False, "disabled (enabled: false)")
+        return MatchResult(recipe, False, "disabled (enabled: false)", stage="enabled")
     pattern = type_matches(recipe.on, event.event_type)
     if pattern is None:
         return MatchResult(
-            recipe, False, f"event type {event.event_type!r} is not in on: {list(recipe.on)}"
+            recipe,
+            False,
+            f"event type {event.event_type!r} is not in on: {list(recipe.on)}",
+            stage="type",
         )
     why = f"type {event.event_type!r} matches {pattern!r}"
     if recipe.source is not None:
         if event.source not in recipe.source:
             return MatchResult(
-                recipe, False, f"source {event.source!r} is not {' or '.join(recipe.source)}"
+                recipe,
+                False,
+                f"source {event.source!r} is not {' or '.join(recipe.source)}",
+                stage="source",
             )
         why += f", source is {event.source!r}"
     if recipe.compiled_when is None:
@@ -69,10 +76,10 @@ def match_recipe(
         )
         err.__cause__ = exc
         log.error("%s", err)
-        return MatchResult(recipe, False, f"error: {err}", err)
+        return MatchResult(recipe, False, f"error: {err}", err, stage="when")
     if value:
         return MatchResult(recipe, True, f"{why}, when {recipe.when!r} is {value!r}")
-    return MatchResult(recipe, False, f"{why}, but when {recipe.when!r} is {value!r}")
+    return MatchResult(recipe, False, f"{why}, but when {recipe.when!r} is {value!r}", stage="when")
 
 
 class RecipeSet:

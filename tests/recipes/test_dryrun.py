@@ -88,3 +88,12 @@ def test_fingerprint_changes_with_the_files(write: Write) -> None:
     path.write_text(path.read_text() + "\n# edited\n")
     two = load_recipes([path], config=HooklineConfig(), actions=ACTIONS).fingerprint
     assert len(one) == 64 and one != two
+
+
+def test_try_collapses_recipes_for_other_event_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    r = CliRunner().invoke(main, ["try", "--sample", "webhook.test"], catch_exceptions=False)
+    assert "recipes for other event types: " in r.output and "(-v lists them)" in r.output
+    r = CliRunner().invoke(main, ["try", "--sample", "webhook.test", "-v"])
+    assert "for other event types" not in r.output
+    assert "[no match] service-outage" in r.output
