@@ -12,13 +12,18 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hookline.recipes.errors import RecipeError
 from hookline.recipes.event import Event
 from hookline.recipes.matcher import MatchResult, match_recipe
 from hookline.recipes.models import Recipe, Step
-from hookline.recipes.templating import _describe, build_context, render_value
+from hookline.recipes.templating import (
+    UnsetPlaceholder,
+    _describe,
+    build_context,
+    render_value,
+)
 
 MASK = "••••••"
 _SECRET_NAME = re.compile(
@@ -34,10 +39,10 @@ class Placeholder(str):
 
 
 def _contains_placeholder(value: Any) -> bool:
-    if isinstance(value, Placeholder):
+    if isinstance(value, Placeholder | UnsetPlaceholder):
         return True
     if isinstance(value, str):
-        return "<steps." in value or "<run." in value or "<failure." in value
+        return any(m in value for m in ("<steps.", "<run.", "<failure.", "<env."))
     if isinstance(value, Mapping):
         return any(_contains_placeholder(v) for v in value.values())
     if isinstance(value, list | tuple):
@@ -105,12 +110,13 @@ def placeholders(step: Step) -> dict[str, Any]:
     return {n: Placeholder(f"<steps.{step.id}.{n}>") for n in names}
 
 
-def dry_environ(recipe: Recipe, environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` plus a visible placeholder for each allowed variable that is not set."""
-    env = dict(environ)
+def dry_environ(recipe: Recipe, environ: Mapping[str, str]) -> dict[str, Any]:
+    """``environ`` plus a placeholder for each allowed variable that is not set: it renders as
+    ``<env.NAME: not set>`` but is absent for ``| default`` and ``is defined``, as in a run."""
+    env: dict[str, Any] = dict(environ)
     for name in recipe.env_allowed:
         if name not in env:
-            env[name] = Placeholder(f"<env.{name}: not set>")
+            env[name] = UnsetPlaceholder(name=name)
     return env
 
 
@@ -161,7 +167,8 @@ def preview(
         outputs: fake step outputs ``{step_id: {name: value}}``; the rest are placeholders.
         force: preview the steps even when the recipe does not match.
     """
-    env = dry_environ(recipe, os.environ if environ is None else environ)
+    # values may be UnsetPlaceholder: build_context copies them as they are
+    env = cast(Mapping[str, str], dry_environ(recipe, os.environ if environ is None else environ))
     fakes = outputs or {}
     result = RecipePreview(recipe, match_recipe(recipe, event, environ=env))
     if result.match.error is not None:

@@ -57,8 +57,23 @@ def is_template(value: object) -> bool:
     return isinstance(value, str) and any(m in value for m in _MARKERS)
 
 
+class UnsetPlaceholder(Undefined):
+    """Dry runs only: an allowed ``env.NAME`` that is not set. It behaves like a missing value
+    (falsy, ``is defined`` is false, ``| default(...)`` replaces it) but renders as
+    ``<env.NAME: not set>`` instead of failing, so a preview still shows the rest."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return f"<env.{self._undefined_name}: not set>"
+
+    __repr__ = __str__
+
+
 def _check_defined(value: Any, depth: int = 0) -> Any:
     """Fail on an undefined value, also inside lists and dicts; reject bare functions."""
+    if isinstance(value, UnsetPlaceholder):
+        return value
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
     if depth > _MAX_RENDER_DEPTH:

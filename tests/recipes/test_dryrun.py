@@ -97,3 +97,30 @@ def test_try_collapses_recipes_for_other_event_types(monkeypatch: pytest.MonkeyP
     r = CliRunner().invoke(main, ["try", "--sample", "webhook.test", "-v"])
     assert "for other event types" not in r.output
     assert "[no match] service-outage" in r.output
+
+
+def test_unset_env_in_a_dry_run_behaves_as_in_a_real_run(write: Write) -> None:
+    text = """
+    name: r
+    on: service.status.changed
+    steps:
+      - id: a
+        if: (env.SLACK_ALERT_CHANNEL | default('')) != ''
+        uses: slack.post_message
+        with: {channel: "{{ env.SLACK_ALERT_CHANNEL }}"}
+      - id: b
+        uses: slack.post_message
+        with: {channel: "{{ env.SLACK_ALERT_CHANNEL | default('#fallback') }}"}
+      - id: c
+        uses: slack.post_message
+        with: {channel: "{{ env.SLACK_ONCALL_CHANNEL }}/x"}
+    """
+    cfg = HooklineConfig(env=["SLACK_ALERT_CHANNEL", "SLACK_ONCALL_CHANNEL"])
+    rs = load_recipes([write("r.yaml", text)], config=cfg, actions=ACTIONS)
+    event = Event.from_envelope(samples.load("service.status.changed"), source="solveforce")
+    a, b, c = preview(rs.recipes[0], event, environ={}).steps
+    assert a.status == "skipped"
+    assert b.params == {"channel": "#fallback"}
+    assert c.params == {"channel": "<env.SLACK_ONCALL_CHANNEL: not set>/x"}
+    a, b, c = preview(rs.recipes[0], event, environ={"SLACK_ALERT_CHANNEL": "#a"}).steps
+    assert a.params == b.params == {"channel": "#a"}
