@@ -340,11 +340,46 @@ class _FileChecker:
         except TemplateSyntaxError as exc:
             self.add(
                 path,
-                f"template syntax error: {exc.message}",
+                f"template syntax error: {(exc.message or '').rstrip('.')}",
+                hint=_syntax_hint(exc.message or ""),
                 line_offset=self._template_line(path, exc.lineno or 1),
             )
             return
         self._check_names(path, tree, scope)
+        if not expression:
+            self._check_text_for_typed_param(path, tree)
+
+    def _check_text_for_typed_param(self, path: Path_, tree: nodes.Template) -> None:
+        """``priority: "P{{ x }}"`` always renders text: an error for a parameter that does
+        not take text."""
+        if len(path) != 4 or path[2] != "with" or not isinstance(path[3], str):
+            return
+        ptype = self._param_type(path)
+        if ptype is None or ptype.takes_text or ptype.adapter is None:
+            return
+        literal = "".join(
+            n.data for n in tree.find_all(nodes.TemplateData) if isinstance(n.data, str)
+        )
+        if any(ch.isalpha() for ch in literal):
+            self.add(
+                path,
+                f"this template always renders text ({literal.strip()!r} around the "
+                f"expression), but {path[3]} takes {ptype.label}",
+                hint='render the value alone: "{{ ... }}"',
+            )
+
+    def _param_type(self, path: Path_) -> ParamType | None:
+        data = self.doc.data
+        try:
+            uses = data[path[0]][path[1]]["uses"]
+        except (KeyError, IndexError, TypeError):
+            return None
+        action = (
+            self.actions.get(uses) if self.actions is not None and isinstance(uses, str) else None
+        )
+        if action is None:
+            return None
+        return param_types(action).get(str(path[3]))
 
     def _check_names(self, path: Path_, tree: nodes.Template, scope: _Scope) -> None:
         for name in sorted(meta.find_undeclared_variables(tree)):
@@ -780,6 +815,16 @@ def _dotted(path: Path_) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def _syntax_hint(message: str) -> str | None:
+    from hookline.recipes.templating import ENV as _ENV
+
+    for kind, pool in (("filter", _ENV.filters), ("test", _ENV.tests)):
+        m = re.match(rf"No {kind} named '([^']+)'", message)
+        if m:
+            return did_you_mean(m.group(1), pool) or f"{kind}s: {', '.join(sorted(pool))}"
+    return None
 
 
 def _env_hint(name: str, allowed: Iterable[str], source: str) -> str:

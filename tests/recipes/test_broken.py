@@ -564,6 +564,36 @@ CASES: list[tuple[str, str, int, str]] = [
         "steps.a is this step itself",
     ),
     (
+        "unknown filter",
+        """
+        name: r
+        on: service.status.changed
+        steps:
+          - id: a
+            uses: slack.post_message
+            with:
+              channel: "#x"
+              text: "{{ data.service_name | titel }}"
+        """,
+        8,
+        "template syntax error: No filter named 'titel'; did you mean 'title'?",
+    ),
+    (
+        "text around the expression for a parameter that takes a number",
+        """
+        name: r
+        on: service.status.changed
+        steps:
+          - id: a
+            uses: servicenow.create_incident
+            with:
+              short_description: x
+              priority: "P{{ 1 }}"
+        """,
+        8,
+        "this template always renders text ('P' around the expression), but priority takes",
+    ),
+    (
         "on written as a mapping",
         """
         name: r
