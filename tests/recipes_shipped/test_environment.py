@@ -1,0 +1,108 @@
+"""What the shipped recipes do with the environment at run time (the engine's context, not the
+dry run: `hookline try` shows an unset variable as a placeholder, the engine applies the
+recipe's `default`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hookline import samples
+from hookline.config import load_config
+from hookline.recipes import Event, RecipeSet, build_context, load_recipes, render_params
+from tests.recipes_shipped.conftest import REPO
+
+RUN = {"id": "r1", "name": "brave-otter", "url": "http://prefect.local/runs/flow-run/r1"}
+FAILURE = {"step": "alert", "uses": "slack.post_alert", "error": "boom", "attempts": 3}
+
+
+@pytest.fixture(scope="module")
+def recipes() -> RecipeSet:
+    return load_recipes([REPO / "recipes"], config=load_config(REPO / "hookline.yaml"))
+
+
+def event(event_type: str) -> Event:
+    return Event.from_envelope(samples.load(event_type), source="solveforce")
+
+
+def step_params(
+    recipes: RecipeSet, recipe: str, step_id: str, event_type: str, environ: dict[str, str]
+) -> tuple[bool, dict[str, Any]]:
+    rec = recipes.get(recipe)
+    assert rec is not None
+    step = next(s for s in [*rec.steps, *rec.on_failure] if s.id == step_id)
+    failure = FAILURE if step in rec.on_failure else None
+    ctx = build_context(event(event_type), recipe=rec, run=RUN, failure=failure, environ=environ)
+    if not step.should_run(ctx):
+        return False, {}
+    return True, render_params(step, ctx)
+
+
+SHIPPED = {
+    "billing-invoice": "billing.invoice.generated",
+    "billing-payment": "billing.payment.processed",
+    "billing-usage": "billing.usage.threshold_exceeded",
+    "security-alert": "security.alert.created",
+    "service-maintenance": "service.maintenance.scheduled",
+    "service-outage": "service.status.changed",
+    "service-provisioned": "service.provisioned",
+    "support-ticket-created": "support.ticket.created",
+    "support-ticket-resolved": "support.ticket.resolved",
+}
+
+
+def test_every_solveforce_event_type_has_a_shipped_recipe(recipes: RecipeSet) -> None:
+    assert sorted(r.name for r in recipes.recipes) == sorted(SHIPPED)
+    assert sorted(SHIPPED.values()) == [n for n in samples.names() if n != "webhook.test"]
+
+
+@pytest.mark.parametrize("recipe", sorted(SHIPPED))
+@pytest.mark.parametrize("environ", [{}, {"SLACK_ONCALL_CHANNEL": ""}], ids=["unset", "empty"])
+def test_every_recipe_pages_oncall_with_the_run_link_even_with_no_channel_set(
+    recipes: RecipeSet, recipe: str, environ: dict[str, str]
+) -> None:
+    runs, params = step_params(recipes, recipe, "notify_oncall", SHIPPED[recipe], environ)
+    assert runs
+    assert params["channel"] == "#oncall"
+    assert RUN["url"] in params["text"] and "failed at step alert" in params["text"]
+
+
+def test_a_set_channel_wins_over_the_default(recipes: RecipeSet) -> None:
+    env = {"SLACK_ALERT_CHANNEL": "#noc", "SLACK_ONCALL_CHANNEL": "#pager"}
+    assert (
+        step_params(recipes, "service-outage", "alert", "service.status.changed", env)[1]["channel"]
+        == "#noc"
+    )
+    assert (
+        step_params(recipes, "service-outage", "alert", "service.status.changed", {})[1]["channel"]
+        == "#service-alerts"
+    )
+    assert (
+        step_params(recipes, "security-alert", "notify_oncall", "security.alert.created", env)[1][
+            "channel"
+        ]
+        == "#pager"
+    )
+
+
+@pytest.mark.parametrize(
+    ("recipe", "event_type"),
+    [
+        ("billing-invoice", "billing.invoice.generated"),
+        ("billing-payment", "billing.payment.processed"),
+    ],
+)
+def test_accounting_is_skipped_without_accounting_api_url(
+    recipes: RecipeSet, recipe: str, event_type: str
+) -> None:
+    assert step_params(recipes, recipe, "accounting", event_type, {}) == (False, {})
+    assert step_params(recipes, recipe, "accounting", event_type, {"ACCOUNTING_API_URL": ""}) == (
+        False,
+        {},
+    )
+    runs, params = step_params(
+        recipes, recipe, "accounting", event_type, {"ACCOUNTING_API_URL": "https://acc.example/v1/"}
+    )
+    assert runs and params["url"].startswith("https://acc.example/v1/")
+    assert "//" not in params["url"].removeprefix("https://")
