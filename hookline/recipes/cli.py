@@ -157,7 +157,7 @@ def try_(
         known = {r.name for r in chosen}
         unknown = [n for n in names if n not in known]
         if unknown:
-            from hookline.recipes.loader import did_you_mean
+            from hookline.recipes.validate import did_you_mean
 
             hints = [
                 f"{n!r}" + (f" ({did_you_mean(n, known)})" if did_you_mean(n, known) else "")

@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from hookline.recipes.loader import RESERVED_PARAMS, default_actions, param_types
+from hookline.recipes.actions import RESERVED_PARAMS, default_actions, param_types
 from hookline.recipes.models import ActionLike, RecipeSpec
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

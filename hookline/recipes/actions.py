@@ -1,0 +1,85 @@
+"""What the recipe layer needs from the connector registry: which actions exist, which
+parameters they take, and how a value is checked against a parameter's annotation."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from hookline.recipes.models import ActionLike, ParamType
+
+RESERVED_PARAMS = frozenset({"idempotency_key"})
+
+
+def default_actions() -> Mapping[str, ActionLike] | None:
+    """The connector registry, or None when `hookline.connectors` does not provide one yet."""
+    try:
+        from hookline import connectors
+    except ImportError:  # pragma: no cover - the package exists in the skeleton
+        return None
+    actions = getattr(connectors, "ACTIONS", None)
+    return actions if isinstance(actions, Mapping) else None
+
+
+def _label(ann: Any) -> str:
+    return inspect.formatannotation(ann)
+
+
+_PARAM_CACHE: dict[Any, dict[str, ParamType]] = {}
+
+
+def param_types(action: ActionLike) -> dict[str, ParamType]:
+    """How each parameter of ``action`` checks and converts values (cached per action)."""
+    try:
+        key: Any = (action.name, action.params, getattr(action, "func", None))
+        hash(key)
+    except TypeError:
+        key = None
+    cached = _PARAM_CACHE.get(key) if key is not None else None
+    if cached is not None:
+        return cached
+    func = getattr(action, "func", None)
+    try:
+        hints = typing.get_type_hints(func) if func is not None else {}
+    except Exception:  # unresolvable forward references: fall back to raw annotations
+        hints = {}
+    out: dict[str, ParamType] = {}
+    for name, p in action.params.parameters.items():
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        ann = hints.get(name, p.annotation)
+        if ann is inspect.Parameter.empty or isinstance(ann, str):
+            out[name] = ParamType(None, True, "anything")
+            continue
+        try:
+            adapter: TypeAdapter[Any] = TypeAdapter(ann)
+        except Exception:
+            out[name] = ParamType(None, True, _label(ann))
+            continue
+        try:
+            adapter.validate_python("x")
+            takes_text = True
+        except ValidationError:
+            takes_text = False
+        out[name] = ParamType(adapter, takes_text, _label(ann))
+    if key is not None:
+        _PARAM_CACHE[key] = out
+    return out
+
+
+def takes_any_keyword(action: ActionLike) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in action.params.parameters.values())
+
+
+def required_params(action: ActionLike) -> list[str]:
+    return [
+        n
+        for n, p in action.params.parameters.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        and n not in RESERVED_PARAMS
+    ]
