@@ -106,6 +106,8 @@ def _chain(node: nodes.Node) -> tuple[str, list[str], int] | None:
 
 
 class FileChecker:
+    """Collects every problem of one parsed recipe file (`check()`, then `.problems`)."""
+
     def __init__(
         self,
         path: Path,
