@@ -28,6 +28,8 @@ Entry life cycle (the dispatcher drives it)::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import json
 import queue
 import sqlite3
@@ -164,13 +166,16 @@ class Inbox(ABC):
         event_time: datetime | None,
         *,
         status: str = "pending",
+        timeout: float | None = None,
     ) -> tuple[bool, int]:
         """Store one event unless ``(source, event_id)`` is known; returns (inserted, entry id).
 
         Returns only after the transaction holding the entry has committed.
 
         Raises:
-            InboxError: the store could not commit (the caller answers 503).
+            InboxError: the store could not commit (the caller answers 503), or did not
+                within ``timeout`` seconds (the entry may still be stored later; a retry of
+                the same event is then a duplicate).
         """
 
     # -- dispatcher side ----------------------------------------------------------------
@@ -407,6 +412,8 @@ class SQLiteInbox(Inbox):
         self._pending: list[_Request] = []
         self._retry: asyncio.TimerHandle | None = None
         self._busy_since: float | None = None
+        self._committing = False
+        self._committer = concurrent.futures.ThreadPoolExecutor(1, "hookline-inbox-commit")
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
@@ -424,6 +431,7 @@ class SQLiteInbox(Inbox):
 
     async def _open(self) -> None:
         if self.writer == "loop":
+            self._committer = concurrent.futures.ThreadPoolExecutor(1, "hookline-inbox-commit")
             try:
                 self._conn = self._connect()
             except (sqlite3.Error, OSError) as exc:
@@ -441,14 +449,15 @@ class SQLiteInbox(Inbox):
     async def _close(self) -> None:
         if self._conn is not None:
             deadline = time.monotonic() + self.busy_timeout
-            while self._pending and time.monotonic() < deadline:
+            while (self._pending or self._committing) and time.monotonic() < deadline:
                 if self._retry is not None:
                     self._retry.cancel()
                 self._flush_inline()
-                if self._pending:
+                if self._pending or self._committing:
                     await asyncio.sleep(0.002)
             self._conn.close()
             self._conn = None
+            self._committer.shutdown(wait=False)
         thread = self._thread
         if thread is None:
             return
@@ -509,15 +518,19 @@ class SQLiteInbox(Inbox):
             conn.close()
 
     def _flush_inline(self) -> None:
-        """Loop writer: commit everything pending in one transaction, without ever blocking
-        the event loop on another process's write lock (busy: try again in 2 ms)."""
+        """Loop writer: write everything pending in one transaction on the loop, then COMMIT
+        (the fsync) on a helper thread while the loop goes on and the next batch gathers.
+        Never blocks the loop on another process's write lock (busy: try again in 2 ms)."""
         self._retry = None
+        if self._committing:
+            return  # _committed() starts the next batch
         conn = self._conn
         # Callers that gave up (timed out) are not written: they were told 503 and retry.
         pending = [r for r in self._pending if not r.future.done()]
         if conn is None or not pending:
             self._pending = []
             return
+        loop = asyncio.get_running_loop()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -526,56 +539,83 @@ class SQLiteInbox(Inbox):
                 self._busy_since = now
             if now - self._busy_since < self.busy_timeout:
                 self._pending = pending
-                self._retry = asyncio.get_running_loop().call_later(0.002, self._flush_inline)
+                self._retry = loop.call_later(0.002, self._flush_inline)
                 return
             self._pending = []
             self._busy_since = None
-            err = _wrap(self, exc)
-            for r in pending:
-                r.result, r.error = None, err
+            self._fail(conn, pending, exc)
             _settle(pending)
             return
         self._busy_since = None
         batch, self._pending = pending[: self.max_batch], pending[self.max_batch :]
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._flush_inline)
-        self._write_batch(conn, batch, begun=True)
-        _settle(batch)
-
-    def _write_batch(
-        self, conn: sqlite3.Connection, batch: list[_Request], *, begun: bool = False
-    ) -> None:
-        puts = [r for r in batch if r.job is None]
         try:
-            if not begun:
-                conn.execute("BEGIN IMMEDIATE")
-            for r in batch:
-                if r.job is None:
-                    continue
-                # A savepoint per job: one failing job does not undo the others in the batch.
-                conn.execute("SAVEPOINT job")
-                try:
-                    r.result = r.job(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    r.error = exc if not isinstance(exc, sqlite3.Error) else _wrap(self, exc)
-                conn.execute("RELEASE job")
-            if puts:
-                _insert_puts(conn, puts)
+            self._write_jobs(conn, batch)
+        except Exception as exc:
+            self._fail(conn, batch, exc)
+            _settle(batch)
+            if self._pending:
+                loop.call_soon(self._flush_inline)
+            return
+        self._committing = True
+        done = loop.run_in_executor(self._committer, conn.execute, "COMMIT")
+        done.add_done_callback(functools.partial(self._committed, conn, batch))
+
+    def _committed(
+        self, conn: sqlite3.Connection, batch: list[_Request], done: asyncio.Future[Any]
+    ) -> None:
+        self._committing = False
+        exc = None if done.cancelled() else done.exception()
+        if done.cancelled() or exc is not None:
+            self._fail(conn, batch, exc or InboxError("commit cancelled"))
+        else:
+            self.batches += 1
+        _settle(batch)
+        if self._pending and self._retry is None:
+            self._flush_inline()
+
+    def _write_jobs(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        """Run the batch's jobs and puts inside the open transaction."""
+        for r in batch:
+            if r.job is None:
+                continue
+            # A savepoint per job: one failing job does not undo the others in the batch.
+            conn.execute("SAVEPOINT job")
+            try:
+                r.result = r.job(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                r.error = exc if not isinstance(exc, sqlite3.Error) else _wrap(self, exc)
+            conn.execute("RELEASE job")
+        puts = [r for r in batch if r.job is None]
+        if puts:
+            _insert_puts(conn, puts)
+
+    def _fail(self, conn: sqlite3.Connection, batch: list[_Request], exc: BaseException) -> None:
+        """The transaction failed: roll back, and nobody in the batch is told "stored"."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        err = exc if isinstance(exc, InboxError) else _wrap(self, exc)
+        for r in batch:
+            r.result, r.error = None, err
+
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        """Thread writer: one whole transaction."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._write_jobs(conn, batch)
             conn.execute("COMMIT")
             self.batches += 1
-        except Exception as exc:  # the whole batch failed: nobody is told "stored"
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            err = _wrap(self, exc)
-            for r in batch:
-                r.result, r.error = None, err
+        except Exception as exc:
+            self._fail(conn, batch, exc)
 
     async def _submit(
-        self, job: Callable[[sqlite3.Connection], T] | None, row: tuple[Any, ...] | None = None
+        self,
+        job: Callable[[sqlite3.Connection], T] | None,
+        row: tuple[Any, ...] | None = None,
+        timeout: float | None = None,
     ) -> T:
         if not self._opened:
             await self.open()
@@ -583,12 +623,19 @@ class SQLiteInbox(Inbox):
         fut: asyncio.Future[T] = loop.create_future()
         if self.writer == "loop":
             # Everything submitted during this turn of the event loop commits together.
-            if not self._pending and self._retry is None:
+            if not self._pending and self._retry is None and not self._committing:
                 loop.call_soon(self._flush_inline)
             self._pending.append(_Request(job, row, fut, loop))
         else:
             self._queue.put(_Request(job, row, fut, loop))
-        return await fut
+        if timeout is None:
+            return await fut
+        # Cheaper than asyncio.timeout() on the hot path: one timer, no task bookkeeping.
+        timer = loop.call_later(timeout, _expire, fut, timeout, self.description)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
 
     # -- the API --------------------------------------------------------------------------
     async def put(
@@ -601,6 +648,7 @@ class SQLiteInbox(Inbox):
         event_time: datetime | None,
         *,
         status: str = "pending",
+        timeout: float | None = None,
     ) -> tuple[bool, int]:
         _check_status(status)
         now = self._clock()
@@ -618,7 +666,7 @@ class SQLiteInbox(Inbox):
         )
 
         # Written by the writer thread with every other queued put in one multi-row INSERT.
-        result: tuple[bool, int] = await self._submit(None, params)
+        result: tuple[bool, int] = await self._submit(None, params, timeout)
         return result
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
@@ -765,6 +813,11 @@ class SQLiteInbox(Inbox):
 
 def _wrap(inbox: SQLiteInbox, exc: BaseException) -> InboxError:
     return InboxError(f"SQLite inbox {inbox.path}: {type(exc).__name__}: {exc}")
+
+
+def _expire(fut: asyncio.Future[Any], timeout: float, where: str) -> None:
+    if not fut.done():
+        fut.set_exception(InboxError(f"{where}: not committed within {timeout:g} s"))
 
 
 def _set_result_if_pending(fut: asyncio.Future[None], value: None) -> None:
@@ -921,6 +974,7 @@ class PostgresInbox(Inbox):
         event_time: datetime | None,
         *,
         status: str = "pending",
+        timeout: float | None = None,
     ) -> tuple[bool, int]:
         _check_status(status)
         now = _dt(self._clock())
@@ -948,7 +1002,13 @@ class PostgresInbox(Inbox):
             )
             return False, int(existing)
 
-        return await self._call(fn)
+        if timeout is None:
+            return await self._call(fn)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._call(fn)
+        except TimeoutError:
+            raise InboxError(f"{self.description}: not committed within {timeout:g} s") from None
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
         now = self._clock()

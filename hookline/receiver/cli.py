@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import click
+from starlette.applications import Starlette
 
 
 def _best(module: str, fast: str, fallback: str) -> str:
     return fast if importlib.util.find_spec(module) is not None else fallback
 
 
+def app_factory() -> Starlette:
+    """The receiver app with logging configured from HOOKLINE_* (what each worker runs)."""
+    from hookline.config import get_settings
+    from hookline.receiver.app import create_app
+    from hookline.receiver.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings=settings)
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free).")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @click.option(
     "--config",
     "config_path",
@@ -21,26 +34,38 @@ def _best(module: str, fast: str, fallback: str) -> str:
     type=click.Path(dir_okay=False),
     help="hookline.yaml (default: $HOOKLINE_CONFIG or ./hookline.yaml).",
 )
-def serve(host: str, port: int, config_path: str | None) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes sharing the port (and the inbox).",
+)
+def serve(host: str, port: int, config_path: str | None, workers: int) -> None:
     """Receive webhooks: POST /webhooks/<source>, answered once stored in the inbox."""
     import uvicorn
 
     from hookline.config import get_settings, load_config
     from hookline.errors import ConfigError
     from hookline.receiver.app import create_app
-    from hookline.receiver.logs import configure_logging
 
+    if config_path:
+        os.environ["HOOKLINE_CONFIG"] = config_path  # the workers read it too
+        get_settings.cache_clear()
     settings = get_settings()
     try:
-        configure_logging(settings.log_format, settings.log_level)
-        config = load_config(config_path) if config_path else load_config(settings.config)
-        app = create_app(config, settings=settings)
+        # Fail here, with the file and the field, rather than in every worker.
+        create_app(load_config(settings.config), settings=settings)
+        if settings.log_format not in ("text", "json"):
+            raise ConfigError(f"HOOKLINE_LOG_FORMAT={settings.log_format!r}: use 'text' or 'json'")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     uvicorn.run(
-        app,
+        "hookline.receiver.cli:app_factory",
+        factory=True,
         host=host,
         port=port,
+        workers=workers,
         loop=_best("uvloop", "uvloop", "asyncio"),
         http=_best("httptools", "httptools", "h11"),
         access_log=False,  # the receiver logs one structured line per request itself

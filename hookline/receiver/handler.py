@@ -13,7 +13,6 @@ through Starlette's request/response objects and middleware; everything else is 
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -39,6 +38,8 @@ CheckFunc = Callable[[], Any]
 # Headers never stored with an event, whatever the scheme.
 _NEVER_STORED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _SECRETISH = ("secret", "token", "signature", "password", "api-key", "apikey")
+
+_KEEP: dict[str, bool] = {}
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
@@ -81,11 +82,20 @@ def audit_headers(
     kept: dict[str, str] = {}
     for name, value in headers.items():
         n = name.lower()
-        if n in SIGNATURE_HEADERS or n in _NEVER_STORED or any(s in n for s in _SECRETISH):
+        keep = _KEEP.get(n)
+        if keep is None:
+            keep = not (
+                n in SIGNATURE_HEADERS or n in _NEVER_STORED or any(s in n for s in _SECRETISH)
+            )
+            if len(_KEEP) < 4096:  # header names repeat; bounded against header-name floods
+                _KEEP[n] = keep
+        if not keep:
             continue
-        if any(s and s in value for s in secrets):
-            continue
-        kept[n] = value
+        for secret in secrets:
+            if secret and secret in value:
+                break
+        else:
+            kept[n] = value
     if client is not None:
         kept["x-hookline-client"] = client
     return kept
@@ -272,17 +282,17 @@ async def handle_webhook(
         return answer(400, {"error": "invalid_event", "field": exc.field, "detail": exc.detail})
 
     try:
-        async with asyncio.timeout(st.config.store_timeout_seconds):
-            inserted, entry_id = await st.inbox.put(
-                name,
-                event.event_id,
-                event.event_type,
-                body,
-                audit_headers(headers, source.secret_texts, client),
-                event.event_time,
-                # A test delivery proves the endpoint works; it runs no recipe.
-                status="done" if event.event_type == TEST_EVENT_TYPE else "pending",
-            )
+        inserted, entry_id = await st.inbox.put(
+            name,
+            event.event_id,
+            event.event_type,
+            body,
+            audit_headers(headers, source.secret_texts, client),
+            event.event_time,
+            # A test delivery proves the endpoint works; it runs no recipe.
+            status="done" if event.event_type == TEST_EVENT_TYPE else "pending",
+            timeout=st.config.store_timeout_seconds,
+        )
     except Exception as exc:  # any store failure, timeout included: the sender must retry
         m.requests.labels(name, "unavailable").inc()
         _log(

@@ -234,18 +234,29 @@ async def test_store_failure_is_503_with_retry_after(tmp_path: Path) -> None:
 
 
 async def test_store_too_slow_is_503(tmp_path: Path) -> None:
-    class SlowInbox(SQLiteInbox):
-        async def put(self, *a: Any, **kw: Any) -> tuple[bool, int]:
-            await asyncio.sleep(10)
-            raise AssertionError("unreachable")
+    """Another process holds the write lock past store_timeout_seconds: 503, not a hang."""
+    import sqlite3
 
-    inbox = SlowInbox(tmp_path / "x.sqlite3")
-    cfg = make_config(tmp_path, store_timeout_seconds=0.05, retry_after_seconds=2)
+    inbox = SQLiteInbox(tmp_path / "x.sqlite3", busy_timeout=30)
+    await inbox.open()
+    cfg = make_config(tmp_path, store_timeout_seconds=0.2, retry_after_seconds=2)
     app = create_app(cfg, settings=CoreSettings(home=tmp_path), inbox=inbox, environ=ENV)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as c:
-        body = encode(event())
-        r = await c.post("/webhooks/solveforce", content=body, headers=signed(body))
-    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    locker = sqlite3.connect(tmp_path / "x.sqlite3", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://r"
+        ) as c:
+            body = encode(event("slow_1"))
+            started = time.monotonic()
+            r = await c.post("/webhooks/solveforce", content=body, headers=signed(body))
+            assert time.monotonic() - started < 5
+        assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert await inbox.find("solveforce", "slow_1") is None  # the sender was told to retry
+    await inbox.close()
 
 
 async def test_unexpected_error_is_503_never_500(tmp_path: Path) -> None:
