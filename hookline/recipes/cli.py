@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -20,9 +21,22 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _github(text: str) -> str:
+    # GitHub workflow commands: '%', CR and LF must be escaped in the message.
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def check(paths: tuple[Path, ...]) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="github: one ::error annotation per problem, for GitHub Actions.",
+)
+def check(paths: tuple[Path, ...], fmt: str) -> None:
     """Validate recipes (default: HOOKLINE_RECIPES, else ./recipes); list every problem.
 
     Exits 1 if any recipe has a problem.
@@ -36,8 +50,34 @@ def check(paths: tuple[Path, ...]) -> None:
         return
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "ok": not result.problems,
+                    "recipes": sorted(r.name for r in result.recipes),
+                    "problems": [
+                        {**dataclasses.asdict(p), "path": str(p.path), "text": str(p)}
+                        for p in result.problems
+                    ],
+                    "warnings": result.warnings,
+                },
+                indent=2,
+            )
+        )
+        if result.problems:
+            sys.exit(1)
+        return
     for p in result.problems:
-        click.echo(str(p))
+        if fmt == "github":
+            where = ", ".join(x for x in (p.step and f"step '{p.step}'", p.field) if x)
+            msg = (f"{where}: " if where else "") + p.message + (f"; {p.hint}" if p.hint else "")
+            click.echo(
+                f"::error file={p.path},line={max(p.line, 1)},col={max(p.column, 1)}"
+                f"::{_github(msg)}"
+            )
+        else:
+            click.echo(str(p))
     if result.problems:
         bad = len({str(p.path) for p in result.problems})
         n = len(result.problems)

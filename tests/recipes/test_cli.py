@@ -77,6 +77,23 @@ def test_check_lists_every_error_and_exits_1(project: Path) -> None:
     assert "2 problems in 1 file" in r.output
 
 
+def test_check_formats_for_ci(project: Path) -> None:
+    bad = project / "recipes" / "bad.yaml"
+    bad.write_text("name: bad\non: x\nsteps:\n  - id: a\n    uses: slack.post_mesage\n")
+    r = run("check", "--format", "github")
+    assert r.exit_code == 1
+    assert (
+        "::error file=recipes/bad.yaml,line=5,col=11::step 'a', uses: unknown action "
+        "'slack.post_mesage'; did you mean 'slack.post_message'?"
+    ) in r.output
+    r = run("check", "--format", "json")
+    assert r.exit_code == 1
+    doc = json.loads(r.output[: r.output.rindex("}") + 1])
+    (p,) = doc["problems"]
+    assert (p["path"], p["line"], p["column"], p["step"]) == ("recipes/bad.yaml", 5, 11, "a")
+    assert doc["ok"] is False and doc["recipes"] == ["outage"]
+
+
 def test_check_explicit_paths(project: Path) -> None:
     assert run("check", "recipes/outage.yaml").exit_code == 0
     r = run("check", "nowhere")
