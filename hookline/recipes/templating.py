@@ -50,6 +50,8 @@ __all__ = [
 
 _MARKERS = ("{{", "{%", "{#")
 _MAX_RENDER_DEPTH = 50
+_MAX_POWER = 1000
+_MAX_REPEAT = 100_000
 
 
 def is_template(value: object) -> bool:
@@ -112,6 +114,22 @@ class RecipeEnvironment(ImmutableSandboxedEnvironment, NativeEnvironment):
 
     code_generator_class = _CodeGenerator
     concat = staticmethod(_native_concat)  # type: ignore[assignment]
+
+    # A typo such as "{{ '-' * 10**9 }}" must not take the worker down with it.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > _MAX_POWER:
+            raise SecurityError(f"exponent {right} is too large (at most {_MAX_POWER})")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int):
+                    if len(seq) * n > _MAX_REPEAT:
+                        raise SecurityError(
+                            f"repeating a sequence to {len(seq) * n} items is too large "
+                            f"(at most {_MAX_REPEAT})"
+                        )
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # A payload key wins over a dict method of the same name (data.items, data.keys).

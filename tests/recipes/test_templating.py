@@ -32,6 +32,9 @@ def ctx() -> dict[str, Any]:
         "{{ '{0.__class__}'.format(data) }}",
         "{% set x = data.update({'a': 1}) %}{{ x }}",
         "{{ data.clear() }}",
+        "{{ '-' * 10**9 }}",
+        "{{ [0] * 10**7 }}",
+        "{{ 2 ** 100000 }}",
     ],
 )
 def test_sandbox_keeps_templates_away_from_python_internals(
@@ -119,6 +122,7 @@ def test_constants_keep_their_type(ctx: dict[str, Any]) -> None:
     assert render_template("{{ true }}", ctx) is True
     assert render_template("{{ '5' }}", ctx) == "5"
     assert render_template("a{{ 5 }}", ctx) == "a5"
+    assert render_template("{{ '-' * 3 }}{{ 2 ** 10 }}", ctx) == "---1024"
 
 
 def test_unset_env_and_skipped_steps_are_explained() -> None:
