@@ -177,7 +177,7 @@ class ParamType:
             raise
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Step:
     """A validated step, with the recipe's defaults applied and its templates compiled."""
 
@@ -197,6 +197,9 @@ class Step:
     compiled_with: dict[str, Any] = field(default_factory=dict, repr=False)
     compiled_if: Expression | None = field(default=None, repr=False)
     param_types: Mapping[str, ParamType] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<Step {self.recipe}.{self.id} uses={self.uses} ({self.path}:{self.line})>"
 
     def where(self) -> str:
         """``recipe 'x' step 'y' (file:line)`` for messages."""
@@ -226,7 +229,7 @@ class Step:
             ) from None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Recipe:
     """A validated recipe; templates are compiled once, here."""
 
@@ -245,6 +248,9 @@ class Recipe:
     env_allowed: frozenset[str] = frozenset()
     compiled_when: Expression | None = field(default=None, repr=False)
     compiled_order_by: Template | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<Recipe {self.name} ({self.path}:{self.line})>"
 
     def step(self, step_id: str) -> Step:
         """The step (or on_failure step) with this id; raises KeyError."""
