@@ -1,0 +1,220 @@
+"""The README, run as written: the two commands, the recipe, the signed curl, `hookline send` and
+`hookline events` against a real `hookline up` (fake vendors, the session's Prefect server), in a
+folder laid out like a fresh clone. Then every seed sample, sent signed over HTTP, produces the
+calls docs/operations.md and the recipes describe."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hookline import samples
+from hookline.config import load_config
+from hookline.receiver.verify import sign_solveforce
+from hookline.recipes import Event, build_context, load_recipes, render_params
+from tests.docs.conftest import (
+    REPO,
+    Proc,
+    bash,
+    clean_env,
+    code_block,
+    console_block,
+    free_port,
+    start,
+)
+from tests.fakes import FakeVendors
+from tests.fakes.slack import channel_id
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_start_is_make_up_and_make_test() -> None:
+    commands, _ = console_block("README.md", "make up")
+    assert commands == ["make up", "make test"]
+    # `make -n` prints what the targets run without running them (make test would recurse).
+    up = bash("make -n up", cwd=REPO, env=clean_env()).splitlines()
+    assert up[-1] == ".venv/bin/hookline up"
+    test = bash("make -n test", cwd=REPO, env=clean_env())
+    for part in ("ruff check", "ruff format --check", "mypy", "hookline check"):
+        assert part in test
+    assert ".venv/bin/hookline test-recipes" in test
+    assert test.splitlines()[-1] == ".venv/bin/python -m pytest"
+
+
+def test_the_readme_recipe_loads_matches_and_renders(tmp_path: Path) -> None:
+    path = tmp_path / "recipes" / "outage-to-slack.yaml"
+    path.parent.mkdir()
+    path.write_text(code_block("README.md", "yaml"), encoding="utf-8")
+    recipes = load_recipes([path.parent], config=load_config(REPO / "hookline.yaml"))
+    [recipe] = recipes.recipes
+    degraded = samples.load("service.status.changed")
+    assert not recipes.match(Event.from_envelope(degraded, source="solveforce"))[0].matched
+    outage = samples.load("service.status.changed")
+    outage["data"]["current_status"] = "outage"
+    event = Event.from_envelope(outage, source="solveforce")
+    assert recipes.match(event)[0].matched
+    ctx = build_context(
+        event, recipe=recipe, run={"id": "1", "name": "r", "url": "http://ui/runs/1"}, environ={}
+    )
+    params = render_params(recipe.steps[0], ctx)
+    assert params == {
+        "channel": "#service-alerts",
+        "text": "Primary Voice Service is down (150 users): http://ui/runs/1",
+    }
+
+
+# -- the walkthrough ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[FakeVendors]:
+    with FakeVendors() as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shaped like a fresh clone after `make install`."""
+    d = tmp_path_factory.mktemp("clone")
+    for name in ("hookline.yaml", "recipes", ".venv", "Makefile", "pyproject.toml"):
+        (d / name).symlink_to(REPO / name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def up(prefect_api: str, clone: Path, fakes: FakeVendors) -> Iterator[tuple[Proc, int]]:
+    """`.venv/bin/hookline up` in the clone (on a free port instead of 8000; Prefect is the
+    session's server, which `hookline up` uses when PREFECT_API_URL is set)."""
+    port = free_port()
+    env = clean_env(**fakes.env, PREFECT_API_URL=prefect_api)
+    proc = start(
+        [".venv/bin/hookline", "up", "--port", str(port)],
+        cwd=clone,
+        env=env,
+        log=clone / "up.log",
+    )
+    try:
+        proc.wait_http(f"http://127.0.0.1:{port}/healthz")
+        proc.wait_for("Ctrl-C stops everything")
+        yield proc, port
+    finally:
+        assert proc.stop() == 0, proc.output()
+
+
+def statuses(clone: Path) -> dict[str, str]:
+    with sqlite3.connect(clone / ".hookline" / "inbox.sqlite3") as db:
+        return dict(db.execute("SELECT event_id, status FROM inbox").fetchall())
+
+
+def wait_settled(clone: Path, timeout: float = 60) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        now = statuses(clone)
+        if now and all(s in ("done", "failed") for s in now.values()):
+            return now
+        assert time.monotonic() < deadline, now
+        time.sleep(0.1)
+
+
+def test_walkthrough(up: tuple[Proc, int], clone: Path, fakes: FakeVendors) -> None:
+    proc, port = up
+    url = f"http://127.0.0.1:{port}/webhooks/solveforce"
+    assert f"Hookline receiver  http://127.0.0.1:{port}/webhooks/solveforce" in proc.output()
+
+    # The signed curl, exactly as written (the port is the test's).
+    commands, output = console_block("README.md", "secret=")
+    script = "\n".join(commands).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    assert bash(script, cwd=clone, env=clean_env()).strip() == "\n".join(output)
+    # ... its HMAC is the receiver's: the same body, signed wrongly, is refused.
+    bad = script.replace('-hmac "$secret"', '-hmac "not-the-secret"')
+    assert '"invalid_signature"' in bash(bad, cwd=clone, env=clean_env())
+
+    # hookline send, then hookline events (HOOKLINE_URL points send at the test's port).
+    commands, _ = console_block("README.md", ".venv/bin/hookline send")
+    assert commands == [
+        ".venv/bin/hookline send service.status.changed",
+        ".venv/bin/hookline events",
+    ]
+    env = clean_env(HOOKLINE_URL=url)
+    sent = bash(commands[0], cwd=clone, env=env).strip()
+    m = re.fullmatch(
+        r'service\.status\.changed (evt_\w+) -> 200 \{"status":"accepted","event_id":"(evt_\w+)"\}',
+        sent,
+    )
+    assert m and m.group(1) == m.group(2), sent
+    assert wait_settled(clone) == {"evt_readme_1": "done", m.group(1): "done"}
+    events = bash(commands[1], cwd=clone, env=env)
+    assert re.search(r"done\s+solveforce:evt_readme_1\s+service\.status\.changed", events), events
+    assert events.count("    service-outage: ") == 2
+
+    # The curl'd outage (impact high) opened a priority-1 incident; both alerts went to the
+    # default alerts channel, with a link to their Prefect run.
+    [incident] = fakes.servicenow.incidents
+    assert incident["short_description"] == "SOLVEFORCE Service Outage: Primary Voice Service"
+    assert incident["priority"] == "1"
+    alerts = [m for m in fakes.slack.messages if m.get("attachments")]
+    assert [a["channel"] for a in alerts] == [channel_id("#service-alerts")] * 2
+    assert all("/runs/flow-run/" in json.dumps(a["attachments"]) for a in alerts)
+
+
+def test_every_seed_sample_sent_signed_makes_the_documented_calls(
+    up: tuple[Proc, int], clone: Path, fakes: FakeVendors
+) -> None:
+    _, port = up
+    fakes.reset()
+    secret = (clone / ".hookline" / "dev-secret").read_text().strip()
+    before = set(statuses(clone))
+    for name in samples.names():
+        payload = samples.load(name)
+        payload["event_id"] = f"{payload['event_id']}_all"
+        body = json.dumps(payload).encode()
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/solveforce",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-SolveForce-Signature": sign_solveforce(body, secret),
+            },
+        )
+        assert r.json() == {"status": "accepted", "event_id": payload["event_id"]}
+    settled = wait_settled(clone)
+    assert {k: v for k, v in settled.items() if k not in before} == {
+        f"{samples.load(n)['event_id']}_all": "done" for n in samples.names()
+    }
+
+    def texts(channel: str) -> list[str]:
+        return [m["text"] for m in fakes.slack.messages if m["channel"] == channel_id(channel)]
+
+    assert texts("#service-alerts") == [
+        "MAJOR: SOLVEFORCE Primary Voice Service is degraded",
+        "MAJOR: Support ticket tkt_456789: Voice Quality Issues",
+    ]
+    assert texts("#billing") == [
+        "WARNING: Usage threshold exceeded: bandwidth usage on svc_data_001"
+    ]
+    assert texts("#service-ops")[0] == "INFO: Scheduled maintenance: Network Equipment Upgrade"
+    assert texts("#service-ops")[1].startswith(
+        ":white_check_mark: New SolveForce service *svc_data_002* (fiber_internet, 1000mbps)"
+    )
+    oncall = texts("#oncall")
+    assert oncall[0].startswith("CRITICAL: SOLVEFORCE security alert (critical)")
+    # `hookline up` has no memory store yet (preview), so the resolution cannot find the
+    # ticket's thread and says so in the support channel.
+    assert texts("#support") == [
+        ":white_check_mark: Ticket tkt_456789 (thread not found) resolved by John Smith in "
+        "4h 30m: Replaced faulty network equipment (customer satisfaction 5/5)"
+    ]
+    [incident] = fakes.servicenow.incidents
+    assert (incident["category"], incident["priority"]) == ("Security", "1")
+    assert fakes.inventory.services["svc_data_002"]["status"] == "active"
+    assert [(c.method, c.path) for c in fakes.echo.calls] == [
+        ("POST", "/accounting/invoices"),
+        ("POST", "/accounting/payments"),
+    ]
