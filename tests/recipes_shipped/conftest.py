@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,16 @@ class MemoryRuntime(runtime.Runtime):
         return super().client(connector)
 
 
-def sample(event_type: str, **sections: dict[str, Any]) -> dict[str, Any]:
+def sample(
+    event_type: str, *, timestamp: str | None = None, **sections: dict[str, Any]
+) -> dict[str, Any]:
     """A seed sample with a fresh event id, ``data``/``account`` updated from ``sections``."""
     from hookline import samples
 
     payload = samples.load(event_type)
     payload["event_id"] = f"evt_{uuid.uuid4().hex[:12]}"  # Prefect keys outlive a test's inbox
+    if timestamp is not None:
+        payload["timestamp"] = timestamp
     for name, values in sections.items():
         payload.setdefault(name, {}).update(values)
     return payload
@@ -67,8 +72,10 @@ class Shipped:
     async def put(self, payload: dict[str, Any]) -> int:
         """Put ``payload`` in the inbox (as the receiver does) and wake the dispatcher."""
         body = json.dumps(payload).encode()
+        # The event time, as the receiver takes it from the body: order_by lanes follow it.
+        event_time = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
         inserted, entry_id = await self.inbox.put(
-            "solveforce", payload["event_id"], payload["event_type"], body, {}, None
+            "solveforce", payload["event_id"], payload["event_type"], body, {}, event_time
         )
         assert inserted
         self.dispatcher.notify()
