@@ -1,0 +1,231 @@
+"""Fuzz a real receiver at volume: zero 5xx (other than 503 with Retry-After), zero crashes.
+
+    .venv/bin/python bench/fuzz.py [--examples 20000] [--schemathesis 2000]
+
+Starts ``python -m hookline serve`` on a free port with one source of every scheme, then
+sends (1) schemathesis cases generated from the receiver's OpenAPI document and (2)
+hypothesis-generated headers and bodies, a share of them correctly signed. Prints the
+number of requests per status and exits 1 on any 5xx, transport error or server death.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hookline.receiver.openapi import openapi_schema
+
+SECRET = "fuzz-secret"
+CONFIG = f"""\
+sources:
+  solveforce: {{scheme: solveforce, secrets: ["{SECRET}"]}}
+  limited: {{scheme: solveforce, secrets: ["{SECRET}"], rate_limit: {{per_second: 5, burst: 5}}}}
+  office: {{scheme: solveforce, secrets: ["{SECRET}"], allow_ips: ["10.0.0.0/8"]}}
+  github: {{scheme: github, secrets: ["{SECRET}"]}}
+  slack: {{scheme: slack, secrets: ["{SECRET}"]}}
+  stripe: {{scheme: stripe, secrets: ["{SECRET}"]}}
+  standard: {{scheme: standard, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}}
+receiver: {{max_body_bytes: 4096}}
+"""
+SOURCES = ["solveforce", "limited", "office", "github", "slack", "stripe", "standard"]
+
+counts: collections.Counter[int] = collections.Counter()
+problems: list[str] = []
+
+
+def record(status: int, where: str, detail: str = "", headers: Any = None) -> None:
+    counts[status] += 1
+    if status >= 500 and not (status == 503 and headers and "retry-after" in headers):
+        problems.append(f"{where}: {status} {detail[:200]}")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+    max_leaves=12,
+)
+envelopes = st.fixed_dictionaries(
+    {},
+    optional={
+        "event_type": st.one_of(st.text(max_size=30), json_values),
+        "event_id": st.one_of(st.text(max_size=300), json_values),
+        "timestamp": st.one_of(
+            st.datetimes().map(lambda d: d.isoformat()), st.text(max_size=30), json_values
+        ),
+        "data": json_values,
+        "account": json_values,
+    },
+)
+valid_events = st.fixed_dictionaries(
+    {
+        "event_type": st.text(min_size=1, max_size=30).filter(str.strip),
+        "event_id": st.text(min_size=1, max_size=40).filter(str.strip),
+        "timestamp": st.datetimes().map(lambda d: d.isoformat()),
+        "data": st.dictionaries(st.text(max_size=10), json_values, max_size=4),
+    }
+)
+bodies = st.one_of(
+    valid_events.map(lambda d: json.dumps(d).encode()),
+    envelopes.map(lambda d: json.dumps(d).encode()),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=5000),
+    st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+header_names = st.sampled_from(
+    [
+        "content-type",
+        "x-solveforce-signature",
+        "x-hub-signature-256",
+        "x-github-delivery",
+        "x-github-event",
+        "x-slack-signature",
+        "x-slack-request-timestamp",
+        "stripe-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-forwarded-for",
+        "transfer-encoding",
+        "x-anything",
+    ]
+)
+header_values = st.one_of(
+    st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", ""]),
+    # h11 refuses to send values with leading/trailing whitespace; strip so they are sent.
+    st.text(
+        alphabet=st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"),
+        max_size=80,
+    ).map(str.strip),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--examples", type=int, default=20_000, help="hypothesis requests")
+    p.add_argument("--schemathesis", type=int, default=2_000, help="schemathesis cases (POST)")
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="hookline-fuzz-"))
+    (work / "hookline.yaml").write_text(CONFIG)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")},
+        "HOOKLINE_HOME": str(work),
+        "HOOKLINE_CONFIG": str(work / "hookline.yaml"),
+        "HOOKLINE_LOG_LEVEL": "ERROR",
+    }
+    log = (work / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hookline", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    started = time.monotonic()
+    client = httpx.Client(base_url=url, timeout=10)
+
+    # 1. schemathesis, from the OpenAPI document the receiver serves
+    schema = schemathesis.openapi.from_dict(openapi_schema(SOURCES))
+    for op in schema.get_all_operations():
+        operation = op.ok()  # type: ignore[union-attr]
+        strategy = operation.as_strategy()
+        n = args.schemathesis if operation.method.upper() == "POST" else 20
+
+        @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=strategy)
+        def run_case(case: Any) -> None:
+            try:
+                r = case.call(base_url=url, timeout=10)
+            except Exception as exc:
+                problems.append(f"schemathesis transport error: {exc!r}")
+                return
+            record(
+                r.status_code,
+                f"schemathesis {case.method} {case.formatted_path}",
+                r.text,
+                r.headers,
+            )
+
+        run_case()
+
+    # 2. hypothesis headers and bodies
+    @settings(max_examples=args.examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        source=st.sampled_from([*SOURCES, "nobody"]),
+        body=bodies,
+        headers=st.dictionaries(header_names, header_values, max_size=6),
+        sign=st.booleans(),
+        method=st.sampled_from(["POST"] * 8 + ["GET", "PUT"]),
+    )
+    def run_raw(source: str, body: bytes, headers: dict[str, str], sign: bool, method: str) -> None:
+        if sign:
+            headers = {
+                **headers,
+                "content-type": "application/json",
+                "x-solveforce-signature": "sha256="
+                + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
+            }
+        raw = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
+        try:
+            r = client.request(method, f"/webhooks/{source}", content=body, headers=raw)
+        except httpx.LocalProtocolError:
+            counts[0] += 1  # the client refused to send it (e.g. trailing space in a header)
+            return
+        except httpx.TransportError as exc:
+            if proc.poll() is not None:
+                problems.append(f"server died: {exc!r}")
+            elif "transfer-encoding" not in headers:  # a bad framing header may close it
+                problems.append(f"transport error: {exc!r}")
+            return
+        record(r.status_code, f"raw {method} {source}", r.text, r.headers)
+
+    run_raw()
+    elapsed = time.monotonic() - started
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    total = sum(counts.values())
+    print(f"{total} requests in {elapsed:.0f} s against {url}; server alive at the end: {alive}")
+    print("by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    five = sum(v for k, v in counts.items() if k >= 500)
+    print("(status 0: not sent, the HTTP client refused the generated header)")
+    print(f"5xx: {five}; problems: {len(problems)}")
+    for line in problems[:20]:
+        print("  " + line)
+    if problems or not alive:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
