@@ -59,24 +59,47 @@ def _json(
     )
 
 
+def _is_webhook(scope: Scope) -> bool:
+    path: str = scope["path"]
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "POST"
+        and path.startswith("/webhooks/")
+        and len(path) > 10
+        and "/" not in path[10:]
+    )
+
+
 class _Webhooks:
-    """``POST /webhooks/<source>`` straight to `webhook_asgi`, ahead of Starlette's routing."""
+    """``POST /webhooks/<source>`` as plain ASGI (mounted as the route's endpoint too)."""
 
     def __init__(self, app: ASGIApp, state: ReceiverState) -> None:
         self.app = app
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"].startswith("/webhooks/")
-            and "/" not in scope["path"][10:]
-            and len(scope["path"]) > 10
-        ):
+        if _is_webhook(scope):
             await webhook_asgi(self.state, scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+class ReceiverApp(Starlette):
+    """The receiver: webhooks go straight to the handler, ahead of Starlette's middleware
+    stack (the hot path); everything else is a normal Starlette app."""
+
+    def __init__(self, state: ReceiverState, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state.hookline = state
+        self._guarded = _NoServerErrors(
+            _Webhooks(_not_found, state), state.config.retry_after_seconds
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _is_webhook(scope):
+            await self._guarded(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -259,7 +282,8 @@ def create_app(
             if state.owns_inbox:
                 await state.inbox.close()
 
-    app = Starlette(
+    app = ReceiverApp(
+        state,
         routes=[
             # POSTs are answered by _Webhooks before routing; the route answers 405 otherwise.
             Route("/webhooks/{source}", _Webhooks(_not_found, state), methods=["POST"]),
@@ -271,8 +295,6 @@ def create_app(
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
-    app.state.hookline = state
-    app.add_middleware(_Webhooks, state=state)
     app.add_middleware(_NoServerErrors, retry_after=rconfig.retry_after_seconds)
     return app
 

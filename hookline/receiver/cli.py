@@ -69,6 +69,9 @@ def serve(host: str, port: int, config_path: str | None, workers: int) -> None:
         loop=_best("uvloop", "uvloop", "asyncio"),
         http=_best("httptools", "httptools", "h11"),
         access_log=False,  # the receiver logs one structured line per request itself
+        # X-Forwarded-For is believed only from receiver.trusted_proxies (hookline.yaml),
+        # not from uvicorn's default 127.0.0.1: one place decides, for the IP allowlists.
+        proxy_headers=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
     )

@@ -121,6 +121,10 @@ def test_every_answer_over_real_http(server: Server) -> None:
         assert post("solveforce", b"{oops").json()["field"] == "body"
         assert post("solveforce", event(timestamp="noon")).json()["field"] == "timestamp"
         assert post("office", event()).status_code == 403
+        # a client cannot talk its way into the allowlist with X-Forwarded-For
+        office = encode(event())
+        spoofed = signed(office, **{"x-forwarded-for": "10.1.2.3"})
+        assert c.post("/webhooks/office", content=office, headers=spoofed).status_code == 403
         assert post("nobody", event()).status_code == 404
         assert c.get("/webhooks/solveforce").status_code == 405
         huge = encode(event(data={"blob": "x" * (1024 * 1024 + 10)}))
