@@ -440,3 +440,19 @@ def test_json_log_lines_carry_the_event_id() -> None:
     line = json.loads(JsonFormatter().format(rec))
     assert line["event_id"] == "evt_1" and line["msg"] == "accepted" and line["level"] == "INFO"
     assert time.time() > 0
+
+
+def test_shipped_hookline_yaml(tmp_path: Path) -> None:
+    """The repository's hookline.yaml declares solveforce with its secret from the environment."""
+    from hookline.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "hookline.yaml")
+    app = create_app(
+        cfg, settings=CoreSettings(home=tmp_path), environ={"SOLVEFORCE_WEBHOOK_SECRET": "s"}
+    )
+    source = app.state.hookline.sources["solveforce"]
+    assert source.scheme == "solveforce" and source.keys == (b"s",)  # the empty slot is skipped
+    assert app.state.hookline.config.max_body_bytes == 1024 * 1024
+    with pytest.raises(ConfigError, match="SOLVEFORCE_WEBHOOK_SECRET"):
+        create_app(cfg, settings=CoreSettings(home=tmp_path), environ={})
