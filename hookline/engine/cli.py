@@ -126,7 +126,12 @@ def worker(limit: int, poll: float, work_pool: str, dispatch: bool) -> None:
 
 
 @click.command()
-@click.option("--concurrency", default=4, show_default=True, help="Flow-run creates at once.")
+@click.option(
+    "--concurrency",
+    default=1,
+    show_default=True,
+    help="Flow-run creates at once; 1 for a SQLite-backed Prefect, 4+ on PostgreSQL.",
+)
 def dispatch(concurrency: int) -> None:
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""
     from hookline.engine.dispatcher import Dispatcher

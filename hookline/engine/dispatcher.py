@@ -66,11 +66,16 @@ class Dispatcher:
     recipes: RecipeSet
     client: Any  # prefect.client.orchestration.PrefectClient
     deployment_id: UUID
-    concurrency: int = 4
+    concurrency: int = 1
+    """Flow-run creates at once. 1 suits a SQLite-backed Prefect (concurrent writers there
+    meet "database is locked" 503s and 2^n s client backoffs); raise it on PostgreSQL."""
     batch: int = 32
     lease_seconds: float = 60.0
     poll_seconds: float = 0.25
     max_backoff: float = 60.0
+    client_retries: int = 2
+    """Prefect client retries per call (its default, 5 with 2^n s backoff, can hold a call
+    for a minute): the dispatcher fails fast and keeps the entry pending itself instead."""
     on_created: Callable[[Any], object] | None = None
     """Called with each new flow run: `hookline up` hands it straight to its in-process
     worker instead of waiting for the worker's next poll."""
@@ -87,6 +92,13 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch and follow until ``stop`` is set."""
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+        # settings are context-local: this limits only the dispatcher's own calls
+        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: self.client_retries}):
+            await self._loop(stop)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 n = await self.dispatch_once()

@@ -16,6 +16,7 @@ directly by an in-process dispatcher (`hookline up`) skips the poll but is claim
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ class Worker:
     stats: WorkerStats = field(default_factory=WorkerStats)
     _inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None
+    _context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    """Runs execute in the context the worker was made in, with Prefect's full client
+    retries, whoever submits them (the poll loop and the dispatcher limit their own)."""
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._sem is None:
@@ -67,7 +71,9 @@ class Worker:
         key = str(flow_run.id)
         if key in self._inflight or self.busy >= self.limit:
             return False
-        task = asyncio.get_running_loop().create_task(self._execute(flow_run))
+        task = asyncio.get_running_loop().create_task(
+            self._execute(flow_run), context=self._context.copy()
+        )
         self._inflight[key] = task
 
         def forget(_task: asyncio.Task[None]) -> None:
@@ -78,6 +84,12 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll the work pool and heartbeat until ``stop``; then wait for runs in flight."""
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 1}):
+            await self._poll_loop(stop)
+
+    async def _poll_loop(self, stop: asyncio.Event) -> None:
         beat = asyncio.create_task(self._heartbeats(stop))
         try:
             while not stop.is_set():

@@ -24,9 +24,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
-from prefect.client.schemas.objects import State
 from prefect.states import Completed
 
 from hookline.connectors import get_action

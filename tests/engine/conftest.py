@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import textwrap
@@ -114,6 +115,15 @@ class EngineHarness:
 async def engine(
     prefect_api: str, tmp_path: Path, recipes_dir: Path, fakes: FakeVendors
 ) -> AsyncIterator[EngineHarness]:
+    async with running_engine(prefect_api, tmp_path, recipes_dir, fakes) as harness:
+        yield harness
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    prefect_api: str, tmp_path: Path, recipes_dir: Path, fakes: FakeVendors
+) -> AsyncIterator[EngineHarness]:
+    """Inbox + dispatcher + worker in this event loop, like `hookline up` without HTTP."""
     from prefect import get_client
 
     from hookline.engine.deployment import ensure_deployment
@@ -153,3 +163,6 @@ async def engine(
             await jobs
             runtime.install(None)
             await inbox.close()
+            from prefect.logging.handlers import APILogHandler
+
+            await APILogHandler.aflush()  # before this test's server may go away

@@ -73,3 +73,74 @@ async def test_not_matching_event_is_done_without_runs(engine: EngineHarness) ->
     entry = await engine.wait_final(await engine.put(sample(current_status="healthy")))
     assert entry.status == "done"
     assert entry.flow_runs == {}
+
+
+async def test_vendor_500_twice_then_ok_retries_and_sends_once(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    fakes.slack.fail_next(2, status=500, path="chat.postMessage")
+    entry = await engine.wait_final(await engine.put(sample(current_status="degraded")))
+
+    assert entry.status == "done", entry.last_error
+    answered = [c for c in fakes.slack.calls_to("chat.postMessage")]
+    assert len(answered) == 3  # two 500s, then the one message Slack kept
+    assert len(fakes.slack.messages) == 1
+    logs = await _flow_run_logs(engine.client, entry.flow_runs["outage"])
+    assert sum("attempt" in m and "retrying" in m for m in logs) == 2
+
+
+async def test_vendor_down_fails_tells_oncall_then_replay_skips_finished_steps(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    fakes.servicenow.fail_next(100, status=500, path="/api/now/table/incident")
+    payload = sample(current_status="outage", impact="high")
+    entry_id = await engine.put(payload)
+    entry = await engine.wait_final(entry_id)
+
+    assert entry.status == "failed"
+    assert "incident" in (entry.last_error or "")
+    first_run = entry.flow_runs["outage"]
+    from tests.fakes.slack import channel_id
+
+    texts = [(m["channel"], m["text"]) for m in fakes.slack.messages]
+    assert len(texts) == 2
+    oncall = [t for c, t in texts if c == channel_id("#oncall")]
+    assert len(oncall) == 1
+    assert "outage failed at incident" in oncall[0]
+    assert f"/runs/flow-run/{first_run}" in oncall[0]
+    assert fakes.servicenow.incidents == []
+    [run] = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(first_run)]))
+    )
+    assert run.state.is_failed()
+
+    # ServiceNow is back; the replay opens the incident without re-sending the alert
+    fakes.servicenow.reset()
+    await engine.inbox.requeue(entry_id)
+    engine.dispatcher.notify()
+    entry = await engine.wait_final(entry_id)
+
+    assert entry.status == "done", entry.last_error
+    assert entry.flow_runs["outage"] != first_run
+    assert len(fakes.servicenow.incidents) == 1
+    alerts = [
+        m
+        for m in fakes.slack.messages
+        if m["channel"] == channel_id("#alerts") and "thread_ts" not in m
+    ]
+    assert len(alerts) == 1  # the alert was not sent again
+    names = await _task_runs(engine.client, entry.flow_runs["outage"])
+    assert names == {"alert": "Replayed", "incident": "Completed", "link": "Completed"}
+
+
+async def _flow_run_logs(client, flow_run_id: str) -> list[str]:  # type: ignore[no-untyped-def]
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    await APILogHandler.aflush()
+    logs = await client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
+    )
+    return [log.message for log in logs]

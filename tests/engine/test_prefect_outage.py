@@ -1,0 +1,49 @@
+"""Prefect's server stops mid-stream and comes back: every accepted event completes, none is
+lost, none runs twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hookline.engine.prefect_server import PrefectServer
+from tests.engine.conftest import running_engine, sample
+from tests.fakes import FakeVendors
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[PrefectServer]:
+    server = PrefectServer(tmp_path / "prefect")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_prefect_down_mid_stream_loses_and_duplicates_nothing(
+    own_server: PrefectServer, tmp_path: Path, recipes_dir: Path, fakes: FakeVendors
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: own_server.api_url}):
+        async with running_engine(own_server.api_url, tmp_path, recipes_dir, fakes) as eng:
+            eng.dispatcher.max_backoff = 2.0
+            ids = [await eng.put(sample(current_status="degraded")) for _ in range(6)]
+            await asyncio.sleep(1.0)  # some are running now
+            await asyncio.to_thread(own_server.stop)
+            ids += [await eng.put(sample(current_status="degraded")) for _ in range(6)]
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(own_server.start)
+            entries = [await eng.wait_final(i, timeout=120) for i in ids]
+
+    assert [e.status for e in entries] == ["done"] * 12, [e.last_error for e in entries]
+    # exactly one Slack alert per event: no step ran twice
+    texts = [m["text"] for m in fakes.slack.messages]
+    assert len(texts) == 12
+    assert all(len(e.flow_runs) == 1 for e in entries)
