@@ -51,9 +51,11 @@ class Runtime:
             NotConfiguredError: the connector has no configuration.
         """
         with self._lock:
+            if connector == "memory" and connector not in self._clients:
+                self._clients[connector] = InboxMemory(self.inbox, asyncio.get_running_loop())
             if connector not in self._clients:
                 self._clients[connector] = build_client(
-                    connector, self.config, environ=self.environ
+                    connector, self.config, environ=self.environ, secrets=prefect_secret
                 )
             return self._clients[connector]
 
@@ -66,6 +68,47 @@ class Runtime:
         if not self.ui_url:
             return None
         return f"{self.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def prefect_secret(name: str) -> str:
+    """The value of the Prefect Secret block ``name`` (settings written ``prefect-secret:NAME``).
+
+    Read once per process when a connector's client is built; the value never becomes a flow
+    parameter, a log line or an artifact.
+    """
+    from prefect.blocks.system import Secret
+
+    block: Any = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+    return str(block.get())
+
+
+class InboxMemory:
+    """`memory.*`'s store, kept in the inbox database (so every worker shares it).
+
+    It reuses the inbox's step log under a namespace of its own: one row per key, upserted.
+    Connector actions run in a worker thread; the store hands each call to the event loop
+    that owns the inbox connection and waits for it.
+    """
+
+    SOURCE = "hookline-memory"
+    TIMEOUT = 30.0
+
+    def __init__(self, inbox: Inbox, loop: asyncio.AbstractEventLoop) -> None:
+        self._inbox = inbox
+        self._loop = loop
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        future = asyncio.run_coroutine_threadsafe(
+            self._inbox.completed_steps(self.SOURCE, key, "memory"), self._loop
+        )
+        value = future.result(self.TIMEOUT).get("value")
+        return dict(value) if value is not None else None
+
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        future = asyncio.run_coroutine_threadsafe(
+            self._inbox.record_step(self.SOURCE, key, "memory", "value", value), self._loop
+        )
+        future.result(self.TIMEOUT)
 
 
 _current: Runtime | None = None

@@ -57,6 +57,28 @@ on_failure:
 """
 
 
+TICKET_RECIPE = """
+name: tickets
+on: support.ticket.*
+steps:
+  - id: thread
+    if: event_type == 'support.ticket.resolved'
+    uses: memory.recall
+    with: { key: "ticket:{{ data.ticket_id }}" }
+  - id: post
+    uses: slack.post_message
+    with:
+      channel: "#support"
+      text: "{{ event_type }} {{ data.ticket_id }}"
+      thread_ts: >-
+        {{ steps.thread.value.ts if steps.thread is defined and steps.thread.found else none }}
+  - id: keep
+    if: event_type == 'support.ticket.created'
+    uses: memory.remember
+    with: { key: "ticket:{{ data.ticket_id }}", value: { ts: "{{ steps.post.ts }}" } }
+"""
+
+
 def sample(event_type: str = "service.status.changed", **data: Any) -> dict[str, Any]:
     from hookline import samples
 
@@ -78,6 +100,7 @@ def recipes_dir(tmp_path: Path) -> Path:
     d = tmp_path / "recipes"
     d.mkdir()
     (d / "outage.yaml").write_text(textwrap.dedent(OUTAGE_RECIPE))
+    (d / "tickets.yaml").write_text(textwrap.dedent(TICKET_RECIPE))
     return d
 
 

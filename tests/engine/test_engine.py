@@ -144,3 +144,33 @@ async def _flow_run_logs(client, flow_run_id: str) -> list[str]:  # type: ignore
         log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
     )
     return [log.message for log in logs]
+
+
+async def test_memory_carries_the_thread_from_created_to_resolved(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    created = sample("support.ticket.created")
+    assert (await engine.wait_final(await engine.put(created))).status == "done"
+    resolved = sample("support.ticket.resolved")
+    entry = await engine.wait_final(await engine.put(resolved))
+    assert entry.status == "done", entry.last_error
+    first, reply = fakes.slack.messages
+    assert "thread_ts" not in first or first["thread_ts"] in (None, "")
+    assert reply["thread_ts"] == first["ts"]
+
+
+async def test_connector_secret_from_a_prefect_secret_block(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    from prefect.blocks.system import Secret
+
+    from hookline.flows import runtime
+
+    await Secret(value=fakes.env["SLACK_BOT_TOKEN"]).save("slack-bot-token", overwrite=True)
+    rt = runtime.current()
+    rt.environ = {**rt.environ, "SLACK_BOT_TOKEN": "prefect-secret:slack-bot-token"}
+    entry = await engine.wait_final(await engine.put(sample(current_status="degraded")))
+    assert entry.status == "done", entry.last_error
+    [call] = fakes.slack.calls_to("chat.postMessage")
+    headers = {k.lower(): v for k, v in call.headers.items()}
+    assert headers["authorization"] == f"Bearer {fakes.env['SLACK_BOT_TOKEN']}"
