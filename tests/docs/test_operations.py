@@ -196,6 +196,8 @@ def test_health_checks(stack: Stack) -> None:
     assert ready["status"] == "ready"
     assert {c["name"]: c["ok"] for c in ready["checks"]} == {"inbox": True, "prefect_api": True}
     assert "PostgreSQL" in json.dumps(ready) or "postgres" in json.dumps(ready).lower()
+    # The receiver's startup (inbox open, log flusher) ran in every `serve` worker process.
+    assert "lifespan' protocol appears unsupported" not in stack.procs["serve"].output()
 
 
 def test_both_secrets_of_the_rotation_block_are_accepted(stack: Stack) -> None:
