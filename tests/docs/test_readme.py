@@ -205,12 +205,14 @@ def test_every_seed_sample_sent_signed_makes_the_documented_calls(
     )
     oncall = texts("#oncall")
     assert oncall[0].startswith("CRITICAL: SOLVEFORCE security alert (critical)")
-    # `hookline up` has no memory store yet (preview), so the resolution cannot find the
-    # ticket's thread and says so in the support channel.
-    assert texts("#support") == [
-        ":white_check_mark: Ticket tkt_456789 (thread not found) resolved by John Smith in "
-        "4h 30m: Replaced faulty network equipment (customer satisfaction 5/5)"
-    ]
+    # The resolution found the ticket's thread in Hookline's memory and replied in it.
+    ticket = next(m for m in fakes.slack.messages if "Support ticket" in m["text"])
+    [reply] = [m for m in fakes.slack.messages if m.get("thread_ts") == ticket["ts"]]
+    assert reply["text"] == (
+        ":white_check_mark: Ticket tkt_456789 resolved by John Smith in 4h 30m: "
+        "Replaced faulty network equipment (customer satisfaction 5/5)"
+    )
+    assert texts("#support") == []
     [incident] = fakes.servicenow.incidents
     assert (incident["category"], incident["priority"]) == ("Security", "1")
     assert fakes.inventory.services["svc_data_002"]["status"] == "active"

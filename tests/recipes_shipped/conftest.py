@@ -1,10 +1,6 @@
 """The shipped recipes (recipes/*.yaml, hookline.yaml) run by the real engine against the fake
-vendors: inbox -> dispatcher -> Prefect flow run -> in-process worker -> fakes.
-
-The worker's memory store is a `DictMemoryStore` here: the engine injects the real one (backed
-by the inbox database); until then `build_client("memory")` says it is not configured, and
-this harness hands out the store the way the worker will.
-"""
+vendors: inbox -> dispatcher -> Prefect flow run -> in-process worker -> fakes, with the
+worker's own Runtime (its memory store lives in the inbox database)."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +18,6 @@ from typing import Any
 import pytest
 
 from hookline.config import CoreSettings, load_config
-from hookline.connectors.memory import DictMemoryStore
 from hookline.engine.dispatcher import Dispatcher
 from hookline.engine.worker import Worker
 from hookline.flows import runtime
@@ -31,18 +26,6 @@ from hookline.recipes import RecipeSet, load_recipes
 from tests.fakes import FakeVendors
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class MemoryRuntime(runtime.Runtime):
-    """The worker's Runtime, with the memory store the worker provides."""
-
-    memory: DictMemoryStore = field(default_factory=DictMemoryStore)
-
-    def client(self, connector: str) -> Any:
-        if connector == "memory":
-            return self.memory
-        return super().client(connector)
 
 
 def sample(
@@ -66,7 +49,7 @@ class Shipped:
     recipes: RecipeSet
     client: Any
     dispatcher: Dispatcher
-    runtime: MemoryRuntime
+    runtime: runtime.Runtime
     fakes: FakeVendors
 
     async def put(self, payload: dict[str, Any]) -> int:
@@ -95,6 +78,11 @@ class Shipped:
 
     async def run(self, payload: dict[str, Any]) -> InboxEntry:
         return await self.wait(await self.put(payload))
+
+    async def memory(self, key: str) -> dict[str, Any] | None:
+        """What `memory.remember` stored under ``key`` (the worker keeps it in the inbox)."""
+        value = (await self.inbox.completed_steps("hookline-memory", key, "memory")).get("value")
+        return None if value is None else dict(value)
 
 
 @pytest.fixture
@@ -139,7 +127,7 @@ async def running(
 
     async with get_client() as client:
         deployment_id = await ensure_deployment(client)
-        rt = MemoryRuntime(
+        rt = runtime.Runtime(
             inbox=inbox,
             recipes=recipes,
             config=config,

@@ -1,7 +1,7 @@
 """The shipped recipes run by the real engine on the fake vendors, with the worker's memory
-store: the cross-event stories (outage -> recovery, ticket -> resolution) land in the right
-Slack threads. Channels are unset here, so the recipes' defaults apply. (Every seed sample
-sent signed to `hookline up` is tests/docs/test_readme.py.)"""
+store (in the inbox database): the cross-event stories (outage -> recovery, ticket ->
+resolution) land in the right Slack threads. Channels are unset here, so the recipes' defaults
+apply. (Every seed sample sent signed to `hookline up` is tests/docs/test_readme.py.)"""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def test_outage_recovery_ticket_thread_and_crm(shipped: Shipped) -> None:
     assert recovery["reply_broadcast"] is True
     assert f"Incident {incident['number']} resolved." in recovery["text"]
     assert outage_alert.get("edited") and "RESOLVED" in outage_alert["text"]
-    assert shipped.runtime.memory.get("service-alert:svc_voice_001") == {
+    assert await shipped.memory("service-alert:svc_voice_001") == {
         "open": False,
         "status": "healthy",
         "recovered_at": "2024-01-15T11:30:00Z",
@@ -76,6 +76,7 @@ async def test_outage_recovery_ticket_thread_and_crm(shipped: Shipped) -> None:
     reply = next(m for m in f.slack.messages if "Ticket tkt_456789 resolved" in m["text"])
     assert (reply["channel"], reply["thread_ts"]) == (ticket["channel"], ticket["ts"])
     assert "in 4h 30m" in reply["text"] and "thread not found" not in reply["text"]
+    assert (await shipped.memory("slack-thread:ticket:tkt_456789") or {})["ts"] == ticket["ts"]
 
     # A provisioned service with a Salesforce account reference updates that account.
     record = f.salesforce.records["Account"][account]
