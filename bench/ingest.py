@@ -258,7 +258,7 @@ def main() -> None:
     p.add_argument(
         "--workers",
         type=lambda v: [int(x) for x in v.split(",")],
-        default=[1, 2],
+        default=[1],
         help="uvicorn worker counts to compare, e.g. 1,2 (both servers get the same)",
     )
     p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
@@ -288,7 +288,7 @@ def main() -> None:
     )
     lua = work / "ingest.lua"
     lua.write_text(LUA)
-    events = args.events or 40_000 * args.duration
+    events = args.events or 25_000 * args.duration
     schema = f"bench_{os.getpid()}"
     env_extra = {"HOOKLINE_LOG_LEVEL": "INFO"}
     if args.postgres:

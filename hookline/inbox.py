@@ -380,11 +380,12 @@ class SQLiteInbox(Inbox):
     """SQLite in WAL mode, one writer, group commit.
 
     Two writers, same guarantees (answer only after commit, one transaction per batch):
-    ``loop`` (default) writes on the event loop: everything submitted during one turn of the
-    loop is committed together at the end of that turn; when another process holds the write
-    lock it retries every 2 ms from the loop instead of blocking it. ``thread`` writes on a
-    dedicated thread that takes whatever is queued; measured slower on 2 cores (GIL hand-offs),
-    kept for callers that must never run SQLite on their loop.
+    ``thread`` (default) writes on a dedicated thread that takes whatever is queued; any
+    event loop in any thread may call it. ``loop`` (what `hookline serve` uses) writes on the
+    event loop that opened it: everything submitted during one turn of the loop is written
+    together, then COMMIT (the fsync) runs on a helper thread while the next batch gathers;
+    when another process holds the write lock it retries every 2 ms instead of blocking the
+    loop. It may only be used from that one loop (InboxError otherwise).
 
     Args:
         path: the database file; its folder is created.
@@ -403,7 +404,7 @@ class SQLiteInbox(Inbox):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         max_batch: int = 512,
         busy_timeout: float = 5.0,
-        writer: Literal["thread", "loop"] = "loop",
+        writer: Literal["thread", "loop"] = "thread",
         clock: Clock | None = None,
     ) -> None:
         super().__init__(clock=clock)
@@ -414,6 +415,7 @@ class SQLiteInbox(Inbox):
         self._busy_since: float | None = None
         self._committing = False
         self._committer = concurrent.futures.ThreadPoolExecutor(1, "hookline-inbox-commit")
+        self._home: asyncio.AbstractEventLoop | None = None
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
@@ -431,6 +433,7 @@ class SQLiteInbox(Inbox):
 
     async def _open(self) -> None:
         if self.writer == "loop":
+            self._home = asyncio.get_running_loop()
             self._committer = concurrent.futures.ThreadPoolExecutor(1, "hookline-inbox-commit")
             try:
                 self._conn = self._connect()
@@ -622,6 +625,11 @@ class SQLiteInbox(Inbox):
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         if self.writer == "loop":
+            if loop is not self._home:
+                raise InboxError(
+                    f"{self.description}: writer='loop' inbox used from another event loop; "
+                    "open it with writer='thread' to share it between loops or threads"
+                )
             # Everything submitted during this turn of the event loop commits together.
             if not self._pending and self._retry is None and not self._committing:
                 loop.call_soon(self._flush_inline)

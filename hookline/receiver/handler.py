@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from hookline.inbox import Inbox
 from hookline.receiver.envelope import decode_json, parse_event
 from hookline.receiver.errors import EnvelopeError, SignatureError
+from hookline.receiver.logs import fast_info
 from hookline.receiver.metrics import ReceiverMetrics
 from hookline.receiver.ratelimit import TokenBucket, retry_after_header
 from hookline.receiver.sources import Network, ReceiverConfig, Source
@@ -317,18 +318,16 @@ async def handle_webhook(
         m.duplicates.labels(name).inc()
     elapsed = st.monotonic() - started
     m.ack_seconds.labels(name).observe(elapsed)
-    _log(
-        logging.INFO,
-        outcome,
-        {
-            "source": name,
-            "event_id": event.event_id,
-            "event_type": event.event_type,
-            "outcome": outcome,
-            "entry_id": entry_id,
-            "ms": round(elapsed * 1000, 2),
-        },
-    )
+    fields = {
+        "source": name,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "outcome": outcome,
+        "entry_id": entry_id,
+        "ms": round(elapsed * 1000, 2),
+    }
+    if not fast_info(log, outcome, fields):
+        _log(logging.INFO, outcome, fields)
     ack = b'{"status":"%s","event_id":%s}' % (outcome.encode(), json.dumps(event.event_id).encode())
     return 200, ack, []
 

@@ -98,7 +98,7 @@ class AppHarness:
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[AppHarness]:
     """The receiver in-process (httpx ASGI transport) over a SQLite inbox in tmp_path."""
-    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3", writer="loop")  # as hookline serve
     await inbox.open()
     now = [time.time()]
     mono = [1000.0]

@@ -237,7 +237,7 @@ async def test_store_too_slow_is_503(tmp_path: Path) -> None:
     """Another process holds the write lock past store_timeout_seconds: 503, not a hang."""
     import sqlite3
 
-    inbox = SQLiteInbox(tmp_path / "x.sqlite3", busy_timeout=30)
+    inbox = SQLiteInbox(tmp_path / "x.sqlite3", busy_timeout=30, writer="loop")
     await inbox.open()
     cfg = make_config(tmp_path, store_timeout_seconds=0.2, retry_after_seconds=2)
     app = create_app(cfg, settings=CoreSettings(home=tmp_path), inbox=inbox, environ=ENV)

@@ -194,3 +194,19 @@ async def test_postgres_unreachable_is_an_inbox_error() -> None:
     inbox = PostgresInbox("postgresql://postgres@127.0.0.1:1/test", schema="x")
     with pytest.raises(InboxError, match="cannot open"):
         await inbox.open()
+
+
+def test_loop_writer_refuses_a_second_event_loop(tmp_path: Path) -> None:
+    import asyncio
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3", writer="loop")
+
+    async def first() -> None:
+        await inbox.put("s", "e1", "t", b"{}", {}, None)
+
+    async def second() -> None:
+        with pytest.raises(InboxError, match="writer='thread'"):
+            await inbox.put("s", "e2", "t", b"{}", {}, None)
+
+    asyncio.run(first())
+    asyncio.run(second())
