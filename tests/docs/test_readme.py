@@ -190,7 +190,12 @@ def test_every_seed_sample_sent_signed_makes_the_documented_calls(
     }
 
     def texts(channel: str) -> list[str]:
-        return [m["text"] for m in fakes.slack.messages if m["channel"] == channel_id(channel)]
+        """Top-level messages of ``channel`` (not thread replies)."""
+        return [
+            m["text"]
+            for m in fakes.slack.messages
+            if m["channel"] == channel_id(channel) and "thread_ts" not in m
+        ]
 
     assert texts("#service-alerts") == [
         "MAJOR: SOLVEFORCE Primary Voice Service is degraded",
