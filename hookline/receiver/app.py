@@ -1,15 +1,11 @@
-"""The receiver's ASGI app: ``POST /webhooks/{source}``, ``/healthz``, ``/readyz``, ``/metrics``.
+"""The receiver's ASGI app: ``POST /webhooks/{source}``, ``/healthz``, ``/readyz``,
+``/metrics``, ``/openapi.json``.
 
-A webhook is answered 200 only once it is committed to the inbox. Checks run cheapest first:
-
-    404 unknown source -> 403 IP not allowed -> 413 declared too large -> 415 not JSON
-    -> 413 read too large -> 401 signature -> 429 rate limit -> 400 JSON / envelope
-    -> inbox.put -> 200 accepted | 200 duplicate | 503 cannot store (Retry-After)
-
-The rate limit counts verified requests only, so unsigned floods cannot use up a sender's
-budget. Nothing a client sends can produce a 5xx other than 503: an unexpected exception is
-logged with its traceback and answered 503 + Retry-After (the sender retries; nothing was
-stored on its behalf).
+Webhooks are handled by `hookline.receiver.handler` (the order of checks and every answer
+are described there); they reach it ahead of Starlette's middleware stack because they are
+the hot path. Nothing a client sends can produce a 5xx other than 503: an unexpected
+exception is logged with its traceback and answered 503 + Retry-After (the sender retries;
+nothing was stored on its behalf).
 """
 
 from __future__ import annotations
