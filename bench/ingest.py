@@ -250,6 +250,21 @@ def inbox_rows(work: Path, pg: str | None, schema: str) -> int:
         conn.close()
 
 
+def drop_schema(dsn: str, schema: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--duration", type=int, default=10)
@@ -355,6 +370,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(summary))
     print("goal: ratio >= 0.5 and receiver p99 < 25 ms")
+    if args.postgres:
+        drop_schema(args.postgres, schema)
     if failed:
         sys.exit(1)
     shutil.rmtree(work, ignore_errors=True)

@@ -930,6 +930,10 @@ class PostgresInbox(Inbox):
         self.max_size = max_size
         self._pool: Any = None
         self._t = f'"{schema}".inbox'
+        self.max_inflight = 2
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[tuple[bool, int]]]] = []
+        self._inflight = 0
+        self._flushers: set[asyncio.Task[None]] = set()
 
     @property
     def description(self) -> str:
@@ -958,6 +962,8 @@ class PostgresInbox(Inbox):
             raise InboxError(f"cannot open the inbox at {self.description}: {exc}") from exc
 
     async def _close(self) -> None:
+        if self._flushers:
+            await asyncio.gather(*self._flushers, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -985,38 +991,98 @@ class PostgresInbox(Inbox):
         timeout: float | None = None,
     ) -> tuple[bool, int]:
         _check_status(status)
-        now = _dt(self._clock())
+        if not self._opened:
+            await self.open()
         et = _to_epoch(event_time)
-
-        async def fn(conn: Any) -> tuple[bool, int]:
-            row = await conn.fetchrow(
-                f"INSERT INTO {self._t} (source, event_id, event_type, received_at, event_time,"
-                " body, headers, status, not_before, updated_at)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$4,$4)"
-                " ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
-                source,
-                event_id,
-                event_type,
-                now,
-                None if et is None else _dt(et),
-                body,
-                json.dumps(dict(headers), separators=(",", ":")),
-                status,
-            )
-            if row is not None:
-                return True, int(row["id"])
-            existing = await conn.fetchval(
-                f"SELECT id FROM {self._t} WHERE source = $1 AND event_id = $2", source, event_id
-            )
-            return False, int(existing)
-
-        if timeout is None:
-            return await self._call(fn)
+        row = (
+            source,
+            event_id,
+            event_type,
+            _dt(self._clock()),
+            None if et is None else _dt(et),
+            body,
+            json.dumps(dict(headers), separators=(",", ":")),
+            status,
+        )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[bool, int]] = loop.create_future()
+        self._pending.append((row, fut))
+        if self._inflight < self.max_inflight:
+            self._inflight += 1
+            self._flushers.add(loop.create_task(self._flush()))
+        timer = (
+            None
+            if timeout is None
+            else loop.call_later(timeout, _expire, fut, timeout, self.description)
+        )
         try:
-            async with asyncio.timeout(timeout):
-                return await self._call(fn)
-        except TimeoutError:
-            raise InboxError(f"{self.description}: not committed within {timeout:g} s") from None
+            return await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _flush(self) -> None:
+        """Group commit: every put queued so far in one INSERT (one round trip, one commit);
+        up to ``max_inflight`` batches in flight, so the next one gathers meanwhile."""
+        import asyncpg
+
+        try:
+            await asyncio.sleep(0)  # let this turn of the loop queue its puts first
+            while self._pending:
+                batch = [(r, f) for r, f in self._pending[:1000] if not f.done()]
+                del self._pending[:1000]
+                if not batch:
+                    continue
+                try:
+                    results = await self._insert_batch([r for r, _ in batch])
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    err = InboxError(f"inbox {self.description}: {type(exc).__name__}: {exc}")
+                    for _, f in batch:
+                        if not f.done():
+                            f.set_exception(err)
+                    continue
+                for (_, f), result in zip(batch, results, strict=True):
+                    if not f.done():
+                        f.set_result(result)
+        finally:
+            self._inflight -= 1
+            self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _insert_batch(self, rows: list[tuple[Any, ...]]) -> list[tuple[bool, int]]:
+        cols = list(zip(*rows, strict=True))
+        async with self._pool.acquire() as conn:
+            inserted = {
+                (r["source"], r["event_id"]): int(r["id"])
+                for r in await conn.fetch(
+                    f"INSERT INTO {self._t} (source, event_id, event_type, received_at,"
+                    " event_time, body, headers, status, not_before, updated_at)"
+                    " SELECT s, e, t, r, et, b, h, st, r, r FROM unnest($1::text[], $2::text[],"
+                    " $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bytea[],"
+                    " $7::text[], $8::text[]) AS u(s, e, t, r, et, b, h, st)"
+                    " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id",
+                    *[list(c) for c in cols],
+                )
+            }
+            missing = [(r[0], r[1]) for r in rows if (r[0], r[1]) not in inserted]
+            existing: dict[tuple[str, str], int] = {}
+            if missing:
+                for r in await conn.fetch(
+                    f"SELECT id, source, event_id FROM {self._t} WHERE (source, event_id) IN"
+                    " (SELECT * FROM unnest($1::text[], $2::text[]))",
+                    [m[0] for m in missing],
+                    [m[1] for m in missing],
+                ):
+                    existing[(r["source"], r["event_id"])] = int(r["id"])
+        out: list[tuple[bool, int]] = []
+        for r in rows:
+            key = (r[0], r[1])
+            entry_id = inserted.pop(key, None)  # the first put of a key in the batch inserted it
+            if entry_id is not None:
+                existing[key] = entry_id
+                out.append((True, entry_id))
+            else:
+                out.append((False, existing[key]))
+        return out
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
         now = self._clock()
