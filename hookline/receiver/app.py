@@ -56,14 +56,10 @@ def _json(
 
 
 def _is_webhook(scope: Scope) -> bool:
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False  # lifespan scopes have no path
     path: str = scope["path"]
-    return (
-        scope["type"] == "http"
-        and scope["method"] == "POST"
-        and path.startswith("/webhooks/")
-        and len(path) > 10
-        and "/" not in path[10:]
-    )
+    return path.startswith("/webhooks/") and len(path) > 10 and "/" not in path[10:]
 
 
 class _Webhooks:

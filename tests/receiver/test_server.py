@@ -267,3 +267,6 @@ def test_json_logs_carry_event_ids_and_no_secret(
     assert accepted and accepted[0]["event_id"] == "evt_logged"
     rejected = [x for x in lines if x.get("msg") == "signature rejected"]
     assert rejected and rejected[0]["reason"] == "mismatch"
+    # the app's lifespan ran: the inbox was opened at startup and closed at shutdown
+    assert any(x.get("msg") == "receiver ready" for x in lines)
+    assert "lifespan' protocol appears unsupported" not in text
