@@ -223,7 +223,10 @@ def main() -> None:
     for line in problems[:20]:
         print("  " + line)
     if problems or not alive:
-        sys.exit(1)
+        sys.exit(f"server log and inbox kept in {work}")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
