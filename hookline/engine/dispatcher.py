@@ -14,6 +14,10 @@
 - Following: one Prefect query per cycle reads the states of every dispatched entry's runs;
   an entry is ``done`` when all its runs completed, ``failed`` (with the runs' messages) when
   any failed, crashed or was cancelled.
+- Lost runs: a worker killed mid-run leaves its run Pending or Running for ever. A run that
+  has been Pending/Running longer than its recipe can possibly take (every attempt of every
+  step timing out, plus backoffs, plus `stuck_margin`) is marked Crashed and the event is sent
+  again (at most `max_auto_retries` times); the step log keeps finished steps from repeating.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class Dispatcher:
     client_retries: int = 2
     """Prefect client retries per call (its default, 5 with 2^n s backoff, can hold a call
     for a minute): the dispatcher fails fast and keeps the entry pending itself instead."""
+    stuck_margin: float = 120.0
+    max_auto_retries: int = 3
     on_created: Callable[[Any], object] | None = None
     """Called with each new flow run: `hookline up` hands it straight to its in-process
     worker instead of waiting for the worker's next poll."""
@@ -254,6 +260,55 @@ class Dispatcher:
         )
         await self.inbox.retry_later(entry.id, message, delay)
 
+    async def _resend_if_stuck(
+        self,
+        entry: InboxEntry,
+        states: dict[str, Any],
+        starts: dict[str, Any],
+        now: float,
+    ) -> bool:
+        """Crash runs a dead worker left behind and send the event again; True if it did."""
+        from prefect.states import Crashed
+
+        stuck: list[str] = []
+        for name, rid in entry.flow_runs.items():
+            st, start = states.get(rid), starts.get(rid)
+            if st is None or st.type.value not in ("PENDING", "RUNNING") or start is None:
+                continue
+            recipe = self.recipes.get(name)
+            limit = (longest_run_seconds(recipe) if recipe else 0.0) + self.stuck_margin
+            if now - start.timestamp() > limit:
+                stuck.append(rid)
+        if not stuck:
+            return False
+        message = (
+            f"run(s) {', '.join(stuck)} made no progress for longer than the recipe can take; "
+            "their worker is presumed dead"
+        )
+        for rid in stuck:
+            try:
+                await self.client.set_flow_run_state(
+                    UUID(rid), Crashed(message=message), force=True
+                )
+            except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+                log.warning("cannot mark run %s crashed: %s", rid, exc)
+                return True
+        if entry.attempts >= self.max_auto_retries:
+            await self.inbox.mark_failed(entry.id, message)
+            self.stats.failed += 1
+            log.error(
+                "event %s failed: %s", entry.event_id, message, extra={"event_id": entry.event_id}
+            )
+        else:
+            log.warning(
+                "event %s: %s; sending it again",
+                entry.event_id,
+                message,
+                extra={"event_id": entry.event_id},
+            )
+            await self.inbox.retry_later(entry.id, message, 0.0)
+        return True
+
     # -- follow -----------------------------------------------------------------------------
 
     async def follow_once(self, limit: int = 200) -> int:
@@ -272,12 +327,16 @@ class Dispatcher:
             log.warning("cannot read flow run states: %s", exc)
             return 0
         states = {str(r.id): r.state for r in runs}
+        starts = {str(r.id): r.start_time for r in runs}
         for lane, rid in list(self._lanes.items()):
             st = states.get(rid)
             if st is not None and st.type.value in TERMINAL_OK | TERMINAL_BAD:
                 del self._lanes[lane]
         finished = 0
+        now = self.clock()
         for entry in entries:
+            if await self._resend_if_stuck(entry, states, starts, now):
+                continue
             types = {name: states.get(rid) for name, rid in entry.flow_runs.items()}
             if any(
                 s is None or s.type.value not in TERMINAL_OK | TERMINAL_BAD for s in types.values()
@@ -302,6 +361,16 @@ class Dispatcher:
                 self.stats.done += 1
             finished += 1
         return finished
+
+
+def longest_run_seconds(recipe: Any) -> float:
+    """An upper bound on one run of ``recipe``: every attempt of every step times out."""
+    total = 0.0
+    for step in [*recipe.steps, *recipe.on_failure]:
+        attempts = int(step.retries) + 1
+        backoff = sum(min(300.0, float(step.retry_backoff) * 2**i * 1.25) for i in range(attempts))
+        total += float(step.timeout) * attempts + backoff
+    return total
 
 
 def lag_seconds(entries: list[InboxEntry], now: datetime) -> float:

@@ -167,7 +167,9 @@ async def _serve(
         )
         app = create_app(eng.config, inbox=_NotifyingInbox(eng.inbox, dispatcher.notify))  # type: ignore[arg-type]
         server = _QuietServer(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app, host=host, port=port, log_level="warning", lifespan="on", proxy_headers=False
+            )
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from uuid import UUID
 
 import pytest
@@ -174,3 +176,46 @@ async def test_connector_secret_from_a_prefect_secret_block(
     [call] = fakes.slack.calls_to("chat.postMessage")
     headers = {k.lower(): v for k, v in call.headers.items()}
     assert headers["authorization"] == f"Bearer {fakes.env['SLACK_BOT_TOKEN']}"
+
+
+async def test_run_left_running_by_a_dead_worker_is_crashed_and_sent_again(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    from prefect.states import Running
+
+    # a worker that claims the run and dies: nothing executes it, it stays Running
+    real_submit, real_poll = engine.dispatcher.on_created, engine.worker.poll_once
+    claimed: list[object] = []
+
+    async def no_poll() -> int:
+        return 0
+
+    engine.dispatcher.on_created = claimed.append
+    engine.worker.poll_once = no_poll  # type: ignore[method-assign]
+    entry_id = await engine.put(sample(current_status="degraded"))
+    for _ in range(200):
+        if claimed:
+            break
+        await asyncio.sleep(0.05)
+    lost = claimed[0]
+    await engine.client.set_flow_run_state(lost.id, Running(), force=True)  # type: ignore[attr-defined]
+
+    # the worker is back; time passes beyond anything the recipe could take
+    engine.dispatcher.on_created = real_submit
+    engine.worker.poll_once = real_poll  # type: ignore[method-assign]
+    engine.dispatcher.clock = lambda: time.time() + 3600
+    for _ in range(200):
+        current = await engine.inbox.get(entry_id)
+        if current is not None and current.status == "pending":
+            break
+        await asyncio.sleep(0.05)
+    engine.dispatcher.clock = time.time
+    entry = await engine.wait_final(entry_id)
+
+    assert entry.status == "done", entry.last_error
+    assert entry.flow_runs["outage"] != str(lost.id)  # type: ignore[attr-defined]
+    [old] = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[lost.id]))  # type: ignore[attr-defined]
+    )
+    assert old.state.type.value == "CRASHED"
+    assert len(fakes.slack.messages) == 1
