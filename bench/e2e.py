@@ -106,7 +106,8 @@ async def run_hookline(
             runtime.install(
                 runtime.Runtime(inbox=inbox, recipes=recipes, config=config, environ=environ)
             )
-            worker = Worker(client, limit=limit, poll_seconds=2.0)
+            gate = asyncio.Lock() if database_url is None else None  # as `hookline up` does
+            worker = Worker(client, limit=limit, poll_seconds=2.0, write_gate=gate)
             dispatcher = Dispatcher(
                 inbox,
                 recipes,
@@ -114,6 +115,7 @@ async def run_hookline(
                 deployment_id,
                 on_created=worker.submit,
                 concurrency=concurrency,
+                write_gate=gate,
             )
             app = create_app(
                 config,
@@ -295,7 +297,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60)
     parser.add_argument("--profiles", default="embedded,default,postgres")
     parser.add_argument("--limit", type=int, default=0, help="worker limit (default: per profile)")
+    parser.add_argument("--http-log", type=Path, help="write every Prefect API request here")
     args = parser.parse_args()
+    if args.http_log:
+        import logging
+
+        handler = logging.FileHandler(args.http_log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        httpx_logger = logging.getLogger("httpx")
+        httpx_logger.addHandler(handler)
+        httpx_logger.setLevel(logging.INFO)
+        httpx_logger.propagate = False
     results = [profile_run(p, args) for p in args.profiles.split(",") if p]
     print()
     print(

@@ -23,7 +23,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from hookline.inbox import Inbox, InboxEntry
 from hookline.recipes import Event, RecipeSet, build_context, render_template
+from hookline.recipes.matcher import type_matches
 
 log = logging.getLogger("hookline.dispatcher")
 
@@ -77,11 +80,18 @@ class Dispatcher:
     lease_seconds: float = 60.0
     poll_seconds: float = 0.25
     max_backoff: float = 60.0
-    client_retries: int = 2
-    """Prefect client retries per call (its default, 5 with 2^n s backoff, can hold a call
-    for a minute): the dispatcher fails fast and keeps the entry pending itself instead."""
+    client_retries: int = 0
+    """Prefect client retries per call. Its default (5, with 2^n s backoff) can hold a call
+    for a minute and turns every SQLite "database is locked" 503 into a 2 s stall; the
+    dispatcher retries a 503 itself within milliseconds (`fast_retries`) and leaves anything
+    longer to its own backoff, with the entry kept pending."""
+    fast_retries: int = 6
     stuck_margin: float = 120.0
     max_auto_retries: int = 3
+    write_gate: asyncio.Lock | None = None
+    """Shared with the worker when Prefect runs on SQLite (`hookline up`): a flow-run create
+    waits for the run being executed, because a create that overlaps a run's state writes
+    gets "database is locked" (503) and a 2^n s client backoff."""
     on_created: Callable[[Any], object] | None = None
     """Called with each new flow run: `hookline up` hands it straight to its in-process
     worker instead of waiting for the worker's next poll."""
@@ -154,7 +164,10 @@ class Dispatcher:
         return len(entries)
 
     def _uses_lanes(self, entry: InboxEntry) -> bool:
-        return any(r.order_by for r in self.recipes.recipes)
+        """Whether a recipe with ``order_by`` could match this entry's event type."""
+        return any(
+            r.order_by and type_matches(r.on, entry.event_type) for r in self.recipes.recipes
+        )
 
     async def _dispatch(self, entry: InboxEntry) -> None:
         try:
@@ -204,20 +217,8 @@ class Dispatcher:
                     waiting.append(lane)
                     continue
                 replay_of = entry.flow_runs.get(recipe.name)
-                flow_run = await self.client.create_flow_run_from_deployment(
-                    self.deployment_id,
-                    parameters={
-                        "entry_id": entry.id,
-                        "source": entry.source,
-                        "event_id": entry.event_id,
-                        "recipe": recipe.name,
-                    },
-                    name=f"{recipe.name}/{entry.event_id}",
-                    tags=flow_run_tags(recipe.name, event),
-                    idempotency_key=idempotency_key(
-                        entry.source, entry.event_id, recipe.name, replay_of
-                    ),
-                )
+                async with self.write_gate or contextlib.nullcontext():
+                    flow_run = await self._create(entry, event, recipe.name, replay_of)
                 runs[recipe.name] = str(flow_run.id)
                 self.stats.created += 1
                 if lane is not None:
@@ -225,6 +226,7 @@ class Dispatcher:
                 if self.on_created is not None:
                     self.on_created(flow_run)
         except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+            log.debug("create failed: %r", exc)
             await self._prefect_unavailable(entry, exc)
             return
         self._failures = 0
@@ -238,6 +240,35 @@ class Dispatcher:
         await self.inbox.mark_dispatched(entry.id, runs)
         self.stats.dispatched += 1
         self.stats.last_dispatch_lag = max(0.0, self.clock() - entry.received_at.timestamp())
+
+    async def _create(
+        self, entry: InboxEntry, event: Event, recipe: str, replay_of: str | None
+    ) -> Any:
+        for attempt in range(self.fast_retries + 1):
+            try:
+                return await self._create_once(entry, event, recipe, replay_of)
+            except httpx.HTTPStatusError as exc:  # PrefectHTTPStatusError is one
+                if exc.response.status_code != 503 or attempt == self.fast_retries:
+                    raise
+                # "database is locked": another write finishes within milliseconds
+                await asyncio.sleep(0.02 * 2**attempt * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _create_once(
+        self, entry: InboxEntry, event: Event, recipe: str, replay_of: str | None
+    ) -> Any:
+        return await self.client.create_flow_run_from_deployment(
+            self.deployment_id,
+            parameters={
+                "entry_id": entry.id,
+                "source": entry.source,
+                "event_id": entry.event_id,
+                "recipe": recipe,
+            },
+            name=f"{recipe}/{entry.event_id}",
+            tags=flow_run_tags(recipe, event),
+            idempotency_key=idempotency_key(entry.source, entry.event_id, recipe, replay_of),
+        )
 
     def _lane(self, recipe: Any, event: Event) -> str | None:
         if not recipe.order_by:

@@ -134,7 +134,11 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
-            asyncio.run(_serve(host, port, receiver_url, ui_url, secret, preview))
+            asyncio.run(
+                _serve(
+                    host, port, receiver_url, ui_url, secret, preview, embedded=server is not None
+                )
+            )
     finally:
         if server is not None:
             click.echo("stopping Prefect server ...")
@@ -151,7 +155,14 @@ class _QuietServer(uvicorn.Server):
 
 
 async def _serve(
-    host: str, port: int, receiver_url: str, ui_url: str, secret: str, preview: bool
+    host: str,
+    port: int,
+    receiver_url: str,
+    ui_url: str,
+    secret: str,
+    preview: bool,
+    *,
+    embedded: bool,
 ) -> None:
     from hookline.engine.cli import _logging, open_engine
     from hookline.engine.dispatcher import Dispatcher
@@ -161,9 +172,17 @@ async def _serve(
     _logging()
     stop = asyncio.Event()
     async with open_engine(preview=preview) as eng:
-        worker = Worker(eng.client, poll_seconds=1.0)
+        # The embedded Prefect server is SQLite: one writer at a time (see Dispatcher.write_gate).
+        gate = asyncio.Lock() if embedded else None
+        worker = Worker(eng.client, poll_seconds=2.0, write_gate=gate, limit=1 if embedded else 8)
         dispatcher = Dispatcher(
-            eng.inbox, eng.recipes, eng.client, eng.deployment_id, on_created=worker.submit
+            eng.inbox,
+            eng.recipes,
+            eng.client,
+            eng.deployment_id,
+            on_created=worker.submit,
+            write_gate=gate,
+            concurrency=1 if embedded else 4,
         )
         app = create_app(eng.config, inbox=_NotifyingInbox(eng.inbox, dispatcher.notify))  # type: ignore[arg-type]
         server = _QuietServer(

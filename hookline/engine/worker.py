@@ -16,6 +16,7 @@ directly by an in-process dispatcher (`hookline up`) skips the poll but is claim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import socket
@@ -53,6 +54,9 @@ class Worker:
     stats: WorkerStats = field(default_factory=WorkerStats)
     _inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None
+    write_gate: asyncio.Lock | None = None
+    """Shared with the dispatcher when Prefect runs on SQLite: a run executes alone (see
+    Dispatcher.write_gate)."""
     _context: contextvars.Context = field(default_factory=contextvars.copy_context)
     """Runs execute in the context the worker was made in, with Prefect's full client
     retries, whoever submits them (the poll loop and the dispatcher limit their own)."""
@@ -135,7 +139,7 @@ class Worker:
             await _sleep_or_stop(stop, self.heartbeat_seconds)
 
     async def _execute(self, flow_run: Any) -> None:
-        async with self._semaphore():
+        async with self._semaphore(), self.write_gate or contextlib.nullcontext():
             try:
                 state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
             except Abort:
