@@ -67,6 +67,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.pop("SOLVEFORCE_WEBHOOK_SECRET", None)
     env.pop("ACCOUNTING_API_URL", None)
+    # under `make test`, a nested make would print "Entering/Leaving directory" lines
+    for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+        env.pop(name, None)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["DO_NOT_TRACK"] = "1"
     env.update(extra)
