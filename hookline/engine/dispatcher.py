@@ -102,6 +102,17 @@ class Dispatcher:
     _pause_until: float = 0.0
     _failures: int = 0
 
+    async def readiness(self) -> str:
+        """The `/readyz` check `hookline up` adds: fails while Prefect is unreachable."""
+        counts = await self.inbox.counts()
+        pending = counts.get("pending", 0)
+        if self.clock() < self._pause_until:
+            raise RuntimeError(
+                f"Prefect API unavailable (last {self.stats.prefect_errors} error(s)); "
+                f"{pending} event(s) pending, kept in the inbox"
+            )
+        return f"{pending} pending, last dispatch lag {self.stats.last_dispatch_lag:.2f}s"
+
     def notify(self) -> None:
         """Something was stored: dispatch now instead of at the next poll."""
         self.wakeup.set()

@@ -184,7 +184,11 @@ async def _serve(
             write_gate=gate,
             concurrency=1 if embedded else 4,
         )
-        app = create_app(eng.config, inbox=_NotifyingInbox(eng.inbox, dispatcher.notify))  # type: ignore[arg-type]
+        app = create_app(
+            eng.config,
+            inbox=_NotifyingInbox(eng.inbox, dispatcher.notify),  # type: ignore[arg-type]
+            checks={"dispatch": dispatcher.readiness},
+        )
         server = _QuietServer(
             uvicorn.Config(
                 app, host=host, port=port, log_level="warning", lifespan="on", proxy_headers=False

@@ -219,3 +219,11 @@ async def test_run_left_running_by_a_dead_worker_is_crashed_and_sent_again(
     )
     assert old.state.type.value == "CRASHED"
     assert len(fakes.slack.messages) == 1
+
+
+async def test_readiness_fails_while_prefect_is_unreachable(engine: EngineHarness) -> None:
+    assert "pending" in await engine.dispatcher.readiness()
+    engine.dispatcher._pause_until = time.time() + 60
+    with pytest.raises(RuntimeError, match="Prefect API unavailable"):
+        await engine.dispatcher.readiness()
+    engine.dispatcher._pause_until = 0.0
