@@ -79,6 +79,31 @@ steps:
 """
 
 
+ORDERED_RECIPE = """
+name: ordered
+on: service.maintenance.scheduled
+order_by: "{{ data.maintenance_id }}"
+steps:
+  - id: notice
+    uses: slack.post_message
+    with: { channel: "#maintenance", text: "{{ data.title }}" }
+"""
+
+TOLERANT_RECIPE = """
+name: tolerant
+on: billing.usage.threshold_exceeded
+defaults: { retries: 0 }
+steps:
+  - id: ticket
+    uses: servicenow.create_incident
+    continue_on_error: true
+    with: { short_description: "usage {{ data.current_usage }}" }
+  - id: alert
+    uses: slack.post_message
+    with: { channel: "#billing", text: "usage {{ data.current_usage }}" }
+"""
+
+
 def sample(event_type: str = "service.status.changed", **data: Any) -> dict[str, Any]:
     from hookline import samples
 
@@ -101,6 +126,8 @@ def recipes_dir(tmp_path: Path) -> Path:
     d.mkdir()
     (d / "outage.yaml").write_text(textwrap.dedent(OUTAGE_RECIPE))
     (d / "tickets.yaml").write_text(textwrap.dedent(TICKET_RECIPE))
+    (d / "ordered.yaml").write_text(textwrap.dedent(ORDERED_RECIPE))
+    (d / "tolerant.yaml").write_text(textwrap.dedent(TOLERANT_RECIPE))
     return d
 
 
@@ -114,9 +141,16 @@ class EngineHarness:
     stop: asyncio.Event
 
     async def put(self, payload: dict[str, Any], source: str = "solveforce") -> int:
+        from hookline.recipes.event import parse_timestamp
+
         body = json.dumps(payload).encode()
         inserted, entry_id = await self.inbox.put(
-            source, payload["event_id"], payload["event_type"], body, {}, None
+            source,
+            payload["event_id"],
+            payload["event_type"],
+            body,
+            {},
+            parse_timestamp(payload.get("timestamp")),
         )
         assert inserted
         self.dispatcher.notify()

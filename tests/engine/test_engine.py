@@ -227,3 +227,39 @@ async def test_readiness_fails_while_prefect_is_unreachable(engine: EngineHarnes
     with pytest.raises(RuntimeError, match="Prefect API unavailable"):
         await engine.dispatcher.readiness()
     engine.dispatcher._pause_until = 0.0
+
+
+async def test_order_by_lane_runs_one_at_a_time_in_event_time_order(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    engine.dispatcher._pause_until = time.time() + 60  # let all three arrive first
+    ids = []
+    for title, ts in (("third", "12:00:03"), ("first", "12:00:01"), ("second", "12:00:02")):
+        payload = sample("service.maintenance.scheduled", title=title)
+        payload["timestamp"] = f"2024-01-10T{ts}Z"
+        ids.append(await engine.put(payload))
+    engine.dispatcher._pause_until = 0.0
+    engine.dispatcher.notify()
+    entries = [await engine.wait_final(i) for i in ids]
+
+    assert [e.status for e in entries] == ["done"] * 3
+    assert [m["text"] for m in fakes.slack.messages] == ["first", "second", "third"]
+    runs = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[UUID(e.flow_runs["ordered"]) for e in entries])
+        )
+    )
+    spans = sorted((r.start_time, r.end_time) for r in runs)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # no overlap
+
+
+async def test_continue_on_error_step_fails_and_the_recipe_goes_on(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    fakes.servicenow.fail_next(5, status=400, path="/api/now/table/incident")
+    entry = await engine.wait_final(await engine.put(sample("billing.usage.threshold_exceeded")))
+
+    assert entry.status == "done", entry.last_error
+    assert [m["text"] for m in fakes.slack.messages] == ["usage 85"]
+    names = await _task_runs(engine.client, entry.flow_runs["tolerant"])
+    assert names == {"ticket": "Failed", "alert": "Completed"}
