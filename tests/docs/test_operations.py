@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -40,30 +39,14 @@ from tests.docs.conftest import (
 )
 from tests.fakes import FakeVendors
 from tests.fakes.slack import channel_id
+from tests.stack import PG
+from tests.stack import pg as _pg
+from tests.stack import pg_available as _pg_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 NEW_SECRET, OLD_SECRET = "whsec-docs-new", "whsec-docs-old"
 DOC = "docs/operations.md"
-
-
-def _pg_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-async def _pg(sql: str, db: str = "test") -> Any:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{PG}/{db}")
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
 
 
 def hookline(*args: str, env: dict[str, str]) -> Result:
