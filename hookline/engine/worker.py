@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ class WorkerStats:
 class Worker:
     client: Any  # prefect.client.orchestration.PrefectClient
     work_pool: str = WORK_POOL
-    name: str = field(default_factory=lambda: f"hookline-{socket.gethostname()}")
+    name: str = field(default_factory=lambda: f"hookline-{socket.gethostname()}-{os.getpid()}")
     limit: int = 8
     poll_seconds: float = 1.0
     heartbeat_seconds: float = 30.0

@@ -3,25 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import os
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hookline.config import CoreSettings, HooklineConfig
-from hookline.engine.dispatcher import Dispatcher
-from hookline.engine.worker import Worker
-from hookline.flows import runtime
-from hookline.inbox import Inbox, InboxEntry, open_inbox
-from hookline.recipes import RecipeSet, load_recipes
+from hookline.config import HooklineConfig
+from tests.engine.harness import EngineHarness, running_engine
 from tests.fakes import FakeVendors
 
 OUTAGE_RECIPE = """
@@ -131,95 +123,15 @@ def recipes_dir(tmp_path: Path) -> Path:
     return d
 
 
-@dataclass
-class EngineHarness:
-    inbox: Inbox
-    recipes: RecipeSet
-    client: Any
-    dispatcher: Dispatcher
-    worker: Worker
-    stop: asyncio.Event
-
-    async def put(self, payload: dict[str, Any], source: str = "solveforce") -> int:
-        from hookline.recipes.event import parse_timestamp
-
-        body = json.dumps(payload).encode()
-        inserted, entry_id = await self.inbox.put(
-            source,
-            payload["event_id"],
-            payload["event_type"],
-            body,
-            {},
-            parse_timestamp(payload.get("timestamp")),
-        )
-        assert inserted
-        self.dispatcher.notify()
-        return entry_id
-
-    async def wait_final(self, entry_id: int, timeout: float = 60.0) -> InboxEntry:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            entry = await self.inbox.get(entry_id)
-            assert entry is not None
-            if entry.status in ("done", "failed"):
-                return entry
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"entry still {entry.status} after {timeout}s: {entry}")
-            await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def engine(
     prefect_api: str, tmp_path: Path, recipes_dir: Path, fakes: FakeVendors
 ) -> AsyncIterator[EngineHarness]:
-    async with running_engine(prefect_api, tmp_path, recipes_dir, fakes) as harness:
+    async with running_engine(
+        prefect_api,
+        tmp_path / "home",
+        str(recipes_dir),
+        HooklineConfig(env=[]),
+        {**os.environ, **fakes.env},
+    ) as harness:
         yield harness
-
-
-@contextlib.asynccontextmanager
-async def running_engine(
-    prefect_api: str, tmp_path: Path, recipes_dir: Path, fakes: FakeVendors
-) -> AsyncIterator[EngineHarness]:
-    """Inbox + dispatcher + worker in this event loop, like `hookline up` without HTTP."""
-    from prefect import get_client
-
-    from hookline.engine.deployment import ensure_deployment
-
-    settings = CoreSettings(home=tmp_path / "home", recipes=str(recipes_dir))
-    settings.home.mkdir()
-    config = HooklineConfig(env=[])
-    recipes = load_recipes(settings.recipe_paths, config=config)
-    inbox = await open_inbox(settings)
-    environ = {**os.environ, **fakes.env}
-
-    async def no_sleep(_s: float) -> None:
-        await asyncio.sleep(0)
-
-    async with get_client() as client:
-        deployment_id = await ensure_deployment(client)
-        runtime.install(
-            runtime.Runtime(
-                inbox=inbox,
-                recipes=recipes,
-                config=config,
-                environ=environ,
-                ui_url=prefect_api.removesuffix("/api"),
-                sleep=no_sleep,
-            )
-        )
-        worker = Worker(client, poll_seconds=0.2)
-        dispatcher = Dispatcher(
-            inbox, recipes, client, deployment_id, on_created=worker.submit, poll_seconds=0.1
-        )
-        stop = asyncio.Event()
-        jobs = asyncio.gather(dispatcher.run(stop), worker.run(stop))
-        try:
-            yield EngineHarness(inbox, recipes, client, dispatcher, worker, stop)
-        finally:
-            stop.set()
-            await jobs
-            runtime.install(None)
-            await inbox.close()
-            from prefect.logging.handlers import APILogHandler
-
-            await APILogHandler.aflush()  # before this test's server may go away

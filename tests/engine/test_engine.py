@@ -9,7 +9,8 @@ from uuid import UUID
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from tests.engine.conftest import EngineHarness, sample
+from tests.engine.conftest import sample
+from tests.engine.harness import EngineHarness
 from tests.fakes import FakeVendors
 
 pytestmark = pytest.mark.anyio

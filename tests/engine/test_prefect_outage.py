@@ -4,13 +4,16 @@ lost, none runs twice."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hookline.config import HooklineConfig
 from hookline.engine.prefect_server import PrefectServer
-from tests.engine.conftest import running_engine, sample
+from tests.engine.conftest import sample
+from tests.engine.harness import running_engine
 from tests.fakes import FakeVendors
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -32,7 +35,13 @@ async def test_prefect_down_mid_stream_loses_and_duplicates_nothing(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: own_server.api_url}):
-        async with running_engine(own_server.api_url, tmp_path, recipes_dir, fakes) as eng:
+        async with running_engine(
+            own_server.api_url,
+            tmp_path / "home",
+            str(recipes_dir),
+            HooklineConfig(env=[]),
+            {**os.environ, **fakes.env},
+        ) as eng:
             eng.dispatcher.max_backoff = 2.0
             ids = [await eng.put(sample(current_status="degraded")) for _ in range(6)]
             await asyncio.sleep(1.0)  # some are running now

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakes import FakeVendors
 from tests.fakes.slack import channel_id
 from tests.recipes_shipped.conftest import Shipped, sample
 
@@ -16,8 +17,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 ALERTS = channel_id("#service-alerts")
 
 
-async def test_outage_recovery_and_crm(shipped: Shipped) -> None:
-    f = shipped.fakes
+async def test_outage_recovery_and_crm(shipped: Shipped, fakes: FakeVendors) -> None:
+    f = fakes
     account = f.salesforce.add_record("Account", {"Name": "Acme Corporation"})
     # All at once: order_by keeps one service's events in event-time order.
     ids = [
@@ -39,7 +40,7 @@ async def test_outage_recovery_and_crm(shipped: Shipped) -> None:
             sample("service.provisioned", account={"id": "acc_123456", "salesforce_id": account})
         ),
     ]
-    entries = [await shipped.wait(i) for i in ids]
+    entries = [await shipped.wait_final(i) for i in ids]
     assert [e.status for e in entries] == ["done"] * 3, [e.last_error for e in entries]
 
     # outage -> healthy: one incident, opened then resolved; the recovery is a

@@ -1,0 +1,114 @@
+"""An in-process Hookline engine for tests: inbox + dispatcher + worker in the test's event
+loop against a real Prefect server, like `hookline up` without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hookline.config import CoreSettings, HooklineConfig
+from hookline.engine.dispatcher import Dispatcher
+from hookline.engine.worker import Worker
+from hookline.flows import runtime
+from hookline.inbox import Inbox, InboxEntry, open_inbox
+from hookline.recipes import RecipeSet, load_recipes
+from hookline.recipes.event import parse_timestamp
+
+
+@dataclass
+class EngineHarness:
+    inbox: Inbox
+    recipes: RecipeSet
+    client: Any
+    dispatcher: Dispatcher
+    worker: Worker
+    runtime: runtime.Runtime
+    stop: asyncio.Event
+
+    async def put(self, payload: dict[str, Any], source: str = "solveforce") -> int:
+        """Store ``payload`` as the receiver does (event time from its body); wake dispatch."""
+        inserted, entry_id = await self.inbox.put(
+            source,
+            payload["event_id"],
+            payload["event_type"],
+            json.dumps(payload).encode(),
+            {},
+            parse_timestamp(payload.get("timestamp")),
+        )
+        assert inserted
+        self.dispatcher.notify()
+        return entry_id
+
+    async def wait_final(self, entry_id: int, timeout: float = 60.0) -> InboxEntry:
+        """The entry once every recipe run for it has ended."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            entry = await self.inbox.get(entry_id)
+            assert entry is not None
+            if entry.status in ("done", "failed"):
+                return entry
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"entry still {entry.status} after {timeout}s: {entry}")
+            await asyncio.sleep(0.05)
+
+    async def run(self, payload: dict[str, Any]) -> InboxEntry:
+        return await self.wait_final(await self.put(payload))
+
+    async def memory(self, key: str) -> dict[str, Any] | None:
+        """What `memory.remember` stored under ``key`` (the worker keeps it in the inbox)."""
+        value = (await self.inbox.completed_steps("hookline-memory", key, "memory")).get("value")
+        return None if value is None else dict(value)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    prefect_api: str,
+    home: Path,
+    recipe_paths: str,
+    config: HooklineConfig,
+    environ: Mapping[str, str],
+) -> AsyncIterator[EngineHarness]:
+    """Run the engine until the block ends; retries back off without sleeping."""
+    from prefect import get_client
+    from prefect.logging.handlers import APILogHandler
+
+    from hookline.engine.deployment import ensure_deployment
+
+    settings = CoreSettings(home=home, recipes=recipe_paths)
+    home.mkdir(parents=True, exist_ok=True)
+    recipes = load_recipes(settings.recipe_paths, config=config)
+    inbox = await open_inbox(settings)
+
+    async def no_sleep(_s: float) -> None:
+        await asyncio.sleep(0)
+
+    async with get_client() as client:
+        deployment_id = await ensure_deployment(client)
+        rt = runtime.Runtime(
+            inbox=inbox,
+            recipes=recipes,
+            config=config,
+            environ=dict(environ),
+            ui_url=prefect_api.removesuffix("/api"),
+            sleep=no_sleep,
+        )
+        runtime.install(rt)
+        worker = Worker(client, poll_seconds=0.2)
+        dispatcher = Dispatcher(
+            inbox, recipes, client, deployment_id, on_created=worker.submit, poll_seconds=0.1
+        )
+        stop = asyncio.Event()
+        jobs = asyncio.gather(dispatcher.run(stop), worker.run(stop))
+        try:
+            yield EngineHarness(inbox, recipes, client, dispatcher, worker, rt, stop)
+        finally:
+            stop.set()
+            await jobs
+            runtime.install(None)
+            await inbox.close()
+            await APILogHandler.aflush()  # before this test's server may go away
