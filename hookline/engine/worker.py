@@ -52,6 +52,10 @@ class Worker:
     limit: int = 8
     poll_seconds: float = 1.0
     heartbeat_seconds: float = 30.0
+    handoff_backlog: int = 32
+    """Runs handed over directly (by an in-process dispatcher) that may wait here for a free
+    slot instead of for the next poll; they are claimed only when a slot frees, so another
+    worker polling the pool can still take them first."""
     stats: WorkerStats = field(default_factory=WorkerStats)
     _inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None
@@ -72,9 +76,10 @@ class Worker:
         return len(self._inflight)
 
     def submit(self, flow_run: Any) -> bool:
-        """Start ``flow_run`` now if there is room; False leaves it to the next poll."""
+        """Take ``flow_run``: it starts as soon as a slot is free (it waits for one if the
+        handoff backlog has room). False leaves it to the work pool's next poll."""
         key = str(flow_run.id)
-        if key in self._inflight or self.busy >= self.limit:
+        if key in self._inflight or self.busy >= self.limit + self.handoff_backlog:
             return False
         task = asyncio.get_running_loop().create_task(
             self._execute(flow_run), context=self._context.copy()
