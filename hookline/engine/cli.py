@@ -51,6 +51,13 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
     from hookline.inbox import open_inbox
     from hookline.recipes import load_recipes
 
+    if not PREFECT_API_URL.value():
+        # without it, Prefect's client would quietly start a throwaway in-process server
+        raise HooklineError(
+            "PREFECT_API_URL is not set: point it at your Prefect server "
+            "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api), "
+            "or run everything on this machine with `hookline up`"
+        )
     settings = get_settings()
     config = load_config(settings.config)
     recipes = load_recipes(settings.recipe_paths, config=config)

@@ -1,0 +1,40 @@
+"""Engine commands fail with a message that says what to do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HOOKLINE = str(Path(sys.executable).parent / "hookline")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("command", ["worker", "dispatch"])
+def test_worker_and_dispatch_need_a_prefect_server(command: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOOKLINE_"))}
+    env["HOOKLINE_HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [HOOKLINE, command], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "PREFECT_API_URL is not set" in done.stderr
+    assert "hookline up" in done.stderr
+
+
+def test_replay_of_an_unknown_event_says_where_to_look(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOOKLINE_"))}
+    env["HOOKLINE_HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [HOOKLINE, "replay", "evt_nope"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "no event 'evt_nope' in the inbox (see `hookline events`)" in done.stderr
