@@ -97,10 +97,7 @@ def verify_solveforce(
     As the seed's ``verify_webhook_signature`` computes it. The scheme signs no timestamp,
     so ``now`` and ``tolerance`` are unused; replays are caught by deduplication.
     """
-    value = _required(headers, "x-solveforce-signature", "X-SolveForce-Signature")
-    got = _prefixed_hex(value, "sha256=", "X-SolveForce-Signature")
-    if not _match_any([got], [_hmac_hex(k, body) for k in secrets]):
-        raise SignatureError("mismatch", "X-SolveForce-Signature matches no configured secret")
+    _verify_sha256_body(body, headers, secrets, "X-SolveForce-Signature")
 
 
 def verify_github(
@@ -112,10 +109,17 @@ def verify_github(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> None:
     """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>``."""
-    value = _required(headers, "x-hub-signature-256", "X-Hub-Signature-256")
-    got = _prefixed_hex(value, "sha256=", "X-Hub-Signature-256")
+    _verify_sha256_body(body, headers, secrets, "X-Hub-Signature-256")
+
+
+def _verify_sha256_body(
+    body: bytes, headers: Mapping[str, str], secrets: Sequence[bytes], header: str
+) -> None:
+    """``<header>: sha256=<hex HMAC-SHA256(secret, raw body)>`` (SolveForce, GitHub)."""
+    value = _required(headers, header.lower(), header)
+    got = _prefixed_hex(value, "sha256=", header)
     if not _match_any([got], [_hmac_hex(k, body) for k in secrets]):
-        raise SignatureError("mismatch", "X-Hub-Signature-256 matches no configured secret")
+        raise SignatureError("mismatch", f"{header} matches no configured secret")
 
 
 def verify_slack(
