@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+from hookline.engine.prefect_serve import IMMEDIATE_ENV  # noqa: E402
 from hookline.engine.prefect_server import EMBEDDED_PROFILE, PrefectServer, free_port  # noqa: E402
 
 RECIPE = """
@@ -71,12 +72,23 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_hookline(
-    api_url: str, work: Path, n_events: int, limit: int, concurrency: int, database_url: str | None
+    api_url: str,
+    work: Path,
+    n_events: int,
+    limit: int,
+    concurrency: int,
+    database_url: str | None,
+    gate_on: bool,
 ) -> dict[str, Any]:
     import httpx
     import uvicorn
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
 
     from hookline.config import CoreSettings, load_config
     from hookline.engine.deployment import ensure_deployment
@@ -106,7 +118,7 @@ async def run_hookline(
             runtime.install(
                 runtime.Runtime(inbox=inbox, recipes=recipes, config=config, environ=environ)
             )
-            gate = asyncio.Lock() if database_url is None else None  # as `hookline up` does
+            gate = asyncio.Lock() if gate_on else None
             worker = Worker(client, limit=limit, poll_seconds=2.0, write_gate=gate)
             dispatcher = Dispatcher(
                 inbox,
@@ -176,22 +188,19 @@ async def run_hookline(
             await jobs
             entries = await inbox.list(limit=n_events + PACED + 10)
             run_ids = {e.event_id: e.flow_runs["bench"] for e in entries if e.flow_runs}
-            runs = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=[uuid.UUID(r) for r in run_ids.values()])
-                ),
-                limit=len(run_ids),
-            )
-            by_id = {str(r.id): r for r in runs}
-            task_runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=[uuid.UUID(r) for r in run_ids.values()])
+            ids = [uuid.UUID(r) for r in run_ids.values()]
+            runs, task_runs = [], []
+            for i in range(0, len(ids), 100):  # the API answers at most 200 rows per call
+                chunk = FlowRunFilter(id=FlowRunFilterId(any_=ids[i : i + 100]))
+                runs += await client.read_flow_runs(flow_run_filter=chunk, limit=100)
+                task_runs += await client.read_task_runs(
+                    flow_run_filter=chunk,
+                    task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["first"])),
+                    limit=100,
                 )
-            )
+            by_id = {str(r.id): r for r in runs}
             first_step = {
-                str(t.flow_run_id): t.start_time.timestamp()
-                for t in task_runs
-                if t.name == "first" and t.start_time
+                str(t.flow_run_id): t.start_time.timestamp() for t in task_runs if t.start_time
             }
             runtime.install(None)
             from prefect.logging.handlers import APILogHandler
@@ -232,16 +241,16 @@ async def run_hookline(
     }
 
 
-async def run_ceiling(n: int) -> dict[str, Any]:
+async def run_ceiling(n: int, *, shared: bool) -> dict[str, Any]:
     from prefect import get_client
 
     from bench.prefect_ceiling import ceiling
 
     async with get_client() as client:
-        await ceiling(client, runs=3, n_tasks=3, concurrency=1)  # warm-up
+        await ceiling(client, runs=3, n_tasks=3, concurrency=1, shared=shared)  # warm-up
         best: dict[str, Any] | None = None
         for conc in (1, 2):
-            r = await ceiling(client, runs=n, n_tasks=3, concurrency=conc)
+            r = await ceiling(client, runs=n, n_tasks=3, concurrency=conc, shared=shared)
             r["concurrency"] = conc
             if best is None or r["runs_per_s"] > best["runs_per_s"]:
                 best = r
@@ -273,6 +282,8 @@ def profile_run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     inbox_url = None
     if name == "default":
         profile = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    elif name == "deferred":  # the embedded profile minus BEGIN IMMEDIATE, for comparison
+        profile.pop(IMMEDIATE_ENV)
     elif name == "postgres":
         db = fresh_postgres_db("hookline_bench_prefect")
         inbox_url = f"postgresql://postgres@127.0.0.1:5432/test?schema=bench_{uuid.uuid4().hex[:8]}"
@@ -281,15 +292,19 @@ def profile_run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         os.environ["PREFECT_API_URL"] = server.api_url
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            ceiling = asyncio.run(run_ceiling(args.events))
-            limit = args.limit if args.limit else (4 if name == "postgres" else 1)
-            conc = 4 if name == "postgres" else 1
+            ceiling = asyncio.run(run_ceiling(args.events, shared=False))
+            ceiling_shared = asyncio.run(run_ceiling(args.events, shared=True))
+            # as `hookline up` wires them, unless told otherwise
+            limit = args.limit or (4 if name == "postgres" else 1)
+            conc = args.concurrency or (4 if name == "postgres" else 1)
+            gate_on = db is None if args.gate == "auto" else args.gate == "on"
             hook = asyncio.run(
-                run_hookline(server.api_url, work, args.events, limit, conc, inbox_url)
+                run_hookline(server.api_url, work, args.events, limit, conc, inbox_url, gate_on)
             )
+            hook.update(limit=limit, concurrency=conc, write_gate=gate_on)
     finally:
         server.stop()
-    return {"profile": name, "ceiling": ceiling, "hookline": hook}
+    return {"profile": name, "ceiling": ceiling, "ceiling_shared": ceiling_shared, "hookline": hook}
 
 
 def main() -> None:
@@ -297,6 +312,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60)
     parser.add_argument("--profiles", default="embedded,default,postgres")
     parser.add_argument("--limit", type=int, default=0, help="worker limit (default: per profile)")
+    parser.add_argument(
+        "--concurrency", type=int, default=0, help="dispatcher concurrency (default: per profile)"
+    )
+    parser.add_argument(
+        "--gate",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="dispatcher/worker write gate (auto: on for SQLite, as `hookline up`)",
+    )
     parser.add_argument("--http-log", type=Path, help="write every Prefect API request here")
     args = parser.parse_args()
     if args.http_log:
@@ -311,15 +335,19 @@ def main() -> None:
     results = [profile_run(p, args) for p in args.profiles.split(",") if p]
     print()
     print(
-        f"{'profile':<10} {'ceiling runs/s':>15} {'hookline runs/s':>16} {'ratio':>6} "
+        "ceiling: bare 3-task flow runs executed in-process, each on its own (plain) and with\n"
+        "what `hookline worker` shares between runs (shared); ratio = hookline / shared ceiling\n"
+    )
+    print(
+        f"{'profile':<10} {'ceiling plain/shared':>21} {'hookline runs/s':>16} {'ratio':>6} "
         f"{'idle: ->1st step p50/p99':>25} {'->done p50/p99':>15} "
         f"{'burst: ->1st step p50/p99':>26} {'->done p50/p99':>15} {'failed':>6}"
     )
     for r in results:
-        c, h = r["ceiling"], r["hookline"]
+        c, cs, h = r["ceiling"], r["ceiling_shared"], r["hookline"]
         print(
-            f"{r['profile']:<10} {c['runs_per_s']:>15.2f} {h['runs_per_s']:>16.2f} "
-            f"{h['runs_per_s'] / c['runs_per_s']:>6.2f} "
+            f"{r['profile']:<10} {c['runs_per_s']:>14.2f}/{cs['runs_per_s']:<6.2f} "
+            f"{h['runs_per_s']:>16.2f} {h['runs_per_s'] / cs['runs_per_s']:>6.2f} "
             f"{h['idle_first_step_p50']:>17.3f}/{h['idle_first_step_p99']:<7.3f} "
             f"{h['idle_done_p50']:>7.3f}/{h['idle_done_p99']:<7.3f} "
             f"{h['burst_first_step_p50']:>18.3f}/{h['burst_first_step_p99']:<7.3f} "

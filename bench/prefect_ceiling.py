@@ -28,8 +28,36 @@ async def bare(n_tasks: int) -> None:
         await trivial.with_options(name=f"t{i}", task_run_name=f"t{i}")(i)
 
 
-async def ceiling(client: Any, *, runs: int, n_tasks: int, concurrency: int) -> dict[str, float]:
-    """Create ``runs`` flow runs and execute them in-process, ``concurrency`` at a time."""
+async def ceiling(
+    client: Any, *, runs: int, n_tasks: int, concurrency: int, shared: bool = False
+) -> dict[str, float]:
+    """Create ``runs`` flow runs and execute them in-process, ``concurrency`` at a time.
+
+    ``shared``: with what `hookline worker` shares between runs (hookline/engine/inprocess.py:
+    one client pair, one suspension observer, a local result storage); otherwise each run
+    does what Prefect does for a run on its own."""
+    if shared:
+        import tempfile
+        from pathlib import Path
+
+        from hookline.engine.inprocess import local_result_storage, shared_run_context
+
+        async with shared_run_context():
+            return await _ceiling(
+                client,
+                runs=runs,
+                n_tasks=n_tasks,
+                concurrency=concurrency,
+                flow_=bare.with_options(
+                    result_storage=local_result_storage(Path(tempfile.gettempdir()))
+                ),
+            )
+    return await _ceiling(client, runs=runs, n_tasks=n_tasks, concurrency=concurrency, flow_=bare)
+
+
+async def _ceiling(
+    client: Any, *, runs: int, n_tasks: int, concurrency: int, flow_: Any
+) -> dict[str, float]:
     try:
         await client.create_work_pool(WorkPoolCreate(name="bench-bare", type="hookline"))
     except ObjectAlreadyExists:
@@ -50,7 +78,7 @@ async def ceiling(client: Any, *, runs: int, n_tasks: int, concurrency: int) -> 
             )
             await propose_state(client, Pending(), flow_run_id=fr.id)
             await run_flow_async(
-                bare, flow_run=fr, parameters={"n_tasks": n_tasks}, return_type="state"
+                flow_, flow_run=fr, parameters={"n_tasks": n_tasks}, return_type="state"
             )
             latencies.append(time.perf_counter() - t0)
 

@@ -116,7 +116,13 @@ def worker(limit: int, poll: float, work_pool: str, dispatch: bool) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         async with open_engine() as eng:
-            w = Worker(eng.client, work_pool=work_pool, limit=limit, poll_seconds=poll)
+            w = Worker(
+                eng.client,
+                work_pool=work_pool,
+                limit=limit,
+                poll_seconds=poll,
+                home=get_settings().home,
+            )
             jobs = [w.run(stop)]
             if dispatch:
                 d = Dispatcher(

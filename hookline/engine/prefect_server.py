@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 
+from hookline.engine.prefect_serve import IMMEDIATE_ENV
 from hookline.errors import HooklineError
 
 EMBEDDED_PROFILE: dict[str, str] = {
@@ -51,6 +52,8 @@ EMBEDDED_PROFILE: dict[str, str] = {
     # SQLite: wait for the write lock instead of failing fast into a client backoff
     "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
     "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
+    # ... including transactions that read before they write (see prefect_serve.py)
+    IMMEDIATE_ENV: "1",
 }
 
 
@@ -139,10 +142,13 @@ class PrefectServer:
 
     def start(self, *, timeout: float = 90.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+        if self.profile.get(IMMEDIATE_ENV) == "1":
+            command = [sys.executable, "-m", "hookline.engine.prefect_serve"]
+        else:
+            command = [shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
-            [prefect, "server", "start", "--host", self.host, "--port", str(self.port)],
+            [*command, "server", "start", "--host", self.host, "--port", str(self.port)],
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -174,7 +174,13 @@ async def _serve(
     async with open_engine(preview=preview) as eng:
         # The embedded Prefect server is SQLite: one writer at a time (see Dispatcher.write_gate).
         gate = asyncio.Lock() if embedded else None
-        worker = Worker(eng.client, poll_seconds=2.0, write_gate=gate, limit=1 if embedded else 8)
+        worker = Worker(
+            eng.client,
+            poll_seconds=2.0,
+            write_gate=gate,
+            limit=1 if embedded else 8,
+            home=get_settings().home,
+        )
         dispatcher = Dispatcher(
             eng.inbox,
             eng.recipes,
@@ -198,26 +204,6 @@ async def _serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
 
-        previews = [
-            c for c in ("slack", "servicenow", "salesforce", "inventory") if not _configured(c)
-        ]
-        click.echo("")
-        click.echo(f"  Hookline receiver  {receiver_url}/webhooks/solveforce")
-        click.echo(f"  Prefect UI         {ui_url}")
-        click.echo(f"  recipes            {len(eng.recipes.recipes)} loaded")
-        click.echo(f"  signing secret     {secret[:10]}... (SOLVEFORCE_WEBHOOK_SECRET)")
-        if previews and preview:
-            click.echo(
-                f"  PREVIEW MODE for   {', '.join(previews)}: not configured, so their steps "
-                "record what they would send (see each run's artifact); "
-                "docs/connectors.md says how to configure them"
-            )
-        click.echo("")
-        click.echo("  next, in another terminal:  .venv/bin/hookline send service.status.changed")
-        click.echo("  then:                       .venv/bin/hookline events")
-        click.echo("  Ctrl-C stops everything.")
-        click.echo("")
-
         async def serve_http() -> None:
             await server.serve()
             stop.set()
@@ -226,4 +212,30 @@ async def _serve(
             await stop.wait()
             server.should_exit = True
 
-        await asyncio.gather(serve_http(), stopper(), dispatcher.run(stop), worker.run(stop))
+        jobs = asyncio.gather(serve_http(), stopper(), dispatcher.run(stop), worker.run(stop))
+        # the banner tells users to send an event: print it once the receiver listens
+        while not server.started and not jobs.done() and not stop.is_set():
+            await asyncio.sleep(0.05)
+        if server.started:
+            previews = [
+                c for c in ("slack", "servicenow", "salesforce", "inventory") if not _configured(c)
+            ]
+            click.echo("")
+            click.echo(f"  Hookline receiver  {receiver_url}/webhooks/solveforce")
+            click.echo(f"  Prefect UI         {ui_url}")
+            click.echo(f"  recipes            {len(eng.recipes.recipes)} loaded")
+            click.echo(f"  signing secret     {secret[:10]}... (SOLVEFORCE_WEBHOOK_SECRET)")
+            if previews and preview:
+                click.echo(
+                    f"  PREVIEW MODE for   {', '.join(previews)}: not configured, so their steps "
+                    "record what they would send (see each run's artifact); "
+                    "docs/connectors.md says how to configure them"
+                )
+            click.echo("")
+            click.echo(
+                "  next, in another terminal:  .venv/bin/hookline send service.status.changed"
+            )
+            click.echo("  then:                       .venv/bin/hookline events")
+            click.echo("  Ctrl-C stops everything.")
+            click.echo("")
+        await jobs

@@ -21,8 +21,10 @@ import contextvars
 import logging
 import os
 import socket
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect.exceptions import Abort
@@ -31,6 +33,7 @@ from prefect.states import Pending
 from prefect.utilities.engine import propose_state
 
 from hookline.engine.deployment import WORK_POOL
+from hookline.engine.inprocess import local_result_storage, shared_run_context
 from hookline.flows.recipe_flow import recipe_flow
 
 log = logging.getLogger("hookline.worker")
@@ -62,9 +65,13 @@ class Worker:
     write_gate: asyncio.Lock | None = None
     """Shared with the dispatcher when Prefect runs on SQLite: a run executes alone (see
     Dispatcher.write_gate)."""
+    home: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "hookline")
+    """Where the recipe flow's (never written) local result storage points."""
     _context: contextvars.Context = field(default_factory=contextvars.copy_context)
-    """Runs execute in the context the worker was made in, with Prefect's full client
-    retries, whoever submits them (the poll loop and the dispatcher limit their own)."""
+    """Runs execute in the context the worker was made in (from `run` on: with the shared
+    clients and observer of `shared_run_context`), with Prefect's full client retries,
+    whoever submits them (the poll loop and the dispatcher limit their own)."""
+    _flow: Any = None
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._sem is None:
@@ -94,17 +101,30 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll the work pool and heartbeat until ``stop``; then wait for runs in flight."""
+        async with contextlib.AsyncExitStack() as shared:
+            await self._poll_loop(stop, shared)
+
+    async def _share(self, shared: contextlib.AsyncExitStack) -> None:
+        """Enter `shared_run_context` where runs start from now on (see inprocess.py)."""
+        await shared.enter_async_context(shared_run_context())
+        self._context = contextvars.copy_context()
+
+    async def _poll_loop(self, stop: asyncio.Event, shared: contextlib.AsyncExitStack) -> None:
         from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 1}):
-            await self._poll_loop(stop)
-
-    async def _poll_loop(self, stop: asyncio.Event) -> None:
         beat = asyncio.create_task(self._heartbeats(stop))
+        sharing = False
         try:
             while not stop.is_set():
+                if not sharing:
+                    try:
+                        await self._share(shared)
+                        sharing = True
+                    except Exception as exc:  # Prefect down: runs use per-run clients meanwhile
+                        log.debug("cannot set up shared Prefect clients yet: %s", exc)
                 try:
-                    await self.poll_once()
+                    with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 1}):
+                        await self.poll_once()
                 except Exception as exc:  # Prefect down: keep polling, slower
                     log.warning("cannot poll work pool %r: %s", self.work_pool, exc)
                     await _sleep_or_stop(stop, min(10.0, self.poll_seconds * 5))
@@ -133,16 +153,24 @@ class Worker:
         return started
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
         while not stop.is_set():
             try:
-                await self.client.send_worker_heartbeat(
-                    work_pool_name=self.work_pool,
-                    worker_name=self.name,
-                    heartbeat_interval_seconds=self.heartbeat_seconds,
-                )
+                with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 1}):
+                    await self.client.send_worker_heartbeat(
+                        work_pool_name=self.work_pool,
+                        worker_name=self.name,
+                        heartbeat_interval_seconds=self.heartbeat_seconds,
+                    )
             except Exception as exc:
                 log.debug("worker heartbeat failed: %s", exc)
             await _sleep_or_stop(stop, self.heartbeat_seconds)
+
+    def _recipe_flow(self) -> Any:
+        if self._flow is None:
+            self._flow = recipe_flow.with_options(result_storage=local_result_storage(self.home))
+        return self._flow
 
     async def _execute(self, flow_run: Any) -> None:
         async with self._semaphore(), self.write_gate or contextlib.nullcontext():
@@ -160,7 +188,7 @@ class Worker:
             self.stats.claimed += 1
             try:
                 final = await run_flow_async(
-                    recipe_flow,
+                    self._recipe_flow(),
                     flow_run=flow_run,
                     parameters=dict(flow_run.parameters),
                     return_type="state",

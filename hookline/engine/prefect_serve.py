@@ -1,0 +1,69 @@
+"""`prefect server start` for the embedded profile, with SQLite write transactions that queue.
+
+Run as ``python -m hookline.engine.prefect_serve server start --host H --port P``; it takes
+the same arguments as the ``prefect`` command.
+
+Why: Prefect opens most of its SQLite write transactions ``DEFERRED``: they read first and
+take the write lock at their first write. When another connection commits in between (the
+task-run recorder, a flow-run create, a state change), SQLite cannot upgrade the stale read
+snapshot and answers SQLITE_BUSY at once, without waiting on ``busy_timeout``. The API turns
+that into 503 "database is locked" and the Prefect client sleeps 2^n s before its retry, so a
+run that takes 0.3 s costs 2.3 s. Prefect itself opens the transactions it found most
+contended with ``BEGIN IMMEDIATE`` (``with_for_update=True``: the write lock first, then the
+reads). Doing that for every transaction turns each collision into a wait of milliseconds for
+the lock, which is what one writer at a time on one SQLite file amounts to anyway. Read-only
+requests that do not open a transaction are unaffected (WAL readers never wait).
+
+Measured with bench/e2e.py and bench/prefect_ceiling.py; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+IMMEDIATE_ENV = "HOOKLINE_PREFECT_SQLITE_IMMEDIATE"
+"""Set to 1 in the server's environment to apply `immediate_sqlite_transactions`."""
+
+
+def immediate_sqlite_transactions() -> bool:
+    """Make Prefect's SQLite transactions begin IMMEDIATE; False if this Prefect has no hook."""
+    from prefect.server.database import configurations
+
+    config = getattr(configurations, "AioSqliteConfiguration", None)
+    original = getattr(config, "begin_transaction", None)
+    if config is None or original is None:
+        return False
+    if getattr(original, "__hookline_immediate__", False):
+        return True
+
+    @asynccontextmanager
+    async def begin_transaction(
+        self: Any, session: Any, with_for_update: bool = False
+    ) -> AsyncGenerator[Any, None]:
+        async with original(self, session, with_for_update=True) as transaction:
+            yield transaction
+
+    begin_transaction.__hookline_immediate__ = True  # type: ignore[attr-defined]
+    config.begin_transaction = begin_transaction
+    return True
+
+
+def main() -> None:
+    """Apply the profile's patches, then run the ``prefect`` CLI with this process's argv."""
+    if os.environ.get(IMMEDIATE_ENV) == "1" and not immediate_sqlite_transactions():
+        print(
+            "hookline: this Prefect version has no AioSqliteConfiguration.begin_transaction; "
+            "SQLite transactions stay DEFERRED",
+            file=sys.stderr,
+        )
+    from prefect.cli import app
+
+    app()
+
+
+if __name__ == "__main__":
+    main()
