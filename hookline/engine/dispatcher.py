@@ -8,9 +8,11 @@
 - Prefect down or overloaded (connection errors, 5xx after the client's own retries): the entry
   goes back to pending with exponential backoff and the dispatcher pauses, so nothing is lost
   and Prefect is not hammered while it recovers.
-- ``order_by`` lanes: a recipe run whose lane key has a run in flight waits; events of one
-  lane go out in event-time order. Lanes are held by the dispatcher, so run one dispatcher
-  per inbox when recipes use ``order_by`` (receivers and workers scale freely).
+- ``order_by`` lanes: a recipe run whose lane key (the rendered ``order_by``, shared by all
+  recipes: `support-ticket-created` and `support-ticket-resolved` both order by ticket id)
+  is held by another event's runs waits; events of one lane go out in event-time order. The
+  runs of one event never wait for each other. Lanes are held by the dispatcher, so run one
+  dispatcher per inbox when recipes use ``order_by`` (receivers and workers scale freely).
 - Following: one Prefect query per cycle reads the states of every dispatched entry's runs;
   an entry is ``done`` when all its runs completed, ``failed`` (with the runs' messages) when
   any failed, crashed or was cancelled.
@@ -68,6 +70,12 @@ class DispatcherStats:
 
 
 @dataclass
+class _Lane:
+    entry_id: int
+    runs: set[str] = field(default_factory=set)
+
+
+@dataclass
 class Dispatcher:
     inbox: Inbox
     recipes: RecipeSet
@@ -98,7 +106,7 @@ class Dispatcher:
     clock: Callable[[], float] = time.time
     stats: DispatcherStats = field(default_factory=DispatcherStats)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    _lanes: dict[str, str] = field(default_factory=dict)  # lane key -> flow run id in flight
+    _lanes: dict[str, _Lane] = field(default_factory=dict)  # lane key -> the event holding it
     _pause_until: float = 0.0
     _failures: int = 0
 
@@ -224,8 +232,9 @@ class Dispatcher:
         try:
             for recipe in matched:
                 lane = self._lane(recipe, event)
-                if lane is not None and lane in self._lanes:
-                    waiting.append(lane)
+                holder = self._lanes.get(lane) if lane is not None else None
+                if holder is not None and holder.entry_id != entry.id:
+                    waiting.append(str(lane))
                     continue
                 replay_of = entry.flow_runs.get(recipe.name)
                 async with self.write_gate or contextlib.nullcontext():
@@ -233,7 +242,7 @@ class Dispatcher:
                 runs[recipe.name] = str(flow_run.id)
                 self.stats.created += 1
                 if lane is not None:
-                    self._lanes[lane] = str(flow_run.id)
+                    self._lanes.setdefault(lane, _Lane(entry.id)).runs.add(str(flow_run.id))
                 if self.on_created is not None:
                     self.on_created(flow_run)
         except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
@@ -285,7 +294,7 @@ class Dispatcher:
         if not recipe.order_by:
             return None
         ctx = build_context(event, recipe=recipe, steps={}, run={}, failure=None, environ={})
-        return f"{recipe.name}:{render_template(recipe.order_by, ctx)}"
+        return str(render_template(recipe.order_by, ctx))
 
     async def _prefect_unavailable(self, entry: InboxEntry, exc: BaseException) -> None:
         self._failures += 1
@@ -357,7 +366,7 @@ class Dispatcher:
         """Move dispatched entries whose runs all ended to done/failed; return how many."""
         entries = await self.inbox.list(status="dispatched", limit=limit)
         ids = {UUID(rid) for e in entries for rid in e.flow_runs.values()}
-        ids |= {UUID(rid) for rid in self._lanes.values()}
+        ids |= {UUID(rid) for lane in self._lanes.values() for rid in lane.runs}
         if not ids:
             return 0
         try:
@@ -370,10 +379,10 @@ class Dispatcher:
             return 0
         states = {str(r.id): r.state for r in runs}
         starts = {str(r.id): r.start_time for r in runs}
-        for lane, rid in list(self._lanes.items()):
-            st = states.get(rid)
-            if st is not None and st.type.value in TERMINAL_OK | TERMINAL_BAD:
-                del self._lanes[lane]
+        for key, lane in list(self._lanes.items()):
+            ended = [states.get(rid) for rid in lane.runs]
+            if all(st is not None and st.type.value in TERMINAL_OK | TERMINAL_BAD for st in ended):
+                del self._lanes[key]
         finished = 0
         now = self.clock()
         for entry in entries:

@@ -140,15 +140,19 @@ class PrefectServer:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
         return env
 
+    def command(self) -> list[str]:
+        """`prefect server start`, through `prefect_serve` when the profile asks for it."""
+        if self.profile.get(IMMEDIATE_ENV) == "1":
+            prefect = [sys.executable, "-m", "hookline.engine.prefect_serve"]
+        else:
+            prefect = [shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"]
+        return [*prefect, "server", "start", "--host", self.host, "--port", str(self.port)]
+
     def start(self, *, timeout: float = 90.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        if self.profile.get(IMMEDIATE_ENV) == "1":
-            command = [sys.executable, "-m", "hookline.engine.prefect_serve"]
-        else:
-            command = [shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
-            [*command, "server", "start", "--host", self.host, "--port", str(self.port)],
+            self.command(),
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,

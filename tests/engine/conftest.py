@@ -81,6 +81,16 @@ steps:
     with: { channel: "#maintenance", text: "{{ data.title }}" }
 """
 
+ORDERED_TOO_RECIPE = """
+name: ordered-too
+on: webhook.test
+order_by: "{{ data.maintenance_id }}"
+steps:
+  - id: notice
+    uses: slack.post_message
+    with: { channel: "#maintenance", text: "test {{ data.maintenance_id }}" }
+"""
+
 TOLERANT_RECIPE = """
 name: tolerant
 on: billing.usage.threshold_exceeded
@@ -119,6 +129,7 @@ def recipes_dir(tmp_path: Path) -> Path:
     (d / "outage.yaml").write_text(textwrap.dedent(OUTAGE_RECIPE))
     (d / "tickets.yaml").write_text(textwrap.dedent(TICKET_RECIPE))
     (d / "ordered.yaml").write_text(textwrap.dedent(ORDERED_RECIPE))
+    (d / "ordered-too.yaml").write_text(textwrap.dedent(ORDERED_TOO_RECIPE))
     (d / "tolerant.yaml").write_text(textwrap.dedent(TOLERANT_RECIPE))
     return d
 

@@ -254,6 +254,38 @@ async def test_order_by_lane_runs_one_at_a_time_in_event_time_order(
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # no overlap
 
 
+async def test_order_by_lane_is_shared_by_recipes(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    """Two recipes ordering by the same key: the later event's run waits for the earlier
+    event's run of the other recipe (as ticket created -> resolved in the shipped recipes)."""
+    engine.dispatcher._pause_until = time.time() + 60  # let both arrive first
+    fakes.slack.fail_next(status=None, delay=1.0)  # the earlier event's run is slow
+    first = sample("service.maintenance.scheduled", title="scheduled")
+    first["timestamp"] = "2024-01-10T12:00:01Z"
+    second = sample("webhook.test", maintenance_id=first["data"]["maintenance_id"])
+    second["timestamp"] = "2024-01-10T12:00:02Z"
+    ids = [await engine.put(second), await engine.put(first)]
+    engine.dispatcher._pause_until = 0.0
+    engine.dispatcher.notify()
+    later, earlier = [await engine.wait_final(i) for i in ids]
+
+    assert (earlier.status, later.status) == ("done", "done")
+    assert [m["text"] for m in fakes.slack.messages] == [
+        "scheduled",
+        f"test {first['data']['maintenance_id']}",
+    ]
+    [a] = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(earlier.flow_runs["ordered"])]))
+    )
+    [b] = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[UUID(later.flow_runs["ordered-too"])])
+        )
+    )
+    assert a.end_time <= b.start_time
+
+
 async def test_continue_on_error_step_fails_and_the_recipe_goes_on(
     engine: EngineHarness, fakes: FakeVendors
 ) -> None:
@@ -264,3 +296,54 @@ async def test_continue_on_error_step_fails_and_the_recipe_goes_on(
     assert [m["text"] for m in fakes.slack.messages] == ["usage 85"]
     names = await _task_runs(engine.client, entry.flow_runs["tolerant"])
     assert names == {"ticket": "Failed", "alert": "Completed"}
+
+
+async def _run_state(engine: EngineHarness, run_id: str) -> str:
+    [run] = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
+    )
+    return str(run.state.name)
+
+
+async def test_run_suspended_from_the_ui_stops_at_its_next_step_and_resumes_without_repeats(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    """The worker watches every run it executes for suspension with one shared observer
+    (hookline/engine/inprocess.py): suspending a running run through the API, as the UI does,
+    stops it before its next step; resuming it runs the rest once."""
+    from prefect.flow_runs import aresume_flow_run
+    from prefect.states import Suspended
+
+    fakes.slack.fail_next(status=None, delay=2.0)  # the alert is posted, its answer is slow
+    entry_id = await engine.put(sample(current_status="outage", impact="high"))
+    run_id = ""
+    for _ in range(200):
+        current = await engine.inbox.get(entry_id)
+        run_id = (current.flow_runs if current else {}).get("outage", "")
+        if run_id and fakes.slack.calls_to("chat.postMessage"):
+            break
+        await asyncio.sleep(0.05)
+    assert run_id, "no run was created"
+
+    # what the UI's "Suspend" does: a Suspended state proposed through the API, not in-process
+    await engine.client.set_flow_run_state(
+        UUID(run_id), Suspended(timeout_seconds=600, pause_key="ops")
+    )
+    for _ in range(200):
+        if await _run_state(engine, run_id) == "Suspended" and not engine.worker.busy:
+            break
+        await asyncio.sleep(0.05)
+    assert await _run_state(engine, run_id) == "Suspended"
+    assert not engine.worker.busy
+    assert len(fakes.slack.messages) == 1
+    assert fakes.servicenow.incidents == []  # stopped before the incident step
+
+    await aresume_flow_run(UUID(run_id))
+    entry = await engine.wait_final(entry_id)
+
+    assert entry.status == "done", entry.last_error
+    assert await _run_state(engine, run_id) == "Completed"
+    assert len(fakes.servicenow.incidents) == 1
+    # the alert was not posted again; the thread reply went under it
+    assert len(fakes.slack.messages) == 2
+    assert fakes.slack.messages[1]["thread_ts"] == fakes.slack.messages[0]["ts"]
