@@ -295,9 +295,7 @@ def profile_run(name: str, args: argparse.Namespace) -> dict[str, Any]:
             ceiling = asyncio.run(run_ceiling(args.events, shared=False))
             ceiling_shared = asyncio.run(run_ceiling(args.events, shared=True))
             # as `hookline up` wires them, unless told otherwise
-            limit = args.limit or (4 if name == "postgres" else 1)
-            conc = args.concurrency or (4 if name == "postgres" else 1)
-            gate_on = db is None if args.gate == "auto" else args.gate == "on"
+            limit, conc, gate_on = args.limit, args.concurrency, args.gate == "on"
             hook = asyncio.run(
                 run_hookline(server.api_url, work, args.events, limit, conc, inbox_url, gate_on)
             )
@@ -311,15 +309,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=60)
     parser.add_argument("--profiles", default="embedded,default,postgres")
-    parser.add_argument("--limit", type=int, default=0, help="worker limit (default: per profile)")
+    parser.add_argument("--limit", type=int, default=4, help="worker limit (`hookline up`: 4)")
     parser.add_argument(
-        "--concurrency", type=int, default=0, help="dispatcher concurrency (default: per profile)"
+        "--concurrency", type=int, default=4, help="dispatcher concurrency (`hookline up`: 4)"
     )
     parser.add_argument(
         "--gate",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="dispatcher/worker write gate (auto: on for SQLite, as `hookline up`)",
+        choices=["on", "off"],
+        default="off",
+        help="one Prefect writer at a time between dispatcher and worker (`hookline up`: off)",
     )
     parser.add_argument("--http-log", type=Path, help="write every Prefect API request here")
     args = parser.parse_args()

@@ -141,9 +141,9 @@ def worker(limit: int, poll: float, work_pool: str, dispatch: bool) -> None:
 @click.command()
 @click.option(
     "--concurrency",
-    default=1,
+    default=4,
     show_default=True,
-    help="Flow-run creates at once; 1 for a SQLite-backed Prefect, 4+ on PostgreSQL.",
+    help="Flow-run creates at once (a plain SQLite-backed Prefect server: 1).",
 )
 def dispatch(concurrency: int) -> None:
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""

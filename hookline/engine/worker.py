@@ -137,8 +137,11 @@ class Worker:
                 await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
     async def poll_once(self) -> int:
-        """Take scheduled runs from the pool, up to the free capacity; return how many."""
-        room = self.limit - self.busy
+        """Take scheduled runs from the pool, up to the free capacity and backlog; return how
+        many. Runs taken into the backlog are claimed only when a slot frees (see `submit`):
+        a dispatcher faster than this worker (a burst, with no write gate) must not leave the
+        runs it could not hand over to one poll per slot every `poll_seconds`."""
+        room = self.limit + self.handoff_backlog - self.busy
         if room <= 0:
             return 0
         responses = await self.client.get_scheduled_flow_runs_for_work_pool(
