@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect.exceptions import Abort
 from prefect.flow_engine import run_flow_async
@@ -35,6 +36,7 @@ from prefect.utilities.engine import propose_state
 from hookline.engine.deployment import WORK_POOL
 from hookline.engine.inprocess import local_result_storage, shared_run_context
 from hookline.flows.recipe_flow import recipe_flow
+from hookline.flows.runtime import forget_cancel, request_cancel
 
 log = logging.getLogger("hookline.worker")
 
@@ -72,6 +74,7 @@ class Worker:
     clients and observer of `shared_run_context`), with Prefect's full client retries,
     whoever submits them (the poll loop and the dispatcher limit their own)."""
     _flow: Any = None
+    _cancels: Any = None  # FlowRunCancellingObserver, once Prefect was reachable
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._sem is None:
@@ -105,8 +108,14 @@ class Worker:
             await self._poll_loop(stop, shared)
 
     async def _share(self, shared: contextlib.AsyncExitStack) -> None:
-        """Enter `shared_run_context` where runs start from now on (see inprocess.py)."""
+        """Enter `shared_run_context` where runs start from now on (see inprocess.py), and
+        watch the runs this worker executes for the UI's Cancel."""
+        from prefect._internal.observers import FlowRunCancellingObserver
+
         await shared.enter_async_context(shared_run_context())
+        self._cancels = await shared.enter_async_context(
+            FlowRunCancellingObserver(on_cancelling=_request_cancel)
+        )
         self._context = contextvars.copy_context()
 
     async def _poll_loop(self, stop: asyncio.Event, shared: contextlib.AsyncExitStack) -> None:
@@ -189,6 +198,8 @@ class Worker:
                 self.stats.lost_claims += 1
                 return
             self.stats.claimed += 1
+            if self._cancels is not None:
+                self._cancels.add_in_flight_flow_run_id(flow_run.id)
             try:
                 final = await run_flow_async(
                     self._recipe_flow(),
@@ -202,10 +213,19 @@ class Worker:
                 log.exception("flow run %s crashed in the worker", flow_run.id)
                 self.stats.failed += 1
                 return
+            finally:
+                if self._cancels is not None:
+                    self._cancels.remove_in_flight_flow_run_id(flow_run.id)
+                forget_cancel(str(flow_run.id))
             if getattr(final, "is_completed", lambda: False)():
                 self.stats.completed += 1
             else:
                 self.stats.failed += 1
+
+
+def _request_cancel(flow_run_id: UUID) -> None:
+    log.info("flow run %s is cancelling: it stops before its next step", flow_run_id)
+    request_cancel(str(flow_run_id))
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
-from prefect.states import Completed
+from prefect.states import Cancelled, Completed
 
 from hookline.connectors import get_action
 from hookline.connectors.errors import NotConfiguredError, TransientError
@@ -198,6 +198,9 @@ async def _run_steps(
     env = rt.recipe_env()
     for step in steps:
         name = f"{prefix}{step.id}"
+        if not prefix and run["id"] and runtime.cancel_requested(run["id"]):
+            # cancelled from Prefect (the UI's Cancel): stop between steps, never mid-call
+            return records, {"step": step.id, "uses": step.uses, "cancelled": True}
         record = StepRecord(id=name, uses=step.uses)
         records.append(record)
         context = build_context(
@@ -236,6 +239,14 @@ async def _run_steps(
     return records, None
 
 
+def _outcome(failure: dict[str, Any] | None) -> str:
+    if failure is None:
+        return "completed"
+    if failure.get("cancelled"):
+        return f"CANCELLED before step `{failure['step']}` (`hookline replay` runs the rest)"
+    return f"FAILED at step `{failure['step']}`"
+
+
 def _story(
     recipe: Recipe,
     event: Event,
@@ -249,7 +260,7 @@ def _story(
         f"**Event** `{event.event_type}` from `{event.source}`"
         + (f" at {event.timestamp}" if event.timestamp else ""),
         "",
-        f"**Outcome**: {'FAILED at step `' + failure['step'] + '`' if failure else 'completed'}",
+        f"**Outcome**: {_outcome(failure)}",
         "",
         "| step | action | outcome | attempts | details |",
         "|---|---|---|---|---|",
@@ -275,7 +286,9 @@ def _story(
 
 
 @flow(name=FLOW_NAME, persist_result=False, validate_parameters=False, log_prints=False)
-async def recipe_flow(entry_id: int, source: str, event_id: str, recipe: str) -> dict[str, str]:
+async def recipe_flow(
+    entry_id: int, source: str, event_id: str, recipe: str
+) -> dict[str, str] | State[Any]:
     """Run recipe ``recipe`` for the inbox entry ``entry_id``."""
     rt = runtime.current()
     ctx = FlowRunContext.get()
@@ -302,6 +315,13 @@ async def recipe_flow(entry_id: int, source: str, event_id: str, recipe: str) ->
     records, failure = await _run_steps(
         list(rec.steps), event=event, recipe=rec, run=run, rt=rt, done=done, failure=None
     )
+    if failure is not None and failure.get("cancelled"):
+        message = f"cancelled before step {failure['step']!r}"
+        await acreate_markdown_artifact(
+            markdown=_story(rec, event, run, records, failure),
+            description=f"{rec.name} for {event.event_type} {event.event_id}",
+        )
+        return Cancelled(message=message)
     if failure is not None and rec.on_failure:
         more, _ = await _run_steps(
             list(rec.on_failure),

@@ -132,3 +132,20 @@ def current() -> Runtime:
             "`hookline worker` or `hookline up`, not a plain Prefect worker"
         )
     return _current
+
+
+_cancel_requested: set[str] = set()
+
+
+def request_cancel(flow_run_id: str) -> None:
+    """Ask the recipe run ``flow_run_id`` executing in this process to stop before its next
+    step (the worker calls this when Prefect marks the run Cancelling)."""
+    _cancel_requested.add(flow_run_id)
+
+
+def cancel_requested(flow_run_id: str) -> bool:
+    return flow_run_id in _cancel_requested
+
+
+def forget_cancel(flow_run_id: str) -> None:
+    _cancel_requested.discard(flow_run_id)

@@ -347,3 +347,31 @@ async def test_run_suspended_from_the_ui_stops_at_its_next_step_and_resumes_with
     # the alert was not posted again; the thread reply went under it
     assert len(fakes.slack.messages) == 2
     assert fakes.slack.messages[1]["thread_ts"] == fakes.slack.messages[0]["ts"]
+
+
+async def test_run_cancelled_from_the_ui_stops_before_its_next_step(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    """The UI's Cancel (a Cancelling state through the API): the worker's cancellation
+    observer stops the run between steps, never mid-call; the event is failed, replayable."""
+    from prefect.states import Cancelling
+
+    fakes.slack.fail_next(status=None, delay=2.0)  # the alert is posted, its answer is slow
+    entry_id = await engine.put(sample(current_status="outage", impact="high"))
+    run_id = ""
+    for _ in range(200):
+        current = await engine.inbox.get(entry_id)
+        run_id = (current.flow_runs if current else {}).get("outage", "")
+        if run_id and fakes.slack.calls_to("chat.postMessage"):
+            break
+        await asyncio.sleep(0.05)
+    assert run_id, "no run was created"
+
+    await engine.client.set_flow_run_state(UUID(run_id), Cancelling())
+    entry = await engine.wait_final(entry_id)
+
+    assert entry.status == "failed"
+    assert "cancelled before step 'incident'" in (entry.last_error or "")
+    assert await _run_state(engine, run_id) == "Cancelled"
+    assert len(fakes.slack.messages) == 1  # the alert in flight finished; nothing after it
+    assert fakes.servicenow.incidents == []
