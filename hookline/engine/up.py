@@ -142,6 +142,27 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
         (home / "up.json").unlink(missing_ok=True)
 
 
+def _print_banner(receiver_url: str, ui_url: str, recipes: int, secret: str, preview: bool) -> None:
+    """What `hookline up` prints once its receiver listens: where things are, what to try."""
+    previews = [c for c in ("slack", "servicenow", "salesforce", "inventory") if not _configured(c)]
+    click.echo("")
+    click.echo(f"  Hookline receiver  {receiver_url}/webhooks/solveforce")
+    click.echo(f"  Prefect UI         {ui_url}")
+    click.echo(f"  recipes            {recipes} loaded")
+    click.echo(f"  signing secret     {secret[:10]}... (SOLVEFORCE_WEBHOOK_SECRET)")
+    if previews and preview:
+        click.echo(
+            f"  PREVIEW MODE for   {', '.join(previews)}: not configured, so their steps "
+            "record what they would send (see each run's artifact); "
+            "docs/connectors.md says how to configure them"
+        )
+    click.echo("")
+    click.echo("  next, in another terminal:  .venv/bin/hookline send service.status.changed")
+    click.echo("  then:                       .venv/bin/hookline events")
+    click.echo("  Ctrl-C stops everything.")
+    click.echo("")
+
+
 class _QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: `hookline up` stops all its parts together."""
 
@@ -205,25 +226,5 @@ async def _serve(
         while not server.started and not jobs.done() and not stop.is_set():
             await asyncio.sleep(0.05)
         if server.started:
-            previews = [
-                c for c in ("slack", "servicenow", "salesforce", "inventory") if not _configured(c)
-            ]
-            click.echo("")
-            click.echo(f"  Hookline receiver  {receiver_url}/webhooks/solveforce")
-            click.echo(f"  Prefect UI         {ui_url}")
-            click.echo(f"  recipes            {len(eng.recipes.recipes)} loaded")
-            click.echo(f"  signing secret     {secret[:10]}... (SOLVEFORCE_WEBHOOK_SECRET)")
-            if previews and preview:
-                click.echo(
-                    f"  PREVIEW MODE for   {', '.join(previews)}: not configured, so their steps "
-                    "record what they would send (see each run's artifact); "
-                    "docs/connectors.md says how to configure them"
-                )
-            click.echo("")
-            click.echo(
-                "  next, in another terminal:  .venv/bin/hookline send service.status.changed"
-            )
-            click.echo("  then:                       .venv/bin/hookline events")
-            click.echo("  Ctrl-C stops everything.")
-            click.echo("")
+            _print_banner(receiver_url, ui_url, len(eng.recipes.recipes), secret, preview)
         await jobs

@@ -305,6 +305,21 @@ async def _run_state(engine: EngineHarness, run_id: str) -> str:
     return str(run.state.name)
 
 
+async def _outage_run_with_its_alert_in_flight(
+    engine: EngineHarness, fakes: FakeVendors
+) -> tuple[int, str]:
+    """An outage event whose run is in its first step: the alert is posted, its answer slow."""
+    fakes.slack.fail_next(status=None, delay=2.0)
+    entry_id = await engine.put(sample(current_status="outage", impact="high"))
+    for _ in range(200):
+        current = await engine.inbox.get(entry_id)
+        run_id = (current.flow_runs if current else {}).get("outage", "")
+        if run_id and fakes.slack.calls_to("chat.postMessage"):
+            return entry_id, run_id
+        await asyncio.sleep(0.05)
+    raise AssertionError("no run reached its first step")
+
+
 async def test_run_suspended_from_the_ui_stops_at_its_next_step_and_resumes_without_repeats(
     engine: EngineHarness, fakes: FakeVendors
 ) -> None:
@@ -314,16 +329,7 @@ async def test_run_suspended_from_the_ui_stops_at_its_next_step_and_resumes_with
     from prefect.flow_runs import aresume_flow_run
     from prefect.states import Suspended
 
-    fakes.slack.fail_next(status=None, delay=2.0)  # the alert is posted, its answer is slow
-    entry_id = await engine.put(sample(current_status="outage", impact="high"))
-    run_id = ""
-    for _ in range(200):
-        current = await engine.inbox.get(entry_id)
-        run_id = (current.flow_runs if current else {}).get("outage", "")
-        if run_id and fakes.slack.calls_to("chat.postMessage"):
-            break
-        await asyncio.sleep(0.05)
-    assert run_id, "no run was created"
+    entry_id, run_id = await _outage_run_with_its_alert_in_flight(engine, fakes)
 
     # what the UI's "Suspend" does: a Suspended state proposed through the API, not in-process
     await engine.client.set_flow_run_state(
@@ -356,16 +362,7 @@ async def test_run_cancelled_from_the_ui_stops_before_its_next_step(
     observer stops the run between steps, never mid-call; the event is failed, replayable."""
     from prefect.states import Cancelling
 
-    fakes.slack.fail_next(status=None, delay=2.0)  # the alert is posted, its answer is slow
-    entry_id = await engine.put(sample(current_status="outage", impact="high"))
-    run_id = ""
-    for _ in range(200):
-        current = await engine.inbox.get(entry_id)
-        run_id = (current.flow_runs if current else {}).get("outage", "")
-        if run_id and fakes.slack.calls_to("chat.postMessage"):
-            break
-        await asyncio.sleep(0.05)
-    assert run_id, "no run was created"
+    entry_id, run_id = await _outage_run_with_its_alert_in_flight(engine, fakes)
 
     await engine.client.set_flow_run_state(UUID(run_id), Cancelling())
     entry = await engine.wait_final(entry_id)
