@@ -62,7 +62,7 @@ steps:
       json: { id: "{{ event_id }}" }
 """
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-0123456789"
 PACED = 15
 
 

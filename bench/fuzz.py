@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from hookline.receiver.openapi import openapi_schema
 
-SECRET = "fuzz-secret"
+SECRET = "fuzz-secret-0123456789"
 CONFIG = f"""\
 sources:
   solveforce: {{scheme: solveforce, secrets: ["{SECRET}"]}}

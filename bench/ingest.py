@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
 
 BASELINE_APP = """

@@ -111,6 +111,11 @@ def load_config(path: Path | str | None = None) -> HooklineConfig:
     return cfg
 
 
+def referenced_variables(value: str) -> list[str]:
+    """The environment variables ``${NAME}`` / ``${NAME:-default}`` in ``value``, in order."""
+    return [m.group(1) for m in _REF.finditer(value)]
+
+
 def resolve(value: Any, *, where: str, environ: Mapping[str, str] | None = None) -> Any:
     """Replace ``${NAME}`` / ``${NAME:-default}`` in strings, recursively.
 

@@ -18,8 +18,11 @@
       sqlite_synchronous: FULL           # FULL | NORMAL
       sqlite_writer: loop                # loop | thread (see hookline.inbox.SQLiteInbox)
 
-Secrets that resolve to an empty string (``${OLD:-}``) are skipped, so a rotation slot can
-stay in the file; a source with no secret left is a configuration error.
+Secrets that resolve to an empty string (``${OLD:-}``, or ``whsec_${OLD:-}`` once decoded) are
+skipped, so a rotation slot can stay in the file; a source with no secret left is a
+configuration error, and so is a key shorter than its scheme's minimum after decoding (24
+bytes for Standard Webhooks, 16 for the others): an unset variable must never leave a source
+that accepts bodies signed with an empty or guessable key.
 """
 
 from __future__ import annotations
@@ -31,9 +34,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hookline.config import HooklineConfig, resolve
+from hookline.config import HooklineConfig, referenced_variables, resolve
 from hookline.errors import ConfigError
-from hookline.receiver.verify import DEFAULT_TOLERANCE, SCHEMES, Verifier, secret_key
+from hookline.receiver.verify import (
+    DEFAULT_TOLERANCE,
+    SCHEMES,
+    Verifier,
+    min_key_bytes,
+    secret_key,
+)
 
 Scheme = Literal["solveforce", "github", "slack", "stripe", "standard"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -178,6 +187,53 @@ def load_receiver_config(config: HooklineConfig) -> ReceiverConfig:
         raise ConfigError(f"{config.path}: {_problems(exc, 'receiver')}") from None
 
 
+def _secrets(
+    sc: SourceConfig, where: str, environ: Mapping[str, str] | None
+) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    """The source's secret texts and their keys, empty rotation slots skipped.
+
+    Raises:
+        ConfigError: no secret is left, or a key is shorter than the scheme's minimum; the
+            message names the source, the slot and the environment variable.
+    """
+    minimum = min_key_bytes(sc.scheme)
+    texts: list[str] = []
+    keys: list[bytes] = []
+    for i, raw in enumerate(sc.secrets):
+        slot = f"{where}.secrets[{i}]"
+        text = resolve(raw, where=slot, environ=environ)
+        variables = referenced_variables(raw)
+        if text == "":
+            continue  # "${OLD:-}": an empty rotation slot
+        # Decoded first: "whsec_${OLD:-}" is not empty, but its key is.
+        key = secret_key(sc.scheme, text, where=slot)
+        if key == b"" and variables:
+            continue  # "whsec_${OLD:-}": an empty rotation slot too
+        if len(key) < minimum:
+            origin = (
+                "environment variable " + "/".join(variables)
+                if variables
+                else "secret written in the file"
+            )
+            hint = (
+                "'whsec_' followed by the base64 of 24 to 64 random bytes"
+                if sc.scheme == "standard"
+                else "e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
+            )
+            raise ConfigError(
+                f"{slot}: the key from the {origin} is {len(key)} bytes"
+                f"{' after base64 decoding' if sc.scheme == 'standard' else ''}; a {sc.scheme}"
+                f" source needs at least {minimum} bytes ({hint})"
+            )
+        texts.append(text)
+        keys.append(key)
+    if not keys:
+        variables = [v for raw in sc.secrets for v in referenced_variables(raw)]
+        todo = f"; set {' or '.join(variables)}" if variables else ""
+        raise ConfigError(f"{where}.secrets: every secret resolved to an empty string{todo}")
+    return tuple(texts), tuple(keys)
+
+
 def load_sources(
     config: HooklineConfig,
     receiver: ReceiverConfig,
@@ -187,8 +243,8 @@ def load_sources(
     """Validate the ``sources:`` section and resolve its secrets.
 
     Raises:
-        ConfigError: an unknown key or scheme, a bad CIDR, or an unset secret variable; the
-            message names the file, the source and the field (or the variable).
+        ConfigError: an unknown key or scheme, a bad CIDR, an unset secret variable or a key
+            too short; the message names the file, the source and the field (or the variable).
     """
     out: dict[str, Source] = {}
     for name, raw in config.sources.items():
@@ -200,23 +256,14 @@ def load_sources(
                 f"{config.path}: {_problems(exc, f'sources.{name}')}"
                 f" (valid schemes: {', '.join(SCHEMES)})"
             ) from None
-        texts = [
-            resolve(s, where=f"{where}.secrets[{i}]", environ=environ)
-            for i, s in enumerate(sc.secrets)
-        ]
-        texts = [t for t in texts if t != ""]
-        if not texts:
-            raise ConfigError(f"{where}.secrets: every secret resolved to an empty string")
-        keys = tuple(
-            secret_key(sc.scheme, t, where=f"{where}.secrets[{i}]") for i, t in enumerate(texts)
-        )
+        texts, keys = _secrets(sc, where, environ)
         defaults = SCHEME_DEFAULTS[sc.scheme]
         out[name] = Source(
             name=name,
             scheme=sc.scheme,
             verify=SCHEMES[sc.scheme],
             keys=keys,
-            secret_texts=tuple(texts),
+            secret_texts=texts,
             networks=tuple(ipaddress.ip_network(c, strict=False) for c in sc.allow_ips),
             rate_limit=sc.rate_limit,
             tolerance=sc.tolerance_seconds,

@@ -8,6 +8,8 @@ with `hmac.compare_digest`; every configured secret is tried (key rotation witho
 
 ``secrets`` are keys as bytes: `secret_key` turns a configured secret string into the key its
 scheme uses (Standard Webhooks' ``whsec_<base64>`` is base64-decoded; the others are UTF-8).
+`MIN_KEY_BYTES` is the shortest key a source may be configured with (checked at start-up by
+`hookline.receiver.sources`, not here: the published known-answer vectors use short keys).
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ from hookline.receiver.errors import SignatureError
 Verifier = Callable[..., None]
 
 DEFAULT_TOLERANCE = 300.0  # seconds; Standard Webhooks, Slack and Stripe all use 5 minutes
+
+# The shortest HMAC key accepted, after decoding. Standard Webhooks secrets are 24 to 64
+# random bytes (the spec); for the others, 16 bytes (128 bits) is the floor that keeps a key
+# out of reach of guessing, and refuses "" or " " left by an unset variable.
+MIN_KEY_BYTES: dict[str, int] = {"standard": 24}
+DEFAULT_MIN_KEY_BYTES = 16
+
+
+def min_key_bytes(scheme: str) -> int:
+    """The shortest key, in bytes after decoding, a source of ``scheme`` may use."""
+    return MIN_KEY_BYTES.get(scheme, DEFAULT_MIN_KEY_BYTES)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -45,7 +45,7 @@ from tests.stack import pg_available as _pg_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-NEW_SECRET, OLD_SECRET = "whsec-docs-new", "whsec-docs-old"
+NEW_SECRET, OLD_SECRET = "whsec-docs-new-secret", "whsec-docs-old-secret"
 DOC = "docs/operations.md"
 
 

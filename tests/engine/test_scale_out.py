@@ -42,7 +42,7 @@ from tests.stack import PG, pg, pg_available, prefect_on_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-SECRET = "whsec-scale-out"
+SECRET = "whsec-scale-out-secret"
 EVENTS = 40
 RECIPE = "relay"
 RECIPE_YAML = f"""

@@ -448,11 +448,10 @@ def test_shipped_hookline_yaml(tmp_path: Path) -> None:
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "hookline.yaml")
-    app = create_app(
-        cfg, settings=CoreSettings(home=tmp_path), environ={"SOLVEFORCE_WEBHOOK_SECRET": "s"}
-    )
+    env = {"SOLVEFORCE_WEBHOOK_SECRET": "s" * 16}
+    app = create_app(cfg, settings=CoreSettings(home=tmp_path), environ=env)
     source = app.state.hookline.sources["solveforce"]
-    assert source.scheme == "solveforce" and source.keys == (b"s",)  # the empty slot is skipped
+    assert source.scheme == "solveforce" and source.keys == (b"s" * 16,)  # empty slot skipped
     assert app.state.hookline.config.max_body_bytes == 1024 * 1024
     with pytest.raises(ConfigError, match="SOLVEFORCE_WEBHOOK_SECRET"):
         create_app(cfg, settings=CoreSettings(home=tmp_path), environ={})
