@@ -73,7 +73,14 @@ def _locate(locator: str, payload: Any, headers: Mapping[str, str]) -> tuple[str
     """(field name for errors, value or None) for ``json:a.b`` / ``header:Name``."""
     kind, _, name = locator.partition(":")
     if kind == "header":
-        return f"header {name}", headers.get(name.lower())
+        key = name.lower()
+        value = headers.get(key)
+        if value is None:
+            # Svix, the reference implementation of Standard Webhooks, names them svix-*.
+            for a, b in (("webhook-", "svix-"), ("svix-", "webhook-")):
+                if key.startswith(a):
+                    value = headers.get(b + key[len(a) :])
+        return f"header {name}", value
     node = payload
     for part in name.split("."):
         node = node.get(part) if isinstance(node, dict) else None

@@ -148,12 +148,15 @@ def is_json(content_type: str | None) -> bool:
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
-    """Request headers, lower-case names, the first of repeated headers."""
+    """Request headers, lower-case names, the first of repeated headers; but all the lines
+    of X-Forwarded-For, joined in order (a proxy may append its line after the client's)."""
     out: dict[str, str] = {}
     for k, v in scope["headers"]:
         name = k.decode("latin-1").lower()
         if name not in out:
             out[name] = v.decode("latin-1")
+        elif name == "x-forwarded-for":
+            out[name] += ", " + v.decode("latin-1")
     return out
 
 

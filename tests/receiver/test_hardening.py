@@ -4,15 +4,23 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
+import hmac
 import secrets as pysecrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hookline.config import CoreSettings, HooklineConfig
 from hookline.errors import ConfigError
+from hookline.inbox import SQLiteInbox
 from hookline.receiver.app import create_app
+
+from .conftest import ENV, AppHarness, encode, event, make_config, signed
 
 pytestmark = pytest.mark.anyio
 
@@ -74,3 +82,88 @@ def test_keys_at_the_minimum_start_and_empty_rotation_slots_are_skipped(tmp_path
     app = _app(tmp_path, sources, env)
     assert app.state.hookline.sources["std"].keys == (std_key,)
     assert app.state.hookline.sources["sf"].keys == (b"s" * 16,)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _client(
+    tmp_path: Path, peer: str = "127.0.0.1", **receiver: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, SQLiteInbox, Any]]:
+    """The receiver in-process over its own SQLite inbox, seen from ``peer``."""
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3", writer="loop")
+    await inbox.open()
+    app = create_app(
+        make_config(tmp_path, **receiver),
+        settings=CoreSettings(home=tmp_path),
+        inbox=inbox,
+        environ=ENV,
+    )
+    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        yield client, inbox, app
+    await inbox.close()
+
+
+def _standard(body: bytes, msg_id: str, ts: int, prefix: str = "webhook") -> dict[str, str]:
+    key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")  # conftest's "standard" source
+    mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "content-type": "application/json",
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(ts),
+        f"{prefix}-signature": "v1," + base64.b64encode(mac).decode(),
+    }
+
+
+# -- 13. Svix header names -----------------------------------------------------------------
+
+
+async def test_svix_headers_are_read_where_webhook_headers_are(harness: AppHarness) -> None:
+    """Signed with svix-id/-timestamp/-signature: verified, then 400 "header webhook-id"."""
+    ts = int(harness.now[0])
+    body = encode({"type": "invoice.paid", "data": {}})
+    r = await harness.client.post(
+        "/webhooks/standard", content=body, headers=_standard(body, "msg_svix_1", ts, "svix")
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": "accepted", "event_id": "msg_svix_1"}
+    entry = await harness.inbox.find("standard", "msg_svix_1")
+    assert entry is not None and entry.event_type == "invoice.paid"
+    assert entry.event_time is not None and int(entry.event_time.timestamp()) == ts
+    # the webhook-* names still work
+    r = await harness.client.post(
+        "/webhooks/standard", content=body, headers=_standard(body, "msg_std_1", ts)
+    )
+    assert r.json() == {"status": "accepted", "event_id": "msg_std_1"}
+
+
+# -- 3. X-Forwarded-For on several header lines --------------------------------------------
+
+
+async def test_forwarded_for_on_two_lines_is_read_whole(tmp_path: Path) -> None:
+    """The client claims an allowed address on its own line; the trusted proxy appends the
+    real one on a second line. Only the first line used to be read: 200 instead of 403."""
+    async with _client(tmp_path, trusted_proxies=["127.0.0.1/32"]) as (client, inbox, _):
+        body = encode(event("evt_xff"))
+        two_lines = [
+            *signed(body).items(),
+            ("x-forwarded-for", "10.1.2.3"),  # forged by the client
+            ("x-forwarded-for", "203.0.113.9"),  # appended by the proxy: the real client
+        ]
+        r = await client.post("/webhooks/office", content=body, headers=two_lines)
+        assert r.status_code == 403
+        assert await inbox.find("office", "evt_xff") is None
+        # the same hops on one line, and a real client inside the allow-list, as before
+        one_line = {**signed(body), "x-forwarded-for": "10.1.2.3, 203.0.113.9"}
+        assert (
+            await client.post("/webhooks/office", content=body, headers=one_line)
+        ).status_code == 403
+        inside = [
+            *signed(body).items(),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "10.9.9.9"),
+        ]
+        r = await client.post("/webhooks/office", content=body, headers=inside)
+        assert r.status_code == 200
