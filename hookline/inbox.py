@@ -344,26 +344,53 @@ _PUT_ROWS_PER_STATEMENT = 200  # 10 parameters a row, well under SQLite's 32766 
 
 
 def _insert_puts(conn: sqlite3.Connection, puts: list[_Request]) -> None:
-    """All queued puts as multi-row INSERTs; duplicates resolve to the stored entry's id."""
+    """All queued puts as multi-row INSERTs; duplicates resolve to the stored entry's id.
+
+    A chunk that fails is retried row by row (a savepoint each), so one bad row (a lone
+    surrogate in an id, say) fails only its own put, not every event of the batch. If SQLite
+    ended the whole transaction (disk full, I/O error), the error goes up to fail the batch.
+    """
     for start in range(0, len(puts), _PUT_ROWS_PER_STATEMENT):
         chunk = puts[start : start + _PUT_ROWS_PER_STATEMENT]
-        sql = (
-            f"INSERT INTO inbox ({_PUT_COLUMNS}) VALUES "
-            + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
-            + " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id"
-        )
-        params = [v for r in chunk for v in r.row or ()]
-        inserted = {(src, eid): i for i, src, eid in conn.execute(sql, params)}
-        for r in chunk:
-            key = (r.row[0], r.row[1]) if r.row else ("", "")
-            entry_id = inserted.pop(key, None)
-            if entry_id is not None:
-                r.result = (True, int(entry_id))
-                continue
-            row = conn.execute(
-                "SELECT id FROM inbox WHERE source = ? AND event_id = ?", key
-            ).fetchone()
-            r.result = (False, int(row[0]))
+        conn.execute("SAVEPOINT puts")
+        try:
+            _insert_chunk(conn, chunk)
+        except Exception:
+            if not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO puts")
+            for r in chunk:
+                conn.execute("SAVEPOINT put")
+                try:
+                    _insert_chunk(conn, [r])
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise
+                    conn.execute("ROLLBACK TO put")
+                    where = f"{r.row[0]}/{r.row[1]!r}" if r.row else "?"
+                    r.result = None
+                    r.error = InboxError(f"cannot store {where}: {type(exc).__name__}: {exc}")
+                conn.execute("RELEASE put")
+        conn.execute("RELEASE puts")
+
+
+def _insert_chunk(conn: sqlite3.Connection, chunk: list[_Request]) -> None:
+    """One multi-row INSERT of ``chunk``'s puts; sets each put's result."""
+    sql = (
+        f"INSERT INTO inbox ({_PUT_COLUMNS}) VALUES "
+        + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+        + " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id"
+    )
+    params = [v for r in chunk for v in r.row or ()]
+    inserted = {(src, eid): i for i, src, eid in conn.execute(sql, params)}
+    for r in chunk:
+        key = (r.row[0], r.row[1]) if r.row else ("", "")
+        entry_id = inserted.pop(key, None)
+        if entry_id is not None:
+            r.result = (True, int(entry_id))
+            continue
+        row = conn.execute("SELECT id FROM inbox WHERE source = ? AND event_id = ?", key).fetchone()
+        r.result = (False, int(row[0]))
 
 
 def _settle(requests: Iterable[_Request]) -> None:
@@ -1033,20 +1060,37 @@ class PostgresInbox(Inbox):
                 del self._pending[:1000]
                 if not batch:
                     continue
+                results: list[tuple[bool, int] | InboxError]
                 try:
-                    results = await self._insert_batch([r for r, _ in batch])
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    results = list(await self._insert_batch([r for r, _ in batch]))
+                except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
                     err = InboxError(f"inbox {self.description}: {type(exc).__name__}: {exc}")
-                    for _, f in batch:
-                        if not f.done():
-                            f.set_exception(err)
-                    continue
+                    results = [err] * len(batch)  # unreachable: every put of the batch retries
+                except Exception:  # whatever it is, every caller's future must be settled
+                    # One bad row (a NUL in a text column, say) fails the whole INSERT: retry
+                    # the rows one by one, so it fails alone instead of 503-ing its batch.
+                    results = [await self._insert_one(r) for r, _ in batch]
                 for (_, f), result in zip(batch, results, strict=True):
-                    if not f.done():
+                    if f.done():
+                        continue
+                    if isinstance(result, InboxError):
+                        f.set_exception(result)
+                    else:
                         f.set_result(result)
         finally:
             self._inflight -= 1
             self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _insert_one(self, row: tuple[Any, ...]) -> tuple[bool, int] | InboxError:
+        """One row on its own (after its batch failed): its result, or its own error."""
+        try:
+            [result] = await self._insert_batch([row])
+        except Exception as exc:  # becomes this put's error, never a hang
+            return InboxError(
+                f"inbox {self.description}: cannot store {row[0]}/{row[1]!r}:"
+                f" {type(exc).__name__}: {exc}"
+            )
+        return result
 
     async def _insert_batch(self, rows: list[tuple[Any, ...]]) -> list[tuple[bool, int]]:
         cols = list(zip(*rows, strict=True))

@@ -96,6 +96,16 @@ def _identifier(field: str, value: Any, *, numbers: bool = False) -> str:
         raise EnvelopeError(field, "must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise EnvelopeError(field, f"longer than {MAX_ID_LENGTH} characters")
+    # Text no store takes: PostgreSQL refuses NUL, and neither SQLite nor PostgreSQL a lone
+    # surrogate (the whole group-commit batch used to fail on it).
+    if "\x00" in value:
+        raise EnvelopeError(field, "contains a NUL character (\\u0000)")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = f"\\u{ord(value[exc.start]):04x}"
+            raise EnvelopeError(field, f"contains a lone surrogate ({bad})") from None
     return value
 
 

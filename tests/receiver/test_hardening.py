@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import secrets as pysecrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 
 from hookline.config import CoreSettings, HooklineConfig
 from hookline.errors import ConfigError
-from hookline.inbox import SQLiteInbox
+from hookline.inbox import Inbox, InboxError, SQLiteInbox
 from hookline.receiver.app import create_app
 
 from .conftest import ENV, AppHarness, encode, event, make_config, signed
@@ -167,3 +169,52 @@ async def test_forwarded_for_on_two_lines_is_read_whole(tmp_path: Path) -> None:
         ]
         r = await client.post("/webhooks/office", content=body, headers=inside)
         assert r.status_code == 200
+
+
+# -- 11. ids and types no store takes; one bad row must not fail its batch -----------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "detail"),
+    [
+        ({"event_id": "evt_\ud800"}, "event_id", "lone surrogate (\\ud800)"),
+        ({"event_id": "evt_\x00"}, "event_id", "NUL character"),
+        ({"event_type": "service.\udfff"}, "event_type", "lone surrogate (\\udfff)"),
+        ({"event_type": "service\x00status"}, "event_type", "NUL character"),
+    ],
+)
+async def test_id_or_type_with_surrogate_or_nul_is_400_naming_the_field(
+    harness: AppHarness, overrides: dict[str, str], field: str, detail: str
+) -> None:
+    body = json.dumps(event(**overrides)).encode()  # ensure_ascii: "\\ud800", "\\u0000"
+    good = encode(event("evt_good"))
+    bad, ok = await asyncio.gather(
+        harness.client.post("/webhooks/solveforce", content=body, headers=signed(body)),
+        harness.client.post("/webhooks/solveforce", content=good, headers=signed(good)),
+    )
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["field"] == field and detail in bad.json()["detail"]
+    assert ok.status_code == 200  # the event sent alongside was stored
+
+
+async def test_one_unstorable_row_fails_alone_not_its_batch(any_inbox: Inbox) -> None:
+    """A put the store refuses (here a lone surrogate, which no validation stopped) used to
+    fail the group commit of every put in its batch: all 503, on every retry."""
+    ids = ["ok_1", "ok_2", "bad_\ud800", "ok_3", "ok_4"]
+    results = await asyncio.gather(
+        *(any_inbox.put("s", i, "t", b"{}", {}, None, timeout=10) for i in ids),
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], InboxError) and "bad_" in str(results[2])
+    good = [r for i, r in zip(ids, results, strict=True) if i != ids[2]]
+    assert all(isinstance(r, tuple) and r[0] is True for r in good), results
+    for i in ("ok_1", "ok_2", "ok_3", "ok_4"):
+        assert await any_inbox.find("s", i) is not None
+    # duplicates in a retried batch still resolve to the stored entry
+    again = await asyncio.gather(
+        any_inbox.put("s", "ok_1", "t", b"{}", {}, None),
+        any_inbox.put("s", "bad_\udfff", "t", b"{}", {}, None),
+        return_exceptions=True,
+    )
+    assert again[0] == (False, good[0][1])  # type: ignore[index]
+    assert isinstance(again[1], InboxError)
