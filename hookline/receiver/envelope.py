@@ -19,6 +19,10 @@ from hookline.receiver.errors import EnvelopeError
 from hookline.receiver.sources import Source
 
 MAX_ID_LENGTH = 255
+# Deeper JSON is refused at receipt: Prefect's visit_collection (and any recursive code after
+# us) hits RecursionError on it, on every run and replay of the event. Real payloads stay far
+# below: GitHub's and Stripe's deepest are around 10 levels.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -33,16 +37,43 @@ def decode_json(body: bytes) -> Any:
     """The body as JSON.
 
     Raises:
-        EnvelopeError: field ``body`` when the body is not UTF-8 JSON.
+        EnvelopeError: field ``body`` when the body is not UTF-8 JSON, or nests lists and
+            objects deeper than `MAX_DEPTH` levels.
     """
+    too_deep = EnvelopeError("body", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(body)
+        payload = json.loads(body)
     except RecursionError:
-        raise EnvelopeError("body", "JSON nested too deeply") from None
+        raise too_deep from None
     except UnicodeDecodeError:
         raise EnvelopeError("body", "not UTF-8") from None
     except ValueError as exc:  # JSONDecodeError, and int() of a 5000-digit number
         raise EnvelopeError("body", f"not valid JSON: {exc}") from None
+    # Fewer opening brackets than the limit (most bodies) cannot nest deeper: no walk.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(payload) > MAX_DEPTH:
+        raise too_deep
+    return payload
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar is 0, ``[]`` is 1)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_DEPTH:
+                return deepest
+        stack.extend((c, depth) for c in children if isinstance(c, dict | list))
+    return deepest
 
 
 def parse_time(value: Any, field: str) -> datetime:

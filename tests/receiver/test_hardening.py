@@ -218,3 +218,37 @@ async def test_one_unstorable_row_fails_alone_not_its_batch(any_inbox: Inbox) ->
     )
     assert again[0] == (False, good[0][1])  # type: ignore[index]
     assert isinstance(again[1], InboxError)
+
+
+# -- 17. deep JSON ---------------------------------------------------------------------------
+
+
+def _nested(levels: int) -> str:
+    """JSON text of ``levels`` lists and objects, alternating, around a string."""
+    opens, closes = "", ""
+    for i in range(levels):
+        opens, closes = opens + ('{"k":' if i % 2 else "["), ("}" if i % 2 else "]") + closes
+    return opens + '"leaf"' + closes
+
+
+@pytest.mark.parametrize(("levels", "status"), [(64, 200), (65, 400), (993, 400)])
+async def test_json_deeper_than_64_levels_is_400_saying_so(
+    harness: AppHarness, levels: int, status: int
+) -> None:
+    """993 levels used to be stored; Prefect's visit_collection then failed every run."""
+    # the envelope object is level 1, ``data`` level 2: "deep" holds levels - 2 more
+    body = encode(event(data={"deep": "@"})).replace(b'"@"', _nested(levels - 2).encode())
+    r = await post_raw(harness, body)
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert r.json()["field"] == "body"
+        assert r.json()["detail"] == "JSON nested deeper than 64 levels"
+
+
+async def test_many_brackets_but_shallow_is_accepted(harness: AppHarness) -> None:
+    payload = event(data={"rows": [{"id": i, "tags": [str(i)]} for i in range(500)]})
+    assert (await post_raw(harness, encode(payload))).status_code == 200
+
+
+async def post_raw(h: AppHarness, body: bytes, source: str = "solveforce") -> httpx.Response:
+    return await h.client.post(f"/webhooks/{source}", content=body, headers=signed(body))
