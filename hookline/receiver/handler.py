@@ -3,12 +3,14 @@
 Checks run cheapest first:
 
     404 unknown source -> 403 IP not allowed -> 413 declared too large -> 415 not JSON
-    -> 413 read too large -> 401 signature -> 429 rate limit -> 400 JSON / envelope
+    -> 413 read too large -> 401 signature -> 400 JSON / envelope -> 429 rate limit
     -> inbox.put -> 200 accepted | 200 duplicate | 503 cannot store (Retry-After)
 
-The rate limit counts verified requests only, so unsigned floods cannot use up a sender's
-budget. This is the hot path, so it speaks ASGI directly (`webhook_asgi`) instead of going
-through Starlette's request/response objects and middleware; everything else is Starlette.
+The rate limit counts new verified events only: unsigned floods cannot use up a sender's
+budget, and neither can replays of a captured body (a duplicate's token is given back, and
+with the bucket empty a known event is still answered 200 duplicate). This is the hot path,
+so it speaks ASGI directly (`webhook_asgi`) instead of going through Starlette's
+request/response objects and middleware; everything else is Starlette.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from hookline.inbox import Inbox
+from hookline.inbox import Inbox, InboxError
 from hookline.receiver.envelope import decode_json, parse_event
 from hookline.receiver.errors import EnvelopeError, SignatureError
 from hookline.receiver.logs import fast_info
@@ -257,17 +259,6 @@ async def handle_webhook(
         )
         return answer(401, {"error": "invalid_signature"})
 
-    if source.rate_limit is not None:
-        bucket = st.buckets.get(name)
-        if bucket is None:
-            rl = source.rate_limit
-            bucket = st.buckets[name] = TokenBucket(rl.per_second, rl.burst, clock=st.monotonic)
-        wait = bucket.take()
-        if wait > 0:
-            m.requests.labels(name, "rate_limited").inc()
-            _log(logging.WARNING, "rate limited", {"source": name, "outcome": "rate_limited"})
-            return answer(429, {"error": "rate_limited"}, {"Retry-After": retry_after_header(wait)})
-
     if source.scheme == "slack" and b"url_verification" in body:
         challenge = _slack_challenge(body)
         if challenge is not None:
@@ -285,6 +276,22 @@ async def handle_webhook(
         )
         return answer(400, {"error": "invalid_event", "field": exc.field, "detail": exc.detail})
 
+    bucket: TokenBucket | None = None
+    if source.rate_limit is not None:
+        bucket = st.buckets.get(name)
+        if bucket is None:
+            rl = source.rate_limit
+            bucket = st.buckets[name] = TokenBucket(rl.per_second, rl.burst, clock=st.monotonic)
+        wait = bucket.take()
+        if wait > 0:
+            known = await _known(st, name, event.event_id)
+            if known is None:
+                m.requests.labels(name, "rate_limited").inc()
+                _log(logging.WARNING, "rate limited", {"source": name, "outcome": "rate_limited"})
+                headers = {"Retry-After": retry_after_header(wait)}
+                return answer(429, {"error": "rate_limited"}, headers)
+            return _stored(st, name, event.event_id, event.event_type, False, known, started)
+
     try:
         inserted, entry_id = await st.inbox.put(
             name,
@@ -297,24 +304,52 @@ async def handle_webhook(
             status="done" if event.event_type == TEST_EVENT_TYPE else "pending",
             timeout=st.config.store_timeout_seconds,
         )
-    except Exception as exc:  # any store failure, timeout included: the sender must retry
-        m.requests.labels(name, "unavailable").inc()
-        _log(
-            logging.ERROR,
-            "cannot store event",
-            {
-                "source": name,
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "outcome": "unavailable",
-                "error": f"{type(exc).__name__}: {exc}",
-            },
-        )
-        return answer(
+    except Exception as exc:
+        if bucket is not None:
+            bucket.give_back()  # nothing stored: the sender's retry is charged instead
+        unavailable = answer(
             503,
             {"error": "unavailable", "detail": "cannot store the event; retry later"},
             {"Retry-After": str(st.config.retry_after_seconds)},
         )
+        fields = {"source": name, "event_id": event.event_id, "event_type": event.event_type}
+        if isinstance(exc, InboxError):  # the store cannot commit, or not in time: an outage
+            m.requests.labels(name, "unavailable").inc()
+            fields.update(outcome="unavailable", error=str(exc))
+            _log(logging.ERROR, "cannot store event", fields)
+            return unavailable
+        # Anything else is a bug, not an outage: logged with its traceback, counted apart.
+        # The answer is still 503 + Retry-After, the one 5xx a sender may get (it retries;
+        # nothing was stored for it).
+        m.requests.labels(name, "internal_error").inc()
+        fields.update(outcome="internal_error", error=f"{type(exc).__name__}: {exc}")
+        log.error("unexpected error storing event", exc_info=True, extra=fields)
+        return unavailable
+    if bucket is not None and not inserted:
+        bucket.give_back()  # a duplicate stored nothing: it must not use up the budget
+    return _stored(st, name, event.event_id, event.event_type, inserted, entry_id, started)
+
+
+async def _known(st: ReceiverState, source: str, event_id: str) -> int | None:
+    """The entry id of ``(source, event_id)`` if stored; None if not, or if unknown."""
+    try:
+        entry = await st.inbox.find(source, event_id)
+    except InboxError:
+        return None  # cannot tell: the rate limit applies
+    return None if entry is None else entry.id
+
+
+def _stored(
+    st: ReceiverState,
+    name: str,
+    event_id: str,
+    event_type: str,
+    inserted: bool,
+    entry_id: int,
+    started: float,
+) -> Answer:
+    """The 200 answer (and metrics and log line) for an event that is in the inbox."""
+    m = st.metrics
     outcome = "accepted" if inserted else "duplicate"
     m.requests.labels(name, outcome).inc()
     if not inserted:
@@ -323,15 +358,15 @@ async def handle_webhook(
     m.ack_seconds.labels(name).observe(elapsed)
     fields = {
         "source": name,
-        "event_id": event.event_id,
-        "event_type": event.event_type,
+        "event_id": event_id,
+        "event_type": event_type,
         "outcome": outcome,
         "entry_id": entry_id,
         "ms": round(elapsed * 1000, 2),
     }
     if not fast_info(log, outcome, fields):
         _log(logging.INFO, outcome, fields)
-    ack = b'{"status":"%s","event_id":%s}' % (outcome.encode(), json.dumps(event.event_id).encode())
+    ack = b'{"status":"%s","event_id":%s}' % (outcome.encode(), json.dumps(event_id).encode())
     return 200, ack, []
 
 

@@ -28,6 +28,10 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self.rate
 
+    def give_back(self) -> None:
+        """Return a token taken for a request that turned out to cost nothing (a duplicate)."""
+        self._tokens = min(self.burst, self._tokens + 1.0)
+
 
 def retry_after_header(wait: float) -> str:
     """Whole seconds for Retry-After, at least 1."""

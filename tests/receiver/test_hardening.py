@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import secrets as pysecrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -252,3 +253,66 @@ async def test_many_brackets_but_shallow_is_accepted(harness: AppHarness) -> Non
 
 async def post_raw(h: AppHarness, body: bytes, source: str = "solveforce") -> httpx.Response:
     return await h.client.post(f"/webhooks/{source}", content=body, headers=signed(body))
+
+
+# -- 12. duplicates must not use up the rate limit -------------------------------------------
+
+
+async def test_replayed_duplicates_do_not_use_up_the_rate_limit(harness: AppHarness) -> None:
+    """Source "limited": 1 event/s, burst 2. Replays of one captured body used to take the
+    tokens, so the sender's next real event got 429."""
+
+    async def send(payload: dict[str, Any]) -> httpx.Response:
+        return await post_raw(harness, encode(payload), "limited")
+
+    captured = event("evt_captured")
+    assert (await send(captured)).json()["status"] == "accepted"  # one token left
+    for _ in range(10):
+        r = await send(captured)
+        assert r.status_code == 200 and r.json()["status"] == "duplicate"
+    assert (await send(event("evt_real_1"))).json()["status"] == "accepted"  # the last token
+    # with the bucket empty, a known event is still answered duplicate, a new one 429
+    r = await send(captured)
+    assert r.status_code == 200 and r.json()["status"] == "duplicate"
+    assert (await send(event("evt_real_2"))).status_code == 429
+    harness.mono[0] += 1.0
+    assert (await send(event("evt_real_2"))).json()["status"] == "accepted"
+    text = (await harness.client.get("/metrics")).text
+    assert 'hookline_duplicates_total{source="limited"} 11.0' in text
+
+
+# -- 16. a bug in put is not an outage -------------------------------------------------------
+
+
+class _BuggyInbox(SQLiteInbox):
+    async def put(self, *a: Any, **kw: Any) -> tuple[bool, int]:
+        if a[1] == "evt_bug":
+            raise ZeroDivisionError("division by zero")
+        raise InboxError("sqlite:/x: not committed within 10 s")
+
+
+async def test_unexpected_error_in_put_is_logged_with_traceback_and_still_503(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox = _BuggyInbox(tmp_path / "x.sqlite3")
+    app = create_app(
+        make_config(tmp_path), settings=CoreSettings(home=tmp_path), inbox=inbox, environ=ENV
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://r") as c:
+        with caplog.at_level(logging.INFO, logger="hookline.receiver"):
+            bug, outage = [
+                await c.post("/webhooks/solveforce", content=b, headers=signed(b))
+                for b in (encode(event("evt_bug")), encode(event("evt_outage")))
+            ]
+        metrics = (await c.get("/metrics")).text
+    await inbox.close()
+    for r in (bug, outage):  # the sender retries either way; no other 5xx
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    records = {getattr(rec, "event_id", None): rec for rec in caplog.records}
+    bug_rec, outage_rec = records["evt_bug"], records["evt_outage"]
+    assert bug_rec.exc_info is not None and bug_rec.exc_info[0] is ZeroDivisionError
+    assert bug_rec.outcome == "internal_error"  # type: ignore[attr-defined]
+    assert outage_rec.exc_info is None and outage_rec.outcome == "unavailable"  # type: ignore[attr-defined]
+    assert 'outcome="internal_error",source="solveforce"} 1.0' in metrics
+    assert 'outcome="unavailable",source="solveforce"} 1.0' in metrics
