@@ -36,6 +36,7 @@ from hookline.receiver.openapi import openapi_schema
 from hookline.receiver.sources import (
     load_receiver_config,
     load_sources,
+    unsigned_warnings,
 )
 
 log = logging.getLogger("hookline.receiver")
@@ -226,6 +227,8 @@ def create_app(
     env = os.environ if environ is None else environ
     rconfig = load_receiver_config(config)
     sources = load_sources(config, rconfig, environ=env)
+    for warning in unsigned_warnings(sources):
+        log.warning(warning)
     owns = inbox is None
     if inbox is None:
         inbox = open_inbox(settings)

@@ -4,11 +4,14 @@ field that is wrong.
 SolveForce events must carry ``event_type``, ``event_id``, ``timestamp`` (ISO 8601, with or
 without a zone: a naive time is UTC, as the seed's test tool sends
 ``datetime.utcnow().isoformat()``) and a ``data`` object; ``account`` is optional. Other
-sources say where their id / type / time are with locators (``json:a.b`` or ``header:Name``).
+sources say where their id / type / time are with locators (``json:a.b`` or ``header:Name``);
+``body:sha256`` makes the id the digest of the signed body, for senders such as GitHub whose
+id header is not signed (a captured body re-sent with new ids is then a duplicate).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hookline.receiver.errors import EnvelopeError
-from hookline.receiver.sources import Source
+from hookline.receiver.sources import BODY_DIGEST, Source
 
 MAX_ID_LENGTH = 255
 # Deeper JSON is refused at receipt: Prefect's visit_collection (and any recursive code after
@@ -173,8 +176,11 @@ def parse_event(body: bytes, headers: Mapping[str, str], source: Source) -> Pars
         return parse_solveforce(payload)
     if not isinstance(payload, dict):
         raise EnvelopeError("body", "must be a JSON object")
-    field, value = _locate(source.event_id, payload, headers)
-    event_id = _identifier(field, value, numbers=True)
+    if source.event_id == BODY_DIGEST:
+        event_id = "sha256:" + hashlib.sha256(body).hexdigest()[:32]
+    else:
+        field, value = _locate(source.event_id, payload, headers)
+        event_id = _identifier(field, value, numbers=True)
     field, value = _locate(source.event_type, payload, headers)
     event_type = _identifier(field, value)
     event_time = None

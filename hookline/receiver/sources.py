@@ -6,8 +6,10 @@
         secrets: ["${SOLVEFORCE_WEBHOOK_SECRET}", "${SOLVEFORCE_WEBHOOK_SECRET_OLD:-}"]
         allow_ips: ["203.0.113.0/24"]   # optional; CIDRs allowed to send (default: any)
         rate_limit: {per_second: 50, burst: 200}   # optional
-        # where the event id / type / time are (defaults depend on the scheme):
-        event_id: "json:event_id"       # or "header:X-GitHub-Delivery"
+        # where the event id / type / time are (defaults depend on the scheme); the id must
+        # be signed: "json:<path>" (in the body), "body:sha256" (the body's digest: GitHub),
+        # or Standard Webhooks' "header:webhook-id"
+        event_id: "json:event_id"
         event_type: "json:event_type"
         event_time: "json:timestamp"
     receiver:
@@ -47,6 +49,9 @@ from hookline.receiver.verify import (
 Scheme = Literal["solveforce", "github", "slack", "stripe", "standard"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# The event id as the SHA-256 of the signed body, for senders whose id header is not signed.
+BODY_DIGEST = "body:sha256"
+
 # Where each scheme's senders put the event id, type and time.
 SCHEME_DEFAULTS: dict[str, dict[str, str | None]] = {
     "solveforce": {
@@ -55,8 +60,9 @@ SCHEME_DEFAULTS: dict[str, dict[str, str | None]] = {
         "event_time": "json:timestamp",
     },
     "github": {
-        "event_id": "header:X-GitHub-Delivery",
-        "event_type": "header:X-GitHub-Event",
+        # GitHub signs the body only: X-GitHub-Delivery could be changed on a captured body.
+        "event_id": BODY_DIGEST,
+        "event_type": "header:X-GitHub-Event",  # not signed either: see unsigned_warnings
         "event_time": None,
     },
     "slack": {"event_id": "json:event_id", "event_type": "json:event.type", "event_time": None},
@@ -79,8 +85,8 @@ class RateLimitConfig(BaseModel):
 
 
 def _locator(value: str | None, where: str) -> str | None:
-    if value is None:
-        return None
+    if value is None or value == BODY_DIGEST:
+        return value
     kind, sep, name = value.partition(":")
     if not sep or kind not in ("json", "header") or not name:
         raise ValueError(f"{where} must be 'json:<dotted.path>' or 'header:<Name>', not {value!r}")
@@ -112,10 +118,17 @@ class SourceConfig(BaseModel):
                 raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
         return v
 
-    @field_validator("event_id", "event_type", "event_time")
+    @field_validator("event_id")
+    @classmethod
+    def _id_locator(cls, v: str | None) -> str | None:
+        return _locator(v, f"event_id (or {BODY_DIGEST!r})")
+
+    @field_validator("event_type", "event_time")
     @classmethod
     def _locators(cls, v: str | None) -> str | None:
-        return _locator(v, "event_id/event_type/event_time")
+        if v == BODY_DIGEST:
+            raise ValueError(f"{BODY_DIGEST!r} is for event_id only")
+        return _locator(v, "event_type/event_time")
 
 
 class ReceiverConfig(BaseModel):
@@ -258,6 +271,12 @@ def load_sources(
             ) from None
         texts, keys = _secrets(sc, where, environ)
         defaults = SCHEME_DEFAULTS[sc.scheme]
+        if sc.event_id is not None and not signs(sc.scheme, sc.event_id):
+            raise ConfigError(
+                f"{where}.event_id: {sc.event_id!r} is not signed by the {sc.scheme} scheme,"
+                " so a captured body could be stored again under new ids; use"
+                f" 'json:<path>' for an id inside the signed body, or {BODY_DIGEST!r}"
+            )
         out[name] = Source(
             name=name,
             scheme=sc.scheme,
@@ -272,6 +291,36 @@ def load_sources(
             event_type=sc.event_type or str(defaults["event_type"]),
             event_time=sc.event_time if sc.event_time is not None else defaults["event_time"],
         )
+    return out
+
+
+def signs(scheme: str, locator: str) -> bool:
+    """Whether ``scheme``'s signature covers what ``locator`` points at."""
+    kind, _, name = locator.partition(":")
+    if kind in ("json", "body"):
+        return True
+    # Standard Webhooks signs "<id>.<timestamp>.<body>" (Svix names the headers svix-*).
+    return scheme == "standard" and name.lower() in (
+        "webhook-id",
+        "svix-id",
+        "webhook-timestamp",
+        "svix-timestamp",
+    )
+
+
+def unsigned_warnings(sources: Mapping[str, Source]) -> list[str]:
+    """One line per source whose event type (or time) comes from a header its signature does
+    not cover: whoever captured a signed body could re-send it as another type, unless the
+    body was stored first (the event id is always signed, so a replay is a duplicate)."""
+    out = []
+    for s in sources.values():
+        for what, locator in (("event_type", s.event_type), ("event_time", s.event_time)):
+            if locator is not None and not signs(s.scheme, locator):
+                out.append(
+                    f"sources.{s.name}.{what}: {locator!r} is not signed by the {s.scheme}"
+                    " scheme; a captured body re-sent first with another value would be"
+                    " stored with it (restrict the sender with allow_ips)"
+                )
     return out
 
 

@@ -318,7 +318,8 @@ async def test_readyz_reports_unreachable_prefect(tmp_path: Path) -> None:
 
 async def test_other_schemes_end_to_end(harness: AppHarness) -> None:
     now = int(harness.now[0])
-    # GitHub: id and type from X-GitHub-Delivery / X-GitHub-Event
+    # GitHub: id from the signed body's digest (X-GitHub-Delivery is not signed), type from
+    # X-GitHub-Event
     body = b'{"zen": "Keep it logically awesome."}'
     sig = "sha256=" + hmac.new(b"It's a Secret to Everybody", body, hashlib.sha256).hexdigest()
     gh = {
@@ -328,7 +329,11 @@ async def test_other_schemes_end_to_end(harness: AppHarness) -> None:
         "x-github-event": "ping",
     }
     r = await harness.client.post("/webhooks/github", content=body, headers=gh)
-    assert r.json() == {"status": "accepted", "event_id": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+    digest_id = "sha256:" + hashlib.sha256(body).hexdigest()[:32]
+    assert r.json() == {"status": "accepted", "event_id": digest_id}
+    entry = await harness.inbox.find("github", digest_id)
+    assert entry is not None and entry.event_type == "ping"
+    assert entry.headers["x-github-delivery"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
     r = await harness.client.post(
         "/webhooks/github", content=body, headers={**gh, "x-github-event": ""}
     )

@@ -316,3 +316,74 @@ async def test_unexpected_error_in_put_is_logged_with_traceback_and_still_503(
     assert outage_rec.exc_info is None and outage_rec.outcome == "unavailable"  # type: ignore[attr-defined]
     assert 'outcome="internal_error",source="solveforce"} 1.0' in metrics
     assert 'outcome="unavailable",source="solveforce"} 1.0' in metrics
+
+
+# -- 2. replays through unsigned headers -----------------------------------------------------
+
+
+def _github(body: bytes, delivery: str, kind: str) -> dict[str, str]:
+    mac = hmac.new(b"It's a Secret to Everybody", body, hashlib.sha256).hexdigest()
+    return {
+        "content-type": "application/json",
+        "x-hub-signature-256": "sha256=" + mac,
+        "x-github-delivery": delivery,
+        "x-github-event": kind,
+    }
+
+
+async def test_github_body_replayed_with_new_delivery_ids_is_a_duplicate(
+    harness: AppHarness,
+) -> None:
+    """X-GitHub-Delivery and X-GitHub-Event are not signed: one captured body re-posted with
+    new delivery ids and other types used to be stored once per post."""
+    body = b'{"action": "opened", "issue": {"number": 1}}'
+    first = await harness.client.post(
+        "/webhooks/github", content=body, headers=_github(body, "d-1", "issues")
+    )
+    assert first.json()["status"] == "accepted"
+    for delivery, kind in (("d-2", "push"), ("d-3", "deployment"), ("d-4", "release")):
+        r = await harness.client.post(
+            "/webhooks/github", content=body, headers=_github(body, delivery, kind)
+        )
+        assert r.status_code == 200 and r.json() == {**first.json(), "status": "duplicate"}
+    assert (await harness.inbox.counts())["pending"] == 1
+    [entry] = await harness.inbox.list()
+    assert entry.event_type == "issues" and entry.headers["x-github-delivery"] == "d-1"
+    other = b'{"action": "closed", "issue": {"number": 1}}'  # another body is another event
+    r = await harness.client.post(
+        "/webhooks/github", content=other, headers=_github(other, "d-5", "issues")
+    )
+    assert r.json()["status"] == "accepted"
+
+
+def test_unsigned_type_header_is_warned_about_at_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="hookline.receiver"):
+        _app(tmp_path, {"gh": {"scheme": "github", "secrets": ["g" * 20]}}, {})
+    [warning] = [r.getMessage() for r in caplog.records if "not signed" in r.getMessage()]
+    assert "sources.gh.event_type" in warning and "X-GitHub-Event" in warning
+
+
+@pytest.mark.parametrize(
+    ("scheme", "locator", "ok"),
+    [
+        ("solveforce", "header:X-Request-Id", False),
+        ("github", "header:X-GitHub-Delivery", False),
+        ("stripe", "header:Idempotency-Key", False),
+        ("standard", "header:webhook-id", True),
+        ("standard", "header:svix-id", True),
+        ("github", "body:sha256", True),
+        ("slack", "json:event_id", True),
+    ],
+)
+def test_event_id_from_an_unsigned_header_is_refused(
+    tmp_path: Path, scheme: str, locator: str, ok: bool
+) -> None:
+    key = "whsec_" + base64.b64encode(b"k" * 24).decode() if scheme == "standard" else "k" * 16
+    sources = {"s": {"scheme": scheme, "secrets": [key], "event_id": locator}}
+    if ok:
+        _app(tmp_path, sources, {})
+        return
+    with pytest.raises(ConfigError, match=r"sources\.s\.event_id: .* is not signed"):
+        _app(tmp_path, sources, {})
