@@ -2,6 +2,9 @@
 
 Context goes in ``extra=`` (``source``, ``event_id``, ``outcome``, ``reason``, ...), so every
 line about an event carries its id. Header values and secrets are never passed to a logger.
+Text lines escape control characters (a newline becomes backslash-n) in the message and in
+every value: an event id or a request path is chosen by the sender, and must not start a
+forged log line. JSON lines are escaped by JSON itself.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -20,6 +24,26 @@ _STANDARD = frozenset(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict_
     "asctime",
     "taskName",
 }
+
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    c = m.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def escape_controls(value: Any) -> str:
+    """``value`` as text on one line: control characters written as escapes."""
+    text = value if isinstance(value, str) else str(value)
+    return _CONTROL.sub(_escape_one, text) if _CONTROL.search(text) else text
+
+
+def _pairs(extras: dict[str, Any]) -> str:
+    return " ".join(f"{k}={escape_controls(v)}" for k, v in extras.items())
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -57,10 +81,11 @@ class TextFormatter(logging.Formatter):
     """``time level logger msg key=value ...``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_utc(record.created)} {record.levelname} {record.name} {record.getMessage()}"
+        msg = escape_controls(record.getMessage())
+        line = f"{_utc(record.created)} {record.levelname} {record.name} {msg}"
         extras = _extras(record)
         if extras:
-            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            line += " " + _pairs(extras)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -110,8 +135,7 @@ def fast_info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> bool:
         out.update(fields)
         line = json.dumps(out, default=str)
     else:
-        extras = " ".join(f"{k}={v}" for k, v in fields.items())
-        line = f"{_utc(created)} INFO {logger.name} {msg} {extras}"
+        line = f"{_utc(created)} INFO {logger.name} {escape_controls(msg)} {_pairs(fields)}"
     with handler.lock or _NO_LOCK:
         handler.stream.write(line + "\n")
         if created - handler._last_wall >= handler.interval:

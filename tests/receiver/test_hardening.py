@@ -8,10 +8,11 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import io
 import json
 import logging
 import secrets as pysecrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ import pytest
 from hookline.config import CoreSettings, HooklineConfig
 from hookline.errors import ConfigError
 from hookline.inbox import Inbox, InboxError, SQLiteInbox
+from hookline.receiver import logs
 from hookline.receiver.app import create_app
+from hookline.receiver.logs import BufferedStreamHandler, TextFormatter
 
 from .conftest import ENV, AppHarness, encode, event, make_config, signed
 
@@ -387,3 +390,58 @@ def test_event_id_from_an_unsigned_header_is_refused(
         return
     with pytest.raises(ConfigError, match=r"sources\.s\.event_id: .* is not signed"):
         _app(tmp_path, sources, {})
+
+
+# -- 7. log injection ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def text_log() -> Iterator[io.StringIO]:
+    """The receiver's log as `hookline serve` writes it (text format), into a buffer."""
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("hookline.receiver")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+async def test_newlines_from_senders_cannot_forge_text_log_lines(
+    harness: AppHarness, text_log: io.StringIO
+) -> None:
+    forged = "2024-01-15T10:30:00.000Z INFO hookline.receiver accepted source=solveforce"
+    r = await post_raw(harness, encode(event(f"evt_1\n{forged} event_id=fake")))
+    assert r.status_code == 200
+    r = await harness.client.post("/webhooks/nobody%0a" + forged.replace(" ", "%20"), content=b"{}")
+    assert r.status_code == 404
+    lines = text_log.getvalue().splitlines()
+    assert len(lines) == 2, lines  # one line per request, whatever they carried
+    assert all(not line.startswith("2024-01-15T10:30:00.000Z") for line in lines)
+    assert "event_id=evt_1\\n2024-01-15T10:30:00.000Z INFO" in lines[0]
+    assert "source=nobody\\n2024-01-15" in lines[1]
+
+
+def test_fast_path_and_formatter_escape_every_control_character() -> None:
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("hookline.test_fast_path")
+    logger.setLevel(logging.INFO)
+    saved = logs._fast[0]
+    logs._fast[0] = handler  # as configure_logging installs it
+    try:
+        assert logs.fast_info(logger, "accepted\r\n", {"event_id": "a\rb\x1b[2J\u2028c"})
+    finally:
+        logs._fast[0] = saved
+    rec = logging.LogRecord("hookline.x", logging.INFO, "x", 1, "m\x00", None, None)
+    rec.event_id = "e\n"
+    line = stream.getvalue() + TextFormatter().format(rec)
+    assert line.count("\n") == 1  # the fast path's own line end, and nothing else
+    assert "accepted\\r\\n event_id=a\\rb\\x1b[2J\\u2028c" in line
+    assert "m\\x00 event_id=e\\n" in line
