@@ -111,6 +111,31 @@ def load_config(path: Path | str | None = None) -> HooklineConfig:
     return cfg
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) as a directory only its owner may enter (0700), and
+    take group and other access away from an existing one: HOOKLINE_HOME holds the inbox (every
+    payload) and the development signing secret."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path, text: str | None = None) -> Path:
+    """Create ``path`` readable by its owner only (0600) from the start, or take group and
+    other access away from an existing one; write ``text`` into it when given."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if text is not None else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        if text is not None:
+            os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+    return path
+
+
 def referenced_variables(value: str) -> list[str]:
     """The environment variables ``${NAME}`` / ``${NAME:-default}`` in ``value``, in order."""
     return [m.group(1) for m in _REF.finditer(value)]

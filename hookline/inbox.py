@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from hookline.config import CoreSettings, get_settings
+from hookline.config import CoreSettings, get_settings, private_dir, private_file
 from hookline.errors import HooklineError
 
 __all__ = [
@@ -497,7 +497,14 @@ class SQLiteInbox(Inbox):
 
     # -- the writer thread --------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Every payload is in here: owner-only from the start (SQLite gives the -wal and -shm
+        # files the database file's mode), and tightened if an older version left it 0644.
+        private_dir(self.path.parent)
+        private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                private_file(side)
         # The loop writer never waits inside SQLite (that would stall every request); it
         # retries from the event loop instead. The thread writer may wait there.
         conn = sqlite3.connect(

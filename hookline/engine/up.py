@@ -22,7 +22,7 @@ from typing import Any
 import click
 import uvicorn
 
-from hookline.config import get_settings
+from hookline.config import get_settings, private_dir, private_file
 from hookline.engine.prefect_server import PrefectServer, port_is_free
 from hookline.errors import HooklineError
 
@@ -43,7 +43,7 @@ def _alive(pid: int) -> bool:
 
 def claim_home(home: Path, info: dict[str, Any]) -> Path:
     """Write HOOKLINE_HOME/up.json, or raise if a live `hookline up` already wrote it."""
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)
     state = home / "up.json"
     if state.exists():
         try:
@@ -66,10 +66,12 @@ def dev_secret(home: Path) -> str:
     """SOLVEFORCE_WEBHOOK_SECRET, else a development secret kept in HOOKLINE_HOME/dev-secret."""
     if os.environ.get("SOLVEFORCE_WEBHOOK_SECRET"):
         return os.environ["SOLVEFORCE_WEBHOOK_SECRET"]
-    path = home / "dev-secret"
-    if not path.exists():
-        path.write_text("whsec_dev_" + secrets.token_hex(16) + "\n")
-        path.chmod(0o600)
+    path = private_dir(home) / "dev-secret"
+    if path.exists():
+        private_file(path)  # tightened if an older version left it readable by others
+    else:
+        # 42 bytes: above the 16-byte minimum the receiver enforces for a signing key.
+        private_file(path, "whsec_dev_" + secrets.token_hex(16) + "\n")
     secret = path.read_text().strip()
     os.environ["SOLVEFORCE_WEBHOOK_SECRET"] = secret
     return secret

@@ -11,7 +11,10 @@ import hmac
 import io
 import json
 import logging
+import os
 import secrets as pysecrets
+import sqlite3
+import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -445,3 +448,61 @@ def test_fast_path_and_formatter_escape_every_control_character() -> None:
     assert line.count("\n") == 1  # the fast path's own line end, and nothing else
     assert "accepted\\r\\n event_id=a\\rb\\x1b[2J\\u2028c" in line
     assert "m\\x00 event_id=e\\n" in line
+
+
+# -- 9. file permissions ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, whatever the test runner's: files 0644 and folders 0755 by default."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_inbox_and_home_are_owner_only(tmp_path: Path, umask_022: None) -> None:
+    home = tmp_path / "home"
+    inbox = SQLiteInbox(home / "inbox.sqlite3", writer="loop")
+    await inbox.open()
+    await inbox.put("s", "e1", "t", b"{}", {}, None)
+    assert _mode(home) == 0o700
+    assert _mode(home / "inbox.sqlite3") == 0o600
+    assert _mode(home / "inbox.sqlite3-wal") == 0o600  # SQLite copies the database's mode
+    await inbox.close()
+
+
+async def test_existing_world_readable_inbox_and_home_are_tightened(
+    tmp_path: Path, umask_022: None
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    db = home / "inbox.sqlite3"
+    sqlite3.connect(db).close()
+    db.chmod(0o644)
+    async with SQLiteInbox(db) as inbox:
+        assert await inbox.find("s", "nothing") is None
+    assert _mode(home) == 0o700 and _mode(db) == 0o600
+
+
+def test_dev_secret_is_owner_only_and_an_old_readable_one_is_tightened(
+    tmp_path: Path, umask_022: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hookline.engine.up import dev_secret
+
+    monkeypatch.delenv("SOLVEFORCE_WEBHOOK_SECRET", raising=False)
+    home = tmp_path / "home"
+    secret = dev_secret(home)
+    assert _mode(home) == 0o700 and _mode(home / "dev-secret") == 0o600
+    assert len(secret.encode()) >= 16  # long enough for the receiver's minimum
+    (home / "dev-secret").chmod(0o644)
+    home.chmod(0o755)
+    monkeypatch.delenv("SOLVEFORCE_WEBHOOK_SECRET")
+    assert dev_secret(home) == secret  # the same secret, kept
+    assert _mode(home) == 0o700 and _mode(home / "dev-secret") == 0o600
