@@ -19,6 +19,7 @@
       trusted_proxies: []                # peers whose X-Forwarded-For is believed
       sqlite_synchronous: FULL           # FULL | NORMAL
       sqlite_writer: loop                # loop | thread (see hookline.inbox.SQLiteInbox)
+      admin_token: ${HOOKLINE_ADMIN_TOKEN:-}   # Bearer token for /metrics, /readyz, /openapi.json
 
 Secrets that resolve to an empty string (``${OLD:-}``, or ``whsec_${OLD:-}`` once decoded) are
 skipped, so a rotation slot can stay in the file; a source with no secret left is a
@@ -30,6 +31,7 @@ that accepts bodies signed with an empty or guessable key.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,6 +50,8 @@ from hookline.receiver.verify import (
 
 Scheme = Literal["solveforce", "github", "slack", "stripe", "standard"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MIN_ADMIN_TOKEN = 16
 
 # The event id as the SHA-256 of the signed body, for senders whose id header is not signed.
 BODY_DIGEST = "body:sha256"
@@ -146,6 +150,21 @@ class ReceiverConfig(BaseModel):
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_writer: Literal["loop", "thread"] = "loop"
+    admin_token: str = Field(
+        default="",
+        description="Bearer token /metrics, /readyz and /openapi.json require; empty means "
+        "open (default: the HOOKLINE_ADMIN_TOKEN environment variable).",
+    )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if v and len(v) < MIN_ADMIN_TOKEN:
+            raise ValueError(
+                f"is {len(v)} characters; use at least {MIN_ADMIN_TOKEN}"
+                " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return v
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -186,18 +205,25 @@ def _problems(exc: ValidationError, prefix: str) -> str:
     )
 
 
-def load_receiver_config(config: HooklineConfig) -> ReceiverConfig:
-    """Validate the ``receiver:`` section.
+def load_receiver_config(
+    config: HooklineConfig, *, environ: Mapping[str, str] | None = None
+) -> ReceiverConfig:
+    """Validate the ``receiver:`` section; ``admin_token`` defaults to HOOKLINE_ADMIN_TOKEN.
 
     Raises:
-        ConfigError: naming the file and the field.
+        ConfigError: naming the file and the field (or the variable).
     """
+    env = os.environ if environ is None else environ
+    raw = resolve(config.receiver, where=f"{config.path}: receiver", environ=env)
+    if not raw.get("admin_token") and env.get("HOOKLINE_ADMIN_TOKEN"):
+        raw = {**raw, "admin_token": env["HOOKLINE_ADMIN_TOKEN"]}
     try:
-        return ReceiverConfig.model_validate(
-            resolve(config.receiver, where=f"{config.path}: receiver")
-        )
+        return ReceiverConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{config.path}: {_problems(exc, 'receiver')}") from None
+        problems = _problems(exc, "receiver")
+        if "admin_token" in problems:
+            problems += " (receiver.admin_token or HOOKLINE_ADMIN_TOKEN)"
+        raise ConfigError(f"{config.path}: {problems}") from None
 
 
 def _secrets(

@@ -506,3 +506,88 @@ def test_dev_secret_is_owner_only_and_an_old_readable_one_is_tightened(
     monkeypatch.delenv("SOLVEFORCE_WEBHOOK_SECRET")
     assert dev_secret(home) == secret  # the same secret, kept
     assert _mode(home) == 0o700 and _mode(home / "dev-secret") == 0o600
+
+
+# -- 10. admin endpoints: a token, and an inbox depth that is not read on every scrape -------
+
+ADMIN_TOKEN = "admin-" + "t" * 26
+
+
+@pytest.mark.parametrize("where", ["hookline.yaml", "environment"])
+async def test_admin_endpoints_require_the_token_when_set(tmp_path: Path, where: str) -> None:
+    receiver = {"admin_token": ADMIN_TOKEN} if where == "hookline.yaml" else {}
+    env = {**ENV, "HOOKLINE_ADMIN_TOKEN": ADMIN_TOKEN} if where == "environment" else ENV
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3", writer="loop")
+    await inbox.open()
+    app = create_app(
+        make_config(tmp_path, **receiver),
+        settings=CoreSettings(home=tmp_path),
+        inbox=inbox,
+        environ=env,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://r") as c:
+        for path in ("/metrics", "/readyz", "/openapi.json"):
+            for auth in (None, "Bearer wrong-token-0123456789", f"Basic {ADMIN_TOKEN}"):
+                r = await c.get(path, headers={"authorization": auth} if auth else {})
+                assert r.status_code == 401, (path, auth)
+                assert r.json() == {"error": "unauthorized"}
+                assert r.headers["www-authenticate"] == "Bearer"
+            r = await c.get(path, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+            assert r.status_code == 200, path
+        assert (await c.get("/healthz")).status_code == 200  # liveness stays open
+        body = encode(event())  # and webhooks need no token
+        assert (await c.post("/webhooks/solveforce", content=body, headers=signed(body))).is_success
+    await inbox.close()
+
+
+def test_short_admin_token_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"receiver\.admin_token.*HOOKLINE_ADMIN_TOKEN"):
+        create_app(
+            make_config(tmp_path),
+            settings=CoreSettings(home=tmp_path),
+            environ={**ENV, "HOOKLINE_ADMIN_TOKEN": "secret"},
+        )
+
+
+class _CountingInbox(SQLiteInbox):
+    count_calls = 0
+
+    async def counts(self) -> dict[str, int]:
+        self.count_calls += 1
+        return await super().counts()
+
+
+async def test_metrics_scrapes_reuse_the_inbox_depth_for_a_few_seconds(tmp_path: Path) -> None:
+    """Every scrape used to run COUNT ... GROUP BY on the inbox writer."""
+    inbox = _CountingInbox(tmp_path / "inbox.sqlite3", writer="loop")
+    await inbox.open()
+    mono = [1000.0]
+    app = create_app(
+        make_config(tmp_path),
+        settings=CoreSettings(home=tmp_path),
+        inbox=inbox,
+        environ=ENV,
+        monotonic=lambda: mono[0],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://r") as c:
+        body = encode(event())
+        await c.post("/webhooks/solveforce", content=body, headers=signed(body))
+        scrapes = await asyncio.gather(*(c.get("/metrics") for _ in range(5)))
+        scrapes += [await c.get("/metrics") for _ in range(5)]
+        assert inbox.count_calls == 1
+        assert all('hookline_inbox_entries{status="pending"} 1.0' in r.text for r in scrapes)
+        body = encode(event())
+        await c.post("/webhooks/solveforce", content=body, headers=signed(body))
+        mono[0] += 6.0  # stale: this scrape starts a read in the background ...
+        r = await c.get("/metrics")
+        assert 'hookline_inbox_entries{status="pending"} 1.0' in r.text  # ... and does not wait
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            r = await c.get("/metrics")
+            if 'hookline_inbox_entries{status="pending"} 2.0' in r.text:
+                break
+        assert 'hookline_inbox_entries{status="pending"} 2.0' in r.text
+        assert inbox.count_calls == 2
+    await inbox.close()
