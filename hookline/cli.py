@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "send": "hookline.engine.cli:send",
     "events": "hookline.engine.cli:events",
     "replay": "hookline.engine.cli:replay",
+    "prune": "hookline.retention:prune_command",
 }
 
 

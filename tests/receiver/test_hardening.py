@@ -15,7 +15,9 @@ import os
 import secrets as pysecrets
 import sqlite3
 import stat
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from hookline.inbox import Inbox, InboxError, SQLiteInbox
 from hookline.receiver import logs
 from hookline.receiver.app import create_app
 from hookline.receiver.logs import BufferedStreamHandler, TextFormatter
+from hookline.retention import prune
 
 from .conftest import ENV, AppHarness, encode, event, make_config, signed
 
@@ -591,3 +594,58 @@ async def test_metrics_scrapes_reuse_the_inbox_depth_for_a_few_seconds(tmp_path:
         assert 'hookline_inbox_entries{status="pending"} 2.0' in r.text
         assert inbox.count_calls == 2
     await inbox.close()
+
+
+# -- 10. inbox retention ---------------------------------------------------------------------
+
+
+async def test_prune_deletes_only_old_final_entries_and_their_steps(any_inbox: Inbox) -> None:
+    clock = any_inbox.test_clock  # type: ignore[attr-defined]
+    for event_id, status in (
+        ("old_done", "done"),
+        ("old_failed", "failed"),
+        ("old_pending", "pending"),
+        ("old_dispatched", "dispatched"),
+    ):
+        await any_inbox.put("s", event_id, "t", b"{}", {}, None, status=status)
+    await any_inbox.record_step("s", "old_done", "r", "notify", {"ts": "1"})
+    clock[0] += 31 * 86400
+    await any_inbox.put("s", "new_done", "t", b"{}", {}, None, status="done")
+    await any_inbox.record_step("s", "new_done", "r", "notify", {"ts": "2"})
+
+    assert await prune(any_inbox, timedelta(days=30), dry_run=True) == 2
+    assert await any_inbox.find("s", "old_done") is not None  # a dry run deletes nothing
+    assert await prune(any_inbox, timedelta(days=30)) == 2
+    kept = sorted(e.event_id for e in await any_inbox.list())
+    assert kept == ["new_done", "old_dispatched", "old_pending"]  # never pending/dispatched
+    assert await any_inbox.completed_steps("s", "old_done", "r") == {}
+    assert await any_inbox.completed_steps("s", "new_done", "r") == {"notify": {"ts": "2"}}
+    assert await prune(any_inbox, timedelta(days=30)) == 0
+
+
+def test_hookline_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from hookline.cli import main
+    from hookline.config import get_settings
+
+    async def fill() -> None:
+        old = time.time() - 40 * 86400
+        async with SQLiteInbox(tmp_path / "inbox.sqlite3", clock=lambda: old) as inbox:
+            await inbox.put("s", "e_old", "t", b"{}", {}, None, status="done")
+            await inbox.put("s", "e_waiting", "t", b"{}", {}, None)
+
+    asyncio.run(fill())
+    monkeypatch.setenv("HOOKLINE_HOME", str(tmp_path))
+    monkeypatch.delenv("HOOKLINE_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        r = runner.invoke(main, ["prune", "--older-than", "30d", "--dry-run"])
+        assert r.exit_code == 0 and r.output.startswith("would delete 1 entry"), r.output
+        r = runner.invoke(main, ["prune", "--older-than", "30d"])
+        assert r.exit_code == 0 and r.output.startswith("deleted 1 entry"), r.output
+        r = runner.invoke(main, ["prune", "--older-than", "a month"])
+        assert r.exit_code == 2 and "e.g. 30d" in r.output
+    finally:
+        get_settings.cache_clear()
