@@ -4,13 +4,17 @@
 
 Starts ``python -m hookline serve`` on a free port with one source of every scheme, then
 sends (1) schemathesis cases generated from the receiver's OpenAPI document and (2)
-hypothesis-generated headers and bodies, a share of them correctly signed. Prints the
+hypothesis-generated headers and bodies, a share of them correctly signed (SolveForce, and
+Standard Webhooks under both the webhook-* and Svix's svix-* names), including ids and types
+with lone surrogates or NUL, JSON nested up to 5000 levels and X-Forwarded-For on several
+lines behind a trusted proxy. Prints the
 number of requests per status and exits 1 on any 5xx, transport error or server death.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import hashlib
 import hmac
@@ -42,8 +46,9 @@ sources:
   slack: {{scheme: slack, secrets: ["{SECRET}"]}}
   stripe: {{scheme: stripe, secrets: ["{SECRET}"]}}
   standard: {{scheme: standard, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}}
-receiver: {{max_body_bytes: 4096}}
+receiver: {{max_body_bytes: 65536, trusted_proxies: ["127.0.0.0/8"]}}
 """
+STD_KEY = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 SOURCES = ["solveforce", "limited", "office", "github", "slack", "stripe", "standard"]
 
 counts: collections.Counter[int] = collections.Counter()
@@ -81,12 +86,43 @@ valid_events = st.fixed_dictionaries(
         "data": st.dictionaries(st.text(max_size=10), json_values, max_size=4),
     }
 )
+# Ids and types no store takes: lone surrogates and NUL (json.dumps escapes them).
+bad_text = st.text(
+    alphabet=st.one_of(st.characters(categories=["Cs"]), st.sampled_from(["\x00", "\n", "a", "-"])),
+    min_size=1,
+    max_size=12,
+)
+bad_ids = st.fixed_dictionaries(
+    {
+        "event_type": st.one_of(bad_text, st.just("service.status.changed")),
+        "event_id": st.one_of(bad_text, st.text(min_size=1, max_size=8)),
+        "timestamp": st.just("2024-01-15T10:30:00Z"),
+        "data": st.just({}),
+    }
+)
+
+
+def deep(levels: int, kind: int) -> bytes:
+    """An envelope whose ``data`` nests ``levels`` deep (lists, objects, or both)."""
+    opens = "".join(("[", '{"k":')[(i + kind) % 2] if kind < 2 else "[" for i in range(levels))
+    closes = "".join(("]", "}")[(i + kind) % 2] if kind < 2 else "]" for i in range(levels))[::-1]
+    env = '{"event_type":"t","event_id":"deep","timestamp":"2024-01-15T10:30:00Z","data":{"d":'
+    return (env + opens + "1" + closes + "}}").encode()
+
+
 bodies = st.one_of(
     valid_events.map(lambda d: json.dumps(d).encode()),
     envelopes.map(lambda d: json.dumps(d).encode()),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=5000),
     st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    bad_ids.map(lambda d: json.dumps(d).encode()),
+    st.builds(deep, st.integers(1, 5000), st.integers(0, 2)),
+)
+# X-Forwarded-For on several lines (the receiver trusts 127.0.0.0/8 as its proxy).
+xff_lines = st.lists(
+    st.sampled_from(["10.1.2.3", "203.0.113.9", "10.0.0.1, 198.51.100.7", "::1", "garbage", ""]),
+    max_size=3,
 )
 header_names = st.sampled_from(
     [
@@ -101,6 +137,9 @@ header_names = st.sampled_from(
         "webhook-id",
         "webhook-timestamp",
         "webhook-signature",
+        "svix-id",
+        "svix-timestamp",
+        "svix-signature",
         "x-forwarded-for",
         "x-anything",
     ]
@@ -184,18 +223,39 @@ def main() -> None:
         source=st.sampled_from([*SOURCES, "nobody"]),
         body=bodies,
         headers=st.dictionaries(header_names, header_values, max_size=6),
-        sign=st.booleans(),
+        xff=xff_lines,
+        sign=st.sampled_from(["no", "no", "solveforce", "solveforce", "webhook", "svix"]),
+        msg_id=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=12),
         method=st.sampled_from(["POST"] * 8 + ["GET", "PUT"]),
     )
-    def run_raw(source: str, body: bytes, headers: dict[str, str], sign: bool, method: str) -> None:
-        if sign:
+    def run_raw(
+        source: str,
+        body: bytes,
+        headers: dict[str, str],
+        xff: list[str],
+        sign: str,
+        msg_id: str,
+        method: str,
+    ) -> None:
+        if sign == "solveforce":
             headers = {
                 **headers,
                 "content-type": "application/json",
                 "x-solveforce-signature": "sha256="
                 + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
             }
+        elif sign != "no":  # Standard Webhooks, as webhook-* or Svix's svix-* names
+            ts = str(int(time.time()))
+            mac = hmac.new(STD_KEY, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+            headers = {
+                **headers,
+                "content-type": "application/json",
+                f"{sign}-id": msg_id,
+                f"{sign}-timestamp": ts,
+                f"{sign}-signature": "v1," + base64.b64encode(mac).decode(),
+            }
         raw = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
+        raw += [(b"x-forwarded-for", v.encode()) for v in xff]
         try:
             r = client.request(method, f"/webhooks/{source}", content=body, headers=raw)
         except httpx.LocalProtocolError:
