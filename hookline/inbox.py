@@ -23,6 +23,28 @@ Entry life cycle (the dispatcher drives it)::
     put -> pending --claim (lease)--> mark_dispatched -> dispatched -> mark_done -> done
                  ^                 \\-> retry_later (attempts+1, not_before) -/
                  +--- requeue <--- any status            mark_failed -> failed (attempts+1)
+    pending --claim with a sequencer, older event of its lane already ran--> late
+
+Every transition takes ``expect``: the status the caller saw. The update happens only if the
+entry still has it (and the call returns False otherwise), so two dispatchers following the
+same runs cannot both resend an event or count its attempt twice.
+
+**Lanes** (``order_by``). `claim` with a *sequencer* first sequences the pending entries it
+has not seen, strictly in arrival (id) order: the sequencer names each entry's lane keys, and
+the entry joins those lanes (`inbox_lanes`, rows of active entries only). An entry is then
+claimable only when no active entry of any of its lanes comes before it by (event time, id)
+and no other entry of those lanes has been claimed (started) and is still active,
+so a lane runs one event at a time, in event-time order, across the whole inbox, every
+recipe, restarts and lease expiry. On PostgreSQL, sequencing and claiming run under one
+advisory lock, so several dispatchers share lanes safely. Claiming an entry records it as
+its lanes' high-water mark (`inbox_lane_marks`); an entry sequenced after a *later* event of
+its lane was claimed is a late arrival: with ``skip_if_late`` it ends ``late`` (recorded,
+listed, replayable by hand, not run), else it runs.
+
+**Run claims** (`claim_run`): a worker records (flow run, Scheduled state id) before it
+executes a run; the first claim wins, so one Scheduled state is executed once even when
+two workers (or one worker's stale backlog) race for it, while a later Retry (a new
+Scheduled state) can run again.
 """
 
 from __future__ import annotations
@@ -31,10 +53,12 @@ import asyncio
 import concurrent.futures
 import functools
 import json
+import logging
 import queue
 import sqlite3
 import threading
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,14 +79,28 @@ __all__ = [
     "open_inbox",
 ]
 
-Status = Literal["pending", "dispatched", "done", "failed"]
-STATUSES: tuple[str, ...] = ("pending", "dispatched", "done", "failed")
+Status = Literal["pending", "dispatched", "done", "failed", "late"]
+STATUSES: tuple[str, ...] = ("pending", "dispatched", "done", "failed", "late")
+FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "late"})
 Clock = Callable[[], float]
 T = TypeVar("T")
+log = logging.getLogger("hookline.inbox")
 
 
 class InboxError(HooklineError):
     """The inbox cannot be opened, written or read; the message says which and where."""
+
+
+@dataclass(frozen=True)
+class Sequenced:
+    """What a sequencer says of one entry: its lane keys, and whether it is skipped when an
+    event of one of its lanes with a later event time was already claimed."""
+
+    lanes: tuple[str, ...] = ()
+    skip_if_late: bool = True
+
+
+Sequencer = Callable[["InboxEntry"], Sequenced]
 
 
 @dataclass
@@ -84,6 +122,8 @@ class InboxEntry:
     not_before: datetime | None = None
     lease_until: datetime | None = None
     updated_at: datetime | None = None
+    seq: int = 0
+    """0: not sequenced into lanes yet; 2: likewise, and never late (a replay); 1: sequenced."""
 
 
 def _to_epoch(value: datetime | None) -> float | None:
@@ -180,32 +220,60 @@ class Inbox(ABC):
 
     # -- dispatcher side ----------------------------------------------------------------
     @abstractmethod
-    async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
+    async def claim(
+        self, limit: int, *, lease_seconds: float, sequencer: Sequencer | None = None
+    ) -> list[InboxEntry]:
         """Lease up to ``limit`` due pending entries, oldest first.
 
         A leased entry is not returned by another `claim` until the lease expires, so two
         dispatchers never take the same entry; a crashed dispatcher's entries come back.
+        With ``sequencer``, entries are sequenced into lanes first and only each lane's
+        head is claimable (see the module docstring); late arrivals may end ``late``.
         """
 
     @abstractmethod
-    async def mark_dispatched(self, entry_id: int, flow_runs: Mapping[str, str]) -> None:
-        """Set ``dispatched``, merge ``flow_runs`` (recipe -> flow run id), clear the lease."""
+    async def mark_dispatched(
+        self, entry_id: int, flow_runs: Mapping[str, str], *, expect: str | None = None
+    ) -> bool:
+        """Set ``dispatched``, merge ``flow_runs`` (recipe -> flow run id), clear the lease.
+
+        With ``expect``, only if the entry's status is still that; returns whether it was set.
+        """
 
     @abstractmethod
-    async def mark_done(self, entry_id: int) -> None:
-        """Set status ``done`` and clear the lease."""
+    async def mark_done(self, entry_id: int, *, expect: str | None = None) -> bool:
+        """Set status ``done``, clear the lease, leave its lanes (see `mark_dispatched`)."""
 
     @abstractmethod
-    async def mark_failed(self, entry_id: int, error: str) -> None:
-        """Set status ``failed``, record ``error``, count the attempt, clear the lease."""
+    async def mark_failed(self, entry_id: int, error: str, *, expect: str | None = None) -> bool:
+        """Set status ``failed``, record ``error``, count the attempt, clear the lease, leave
+        its lanes (see `mark_dispatched` for ``expect``)."""
 
     @abstractmethod
-    async def retry_later(self, entry_id: int, error: str, delay_seconds: float) -> None:
-        """Back to ``pending``, due in ``delay_seconds``; attempts += 1, error recorded."""
+    async def retry_later(
+        self, entry_id: int, error: str, delay_seconds: float, *, expect: str | None = None
+    ) -> bool:
+        """Back to ``pending``, due in ``delay_seconds``; attempts += 1, error recorded; it
+        keeps its place in its lanes (see `mark_dispatched` for ``expect``)."""
 
     @abstractmethod
     async def requeue(self, entry_id: int) -> None:
-        """Replay: back to ``pending``, due now, lease cleared (attempts and flow runs kept)."""
+        """Replay: back to ``pending``, due now, lease cleared (attempts and flow runs kept);
+        sequenced again, and never skipped as late: a replay by hand runs. Its recorded
+        ``on_failure.*`` steps are forgotten, so a replay that fails tells on-call again."""
+
+    @abstractmethod
+    async def dispatched(self, after_id: int = 0, limit: int = 500) -> list[InboxEntry]:
+        """``dispatched`` entries with an id above ``after_id``, oldest first (for paging)."""
+
+    @abstractmethod
+    async def claim_run(self, flow_run_id: str, state_id: str, worker: str) -> bool:
+        """Record that ``worker`` executes the flow run's Scheduled state ``state_id``;
+        False if that state was claimed before (by anyone: execute nothing then)."""
+
+    @abstractmethod
+    async def run_claims(self, flow_run_ids: Iterable[str]) -> dict[str, str]:
+        """flow run id -> the worker of its latest claim, for the runs that have one."""
 
     @abstractmethod
     async def get(self, entry_id: int) -> InboxEntry | None:
@@ -285,11 +353,94 @@ CREATE TABLE IF NOT EXISTS inbox_steps (
     PRIMARY KEY (source, event_id, recipe, step)
 );
 CREATE TABLE IF NOT EXISTS inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox_lanes (
+    lane        TEXT    NOT NULL,
+    entry_id    INTEGER NOT NULL,
+    event_time  REAL    NOT NULL,
+    started     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (lane, entry_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_lanes_entry ON inbox_lanes (entry_id);
+CREATE TABLE IF NOT EXISTS inbox_lane_marks (
+    lane        TEXT    PRIMARY KEY,
+    event_time  REAL    NOT NULL,
+    entry_id    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox_run_claims (
+    flow_run_id TEXT NOT NULL,
+    state_id    TEXT NOT NULL,
+    worker      TEXT NOT NULL,
+    claimed_at  REAL NOT NULL,
+    PRIMARY KEY (flow_run_id, state_id)
+);
 """
+# After the column exists (added to inboxes created before lanes were kept here).
+_SQLITE_SEQ_INDEX = (
+    "CREATE INDEX IF NOT EXISTS inbox_unsequenced ON inbox (id)"
+    " WHERE status = 'pending' AND seq <> 1"
+)
+# seq: 0 = not sequenced yet, 2 = not sequenced yet and never late (a replay), 1 = sequenced
+_BLOCKED_SQLITE = (
+    "EXISTS (SELECT 1 FROM inbox_lanes a JOIN inbox_lanes b ON b.lane = a.lane"
+    " WHERE a.entry_id = inbox.id AND b.entry_id <> a.entry_id AND (b.started = 1"
+    " OR b.event_time < a.event_time"
+    " OR (b.event_time = a.event_time AND b.entry_id < a.entry_id)))"
+)
+_MARK_SQLITE = (
+    "INSERT INTO inbox_lane_marks (lane, event_time, entry_id)"
+    " SELECT lane, event_time, entry_id FROM inbox_lanes WHERE entry_id = ?"
+    " ON CONFLICT (lane) DO UPDATE SET event_time = excluded.event_time,"
+    " entry_id = excluded.entry_id WHERE excluded.event_time > inbox_lane_marks.event_time"
+    " OR (excluded.event_time = inbox_lane_marks.event_time"
+    " AND excluded.entry_id > inbox_lane_marks.entry_id)"
+)
+SEQUENCE_BATCH = 200
+
+
+def _entry_time(entry: InboxEntry) -> float:
+    """The time an entry is ordered by in its lanes: its event time, else its arrival."""
+    return (entry.event_time or entry.received_at).timestamp()
+
+
+def _sequence_all(
+    entries: list[InboxEntry], sequencer: Sequencer
+) -> list[tuple[InboxEntry, Sequenced]]:
+    out = []
+    for e in entries:
+        try:
+            s = sequencer(e)
+        except Exception:  # the dispatcher reports a bad event when it dispatches it
+            log.exception("cannot compute the lanes of entry %s; it joins none", e.id)
+            s = Sequenced()
+        out.append((e, s))
+    return out
+
+
+def _late_message(entry: InboxEntry, lane: str, mark: tuple[float, int]) -> str:
+    return (
+        f"late: lane {lane!r} already ran a later event (entry {mark[1]}, event time "
+        f"{_from_epoch(mark[0])}); not run, so it cannot undo newer state "
+        f"(recipe setting late: skip). Replay it by hand: hookline replay {entry.event_id}"
+    )
+
+
+def _is_late(
+    entry: InboxEntry, seq: Sequenced, marks: Mapping[str, tuple[float, int]]
+) -> str | None:
+    """The late message if ``entry`` comes after its lanes' high-water marks, else None."""
+    if not seq.skip_if_late:
+        return None
+    mine = (_entry_time(entry), entry.id)
+    for lane in seq.lanes:
+        mark = marks.get(lane)
+        if mark is not None and mark > mine:
+            return _late_message(entry, lane, mark)
+    return None
+
 
 _COLUMNS = (
     "id, source, event_id, event_type, received_at, event_time, body, headers, status, "
-    "attempts, last_error, flow_runs, not_before, lease_until, updated_at"
+    "attempts, last_error, flow_runs, not_before, lease_until, updated_at, seq"
 )
 
 
@@ -310,6 +461,7 @@ def _sqlite_row(row: tuple[Any, ...]) -> InboxEntry:
         not_before=_from_epoch(row[12]),
         lease_until=_from_epoch(row[13]),
         updated_at=_from_epoch(row[14]),
+        seq=row[15],
     )
 
 
@@ -514,6 +666,9 @@ class SQLiteInbox(Inbox):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SQLITE_SCHEMA)
+        if "seq" not in {r[1] for r in conn.execute("PRAGMA table_info(inbox)")}:
+            conn.execute("ALTER TABLE inbox ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+        conn.execute(_SQLITE_SEQ_INDEX)
         if self.writer == "loop":
             conn.execute("PRAGMA busy_timeout = 0")
         return conn
@@ -711,20 +866,41 @@ class SQLiteInbox(Inbox):
         result: tuple[bool, int] = await self._submit(None, params, timeout)
         return result
 
-    async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
+    async def claim(
+        self, limit: int, *, lease_seconds: float, sequencer: Sequencer | None = None
+    ) -> list[InboxEntry]:
+        plan: list[tuple[InboxEntry, Sequenced]] = []
+        if sequencer is not None:
+            # Sequencing renders templates: on the event loop, not on the writer thread. The
+            # second job re-checks each entry, so a second process racing here is harmless,
+            # and SQLite ids grow in commit order, so the lowest unsequenced ids come first.
+            fresh = await self._select(
+                "WHERE status = 'pending' AND seq <> 1 ORDER BY id LIMIT ?", (SEQUENCE_BATCH,)
+            )
+            plan = _sequence_all(fresh, sequencer)
         now = self._clock()
 
         def job(conn: sqlite3.Connection) -> list[InboxEntry]:
+            if plan:
+                self._sequence(conn, plan, now)
+            lanes = sequencer is not None
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM inbox WHERE status = 'pending' AND not_before <= ?"
-                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?",
+                " AND (lease_until IS NULL OR lease_until <= ?)"
+                + (f" AND seq = 1 AND NOT {_BLOCKED_SQLITE}" if lanes else "")
+                + " ORDER BY id LIMIT ?",
                 (now, now, limit),
             ).fetchall()
             ids = [r[0] for r in rows]
             conn.executemany(
-                "UPDATE inbox SET lease_until = ?, updated_at = ? WHERE id = ?",
+                "UPDATE inbox SET lease_until = ?, updated_at = ?, seq = 1 WHERE id = ?",
                 [(now + lease_seconds, now, i) for i in ids],
             )
+            if lanes:
+                conn.executemany(_MARK_SQLITE, [(i,) for i in ids])
+                conn.executemany(
+                    "UPDATE inbox_lanes SET started = 1 WHERE entry_id = ?", [(i,) for i in ids]
+                )
             entries = [_sqlite_row(r) for r in rows]
             for e in entries:
                 e.lease_until = _from_epoch(now + lease_seconds)
@@ -732,53 +908,166 @@ class SQLiteInbox(Inbox):
 
         return await self._submit(job)
 
+    @staticmethod
+    def _sequence(
+        conn: sqlite3.Connection, plan: list[tuple[InboxEntry, Sequenced]], now: float
+    ) -> None:
+        ids = [e.id for e, _ in plan]
+        marks_needed = sorted({lane for _, s in plan for lane in s.lanes})
+        still = {
+            i: seq
+            for i, seq in conn.execute(
+                "SELECT id, seq FROM inbox WHERE status = 'pending' AND seq <> 1 AND id IN"
+                f" ({','.join('?' * len(ids))})",
+                ids,
+            )
+        }
+        marks: dict[str, tuple[float, int]] = {}
+        for start in range(0, len(marks_needed), 500):
+            chunk = marks_needed[start : start + 500]
+            for lane, et, eid in conn.execute(
+                "SELECT lane, event_time, entry_id FROM inbox_lane_marks WHERE lane IN"
+                f" ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                marks[lane] = (et, eid)
+        for entry, seq in plan:
+            if entry.id not in still:
+                continue
+            late = _is_late(entry, seq, marks) if still[entry.id] == 0 else None
+            if late is not None:
+                conn.execute(
+                    "UPDATE inbox SET status = 'late', seq = 1, last_error = ?, lease_until = NULL,"
+                    " updated_at = ? WHERE id = ?",
+                    (late, now, entry.id),
+                )
+                continue
+            conn.execute("DELETE FROM inbox_lanes WHERE entry_id = ?", (entry.id,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO inbox_lanes (lane, entry_id, event_time) VALUES (?,?,?)",
+                [(lane, entry.id, _entry_time(entry)) for lane in seq.lanes],
+            )
+            conn.execute("UPDATE inbox SET seq = 1 WHERE id = ?", (entry.id,))
+
     async def _update(self, sql: str, params: tuple[Any, ...]) -> None:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(sql, params)
 
         await self._submit(job)
 
-    async def mark_dispatched(self, entry_id: int, flow_runs: Mapping[str, str]) -> None:
-        now = self._clock()
-        merge = json.dumps(dict(flow_runs))
-
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE inbox SET status = 'dispatched', lease_until = NULL, updated_at = ?,"
-                " flow_runs = json_patch(flow_runs, ?) WHERE id = ?",
-                (now, merge, entry_id),
+    async def _transition(
+        self,
+        entry_id: int,
+        sets: str,
+        params: tuple[Any, ...],
+        expect: str | None,
+        *,
+        leave_lanes: bool = False,
+    ) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                f"UPDATE inbox SET {sets} WHERE id = ?"
+                + (" AND status = ?" if expect is not None else ""),
+                (*params, entry_id, *((expect,) if expect is not None else ())),
             )
+            if cur.rowcount and leave_lanes:
+                conn.execute("DELETE FROM inbox_lanes WHERE entry_id = ?", (entry_id,))
+            return bool(cur.rowcount)
 
-        await self._submit(job)
+        return await self._submit(job)
 
-    async def mark_done(self, entry_id: int) -> None:
-        await self._update(
-            "UPDATE inbox SET status = 'done', lease_until = NULL, updated_at = ? WHERE id = ?",
-            (self._clock(), entry_id),
+    async def mark_dispatched(
+        self, entry_id: int, flow_runs: Mapping[str, str], *, expect: str | None = None
+    ) -> bool:
+        return await self._transition(
+            entry_id,
+            "status = 'dispatched', lease_until = NULL, updated_at = ?,"
+            " flow_runs = json_patch(flow_runs, ?)",
+            (self._clock(), json.dumps(dict(flow_runs))),
+            expect,
         )
 
-    async def mark_failed(self, entry_id: int, error: str) -> None:
-        await self._update(
-            "UPDATE inbox SET status = 'failed', lease_until = NULL, last_error = ?,"
-            " attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (error, self._clock(), entry_id),
+    async def mark_done(self, entry_id: int, *, expect: str | None = None) -> bool:
+        return await self._transition(
+            entry_id,
+            "status = 'done', lease_until = NULL, updated_at = ?",
+            (self._clock(),),
+            expect,
+            leave_lanes=True,
         )
 
-    async def retry_later(self, entry_id: int, error: str, delay_seconds: float) -> None:
+    async def mark_failed(self, entry_id: int, error: str, *, expect: str | None = None) -> bool:
+        return await self._transition(
+            entry_id,
+            "status = 'failed', lease_until = NULL, last_error = ?, attempts = attempts + 1,"
+            " updated_at = ?",
+            (error, self._clock()),
+            expect,
+            leave_lanes=True,
+        )
+
+    async def retry_later(
+        self, entry_id: int, error: str, delay_seconds: float, *, expect: str | None = None
+    ) -> bool:
         now = self._clock()
-        await self._update(
-            "UPDATE inbox SET status = 'pending', lease_until = NULL, last_error = ?,"
-            " attempts = attempts + 1, not_before = ?, updated_at = ? WHERE id = ?",
-            (error, now + max(0.0, delay_seconds), now, entry_id),
+        return await self._transition(
+            entry_id,
+            "status = 'pending', lease_until = NULL, last_error = ?, attempts = attempts + 1,"
+            " not_before = ?, updated_at = ?",
+            (error, now + max(0.0, delay_seconds), now),
+            expect,
         )
 
     async def requeue(self, entry_id: int) -> None:
         now = self._clock()
-        await self._update(
-            "UPDATE inbox SET status = 'pending', lease_until = NULL, not_before = ?,"
-            " updated_at = ? WHERE id = ?",
-            (now, now, entry_id),
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE inbox SET status = 'pending', lease_until = NULL, not_before = ?,"
+                " updated_at = ?, seq = 2 WHERE id = ?",
+                (now, now, entry_id),
+            )
+            conn.execute("DELETE FROM inbox_lanes WHERE entry_id = ?", (entry_id,))
+            conn.execute(
+                "DELETE FROM inbox_steps WHERE step LIKE 'on_failure.%' AND (source, event_id)"
+                " IN (SELECT source, event_id FROM inbox WHERE id = ?)",
+                (entry_id,),
+            )
+
+        await self._submit(job)
+
+    async def dispatched(self, after_id: int = 0, limit: int = 500) -> list[InboxEntry]:
+        return await self._select(
+            "WHERE status = 'dispatched' AND id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
+
+    async def claim_run(self, flow_run_id: str, state_id: str, worker: str) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO inbox_run_claims (flow_run_id, state_id, worker, claimed_at)"
+                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                (flow_run_id, state_id, worker, self._clock()),
+            )
+            return bool(cur.rowcount)
+
+        return await self._submit(job)
+
+    async def run_claims(self, flow_run_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(flow_run_ids)
+
+        def job(conn: sqlite3.Connection) -> dict[str, str]:
+            out: dict[str, str] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for rid, worker in conn.execute(
+                    "SELECT flow_run_id, worker FROM inbox_run_claims WHERE flow_run_id IN"
+                    f" ({','.join('?' * len(chunk))}) ORDER BY claimed_at",
+                    chunk,
+                ):
+                    out[rid] = worker
+            return out
+
+        return await self._submit(job)
 
     async def _select(self, where: str, params: tuple[Any, ...]) -> list[InboxEntry]:
         def job(conn: sqlite3.Connection) -> list[InboxEntry]:
@@ -910,6 +1199,29 @@ CREATE TABLE IF NOT EXISTS "{schema}".inbox_steps (
     PRIMARY KEY (source, event_id, recipe, step)
 );
 CREATE TABLE IF NOT EXISTS "{schema}".inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS seq SMALLINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS inbox_unsequenced ON "{schema}".inbox (id)
+    WHERE status = 'pending' AND seq <> 1;
+CREATE TABLE IF NOT EXISTS "{schema}".inbox_lanes (
+    lane        TEXT             NOT NULL,
+    entry_id    BIGINT           NOT NULL,
+    event_time  DOUBLE PRECISION NOT NULL,
+    started     BOOLEAN          NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (lane, entry_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_lanes_entry ON "{schema}".inbox_lanes (entry_id);
+CREATE TABLE IF NOT EXISTS "{schema}".inbox_lane_marks (
+    lane        TEXT             PRIMARY KEY,
+    event_time  DOUBLE PRECISION NOT NULL,
+    entry_id    BIGINT           NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "{schema}".inbox_run_claims (
+    flow_run_id TEXT        NOT NULL,
+    state_id    TEXT        NOT NULL,
+    worker      TEXT        NOT NULL,
+    claimed_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (flow_run_id, state_id)
+);
 """
 
 
@@ -931,6 +1243,7 @@ def _pg_row(row: Mapping[str, Any]) -> InboxEntry:
         not_before=row["not_before"],
         lease_until=row["lease_until"],
         updated_at=row["updated_at"],
+        seq=row["seq"],
     )
 
 
@@ -1135,22 +1448,116 @@ class PostgresInbox(Inbox):
                 out.append((False, existing[key]))
         return out
 
-    async def claim(self, limit: int, *, lease_seconds: float) -> list[InboxEntry]:
+    def _lock_key(self) -> int:
+        """The advisory lock that serialises sequencing and claiming in this schema."""
+        return 7201156 + zlib.crc32(self.schema.encode()) % 1_000_000
+
+    async def claim(
+        self, limit: int, *, lease_seconds: float, sequencer: Sequencer | None = None
+    ) -> list[InboxEntry]:
         now = self._clock()
+        s = f'"{self.schema}"'
 
         async def fn(conn: Any) -> list[InboxEntry]:
-            rows = await conn.fetch(
-                f"UPDATE {self._t} SET lease_until = $2, updated_at = $1 WHERE id IN ("
-                f" SELECT id FROM {self._t} WHERE status = 'pending' AND not_before <= $1"
-                " AND (lease_until IS NULL OR lease_until <= $1) ORDER BY id LIMIT $3"
-                f" FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
-                _dt(now),
-                _dt(now + lease_seconds),
-                limit,
-            )
+            if sequencer is None:
+                rows = await conn.fetch(
+                    f"UPDATE {self._t} SET lease_until = $2, updated_at = $1, seq = 1"
+                    f" WHERE id IN (SELECT id FROM {self._t} WHERE status = 'pending'"
+                    " AND not_before <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
+                    f" ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
+                    _dt(now),
+                    _dt(now + lease_seconds),
+                    limit,
+                )
+                return sorted((_pg_row(r) for r in rows), key=lambda e: e.id)
+            async with conn.transaction():
+                # one sequencer/claimer at a time per inbox: lanes stay ordered with any
+                # number of dispatchers (claims are short; creating runs happens outside)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key())
+                fresh = [
+                    _pg_row(r)
+                    for r in await conn.fetch(
+                        f"SELECT {_COLUMNS} FROM {self._t} WHERE status = 'pending'"
+                        " AND seq <> 1 ORDER BY id LIMIT $1",
+                        SEQUENCE_BATCH,
+                    )
+                ]
+                if fresh:
+                    await self._sequence(conn, _sequence_all(fresh, sequencer), now)
+                rows = await conn.fetch(
+                    f"UPDATE {self._t} SET lease_until = $2, updated_at = $1"
+                    f" WHERE id IN (SELECT id FROM {self._t} i WHERE status = 'pending'"
+                    " AND not_before <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
+                    f" AND seq = 1 AND NOT EXISTS (SELECT 1 FROM {s}.inbox_lanes a"
+                    f" JOIN {s}.inbox_lanes b ON b.lane = a.lane WHERE a.entry_id = i.id"
+                    " AND b.entry_id <> a.entry_id AND (b.started"
+                    " OR (b.event_time, b.entry_id) < (a.event_time, a.entry_id)))"
+                    f" ORDER BY id LIMIT $3) RETURNING {_COLUMNS}",
+                    _dt(now),
+                    _dt(now + lease_seconds),
+                    limit,
+                )
+                ids = [r["id"] for r in rows]
+                if ids:
+                    await conn.execute(
+                        f"INSERT INTO {s}.inbox_lane_marks AS m (lane, event_time, entry_id)"
+                        f" SELECT lane, event_time, entry_id FROM {s}.inbox_lanes"
+                        " WHERE entry_id = ANY($1::bigint[]) ORDER BY lane, event_time, entry_id"
+                        " ON CONFLICT (lane) DO UPDATE SET event_time = excluded.event_time,"
+                        " entry_id = excluded.entry_id"
+                        " WHERE (excluded.event_time, excluded.entry_id)"
+                        " > (m.event_time, m.entry_id)",
+                        ids,
+                    )
+                    await conn.execute(
+                        f"UPDATE {s}.inbox_lanes SET started = TRUE"
+                        " WHERE entry_id = ANY($1::bigint[])",
+                        ids,
+                    )
             return sorted((_pg_row(r) for r in rows), key=lambda e: e.id)
 
         return await self._call(fn)
+
+    async def _sequence(
+        self, conn: Any, plan: list[tuple[InboxEntry, Sequenced]], now: float
+    ) -> None:
+        s = f'"{self.schema}"'
+        lanes = sorted({lane for _, q in plan for lane in q.lanes})
+        marks = {
+            r["lane"]: (float(r["event_time"]), int(r["entry_id"]))
+            for r in await conn.fetch(
+                f"SELECT lane, event_time, entry_id FROM {s}.inbox_lane_marks"
+                " WHERE lane = ANY($1::text[])",
+                lanes,
+            )
+        }
+        late: list[tuple[str, int]] = []
+        joined: list[tuple[str, int, float]] = []
+        done: list[int] = []
+        for entry, q in plan:
+            msg = _is_late(entry, q, marks) if entry.seq == 0 else None
+            if msg is not None:
+                late.append((msg, entry.id))
+                continue
+            done.append(entry.id)
+            joined += [(lane, entry.id, _entry_time(entry)) for lane in q.lanes]
+        if late:
+            await conn.executemany(
+                f"UPDATE {self._t} SET status = 'late', seq = 1, last_error = $1,"
+                " lease_until = NULL, updated_at = $3 WHERE id = $2",
+                [(msg, i, _dt(now)) for msg, i in late],
+            )
+        if done:
+            await conn.execute(
+                f"DELETE FROM {s}.inbox_lanes WHERE entry_id = ANY($1::bigint[])", done
+            )
+            await conn.execute(f"UPDATE {self._t} SET seq = 1 WHERE id = ANY($1::bigint[])", done)
+        if joined:
+            await conn.executemany(
+                f"INSERT INTO {s}.inbox_lanes (lane, entry_id, event_time) VALUES ($1,$2,$3)"
+                " ON CONFLICT DO NOTHING",
+                joined,
+            )
 
     async def _exec(self, sql: str, *args: Any) -> None:
         async def fn(conn: Any) -> None:
@@ -1158,51 +1565,131 @@ class PostgresInbox(Inbox):
 
         await self._call(fn)
 
-    async def mark_dispatched(self, entry_id: int, flow_runs: Mapping[str, str]) -> None:
-        await self._exec(
-            f"UPDATE {self._t} SET status = 'dispatched', lease_until = NULL, updated_at = $1,"
-            " flow_runs = flow_runs || $2::jsonb WHERE id = $3",
-            _dt(self._clock()),
-            json.dumps(dict(flow_runs)),
+    async def _transition(
+        self,
+        entry_id: int,
+        sets: str,
+        args: tuple[Any, ...],
+        expect: str | None,
+        *,
+        leave_lanes: bool = False,
+    ) -> bool:
+        """``sets`` uses $1..$n for ``args``; the entry id and ``expect`` follow them."""
+        n = len(args)
+        sql = f"UPDATE {self._t} SET {sets} WHERE id = ${n + 1}"
+        params: tuple[Any, ...] = (*args, entry_id)
+        if expect is not None:
+            sql += f" AND status = ${n + 2}"
+            params = (*params, expect)
+
+        async def fn(conn: Any) -> bool:
+            async with conn.transaction():
+                status = await conn.execute(sql, *params)
+                changed = bool(status.split()[-1] != "0")
+                if changed and leave_lanes:
+                    await conn.execute(
+                        f'DELETE FROM "{self.schema}".inbox_lanes WHERE entry_id = $1', entry_id
+                    )
+                return changed
+
+        return await self._call(fn)
+
+    async def mark_dispatched(
+        self, entry_id: int, flow_runs: Mapping[str, str], *, expect: str | None = None
+    ) -> bool:
+        return await self._transition(
             entry_id,
+            "status = 'dispatched', lease_until = NULL, updated_at = $1,"
+            " flow_runs = flow_runs || $2::jsonb",
+            (_dt(self._clock()), json.dumps(dict(flow_runs))),
+            expect,
         )
 
-    async def mark_done(self, entry_id: int) -> None:
-        await self._exec(
-            f"UPDATE {self._t} SET status = 'done', lease_until = NULL, updated_at = $1"
-            " WHERE id = $2",
-            _dt(self._clock()),
+    async def mark_done(self, entry_id: int, *, expect: str | None = None) -> bool:
+        return await self._transition(
             entry_id,
+            "status = 'done', lease_until = NULL, updated_at = $1",
+            (_dt(self._clock()),),
+            expect,
+            leave_lanes=True,
         )
 
-    async def mark_failed(self, entry_id: int, error: str) -> None:
-        await self._exec(
-            f"UPDATE {self._t} SET status = 'failed', lease_until = NULL, last_error = $1,"
-            " attempts = attempts + 1, updated_at = $2 WHERE id = $3",
-            error,
-            _dt(self._clock()),
+    async def mark_failed(self, entry_id: int, error: str, *, expect: str | None = None) -> bool:
+        return await self._transition(
             entry_id,
+            "status = 'failed', lease_until = NULL, last_error = $1, attempts = attempts + 1,"
+            " updated_at = $2",
+            (error, _dt(self._clock())),
+            expect,
+            leave_lanes=True,
         )
 
-    async def retry_later(self, entry_id: int, error: str, delay_seconds: float) -> None:
+    async def retry_later(
+        self, entry_id: int, error: str, delay_seconds: float, *, expect: str | None = None
+    ) -> bool:
         now = self._clock()
-        await self._exec(
-            f"UPDATE {self._t} SET status = 'pending', lease_until = NULL, last_error = $1,"
-            " attempts = attempts + 1, not_before = $2, updated_at = $3 WHERE id = $4",
-            error,
-            _dt(now + max(0.0, delay_seconds)),
-            _dt(now),
+        return await self._transition(
             entry_id,
+            "status = 'pending', lease_until = NULL, last_error = $1, attempts = attempts + 1,"
+            " not_before = $2, updated_at = $3",
+            (error, _dt(now + max(0.0, delay_seconds)), _dt(now)),
+            expect,
         )
 
     async def requeue(self, entry_id: int) -> None:
         now = _dt(self._clock())
-        await self._exec(
-            f"UPDATE {self._t} SET status = 'pending', lease_until = NULL, not_before = $1,"
-            " updated_at = $1 WHERE id = $2",
-            now,
-            entry_id,
+        s = f'"{self.schema}"'
+
+        async def fn(conn: Any) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    f"UPDATE {self._t} SET status = 'pending', lease_until = NULL,"
+                    " not_before = $1, updated_at = $1, seq = 2 WHERE id = $2",
+                    now,
+                    entry_id,
+                )
+                await conn.execute(f"DELETE FROM {s}.inbox_lanes WHERE entry_id = $1", entry_id)
+                await conn.execute(
+                    f"DELETE FROM {s}.inbox_steps st USING {self._t} i WHERE i.id = $1"
+                    " AND st.source = i.source AND st.event_id = i.event_id"
+                    " AND st.step LIKE 'on_failure.%'",
+                    entry_id,
+                )
+
+        await self._call(fn)
+
+    async def dispatched(self, after_id: int = 0, limit: int = 500) -> list[InboxEntry]:
+        return await self._select(
+            "WHERE status = 'dispatched' AND id > $1 ORDER BY id LIMIT $2", after_id, limit
         )
+
+    async def claim_run(self, flow_run_id: str, state_id: str, worker: str) -> bool:
+        async def fn(conn: Any) -> bool:
+            status = await conn.execute(
+                f'INSERT INTO "{self.schema}".inbox_run_claims'
+                " (flow_run_id, state_id, worker, claimed_at) VALUES ($1,$2,$3,$4)"
+                " ON CONFLICT DO NOTHING",
+                flow_run_id,
+                state_id,
+                worker,
+                _dt(self._clock()),
+            )
+            return bool(status.split()[-1] != "0")
+
+        return await self._call(fn)
+
+    async def run_claims(self, flow_run_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(flow_run_ids)
+
+        async def fn(conn: Any) -> dict[str, str]:
+            rows = await conn.fetch(
+                f'SELECT flow_run_id, worker FROM "{self.schema}".inbox_run_claims'
+                " WHERE flow_run_id = ANY($1::text[]) ORDER BY claimed_at",
+                ids,
+            )
+            return {r["flow_run_id"]: r["worker"] for r in rows}
+
+        return await self._call(fn)
 
     async def _select(self, where: str, *args: Any) -> list[InboxEntry]:
         async def fn(conn: Any) -> list[InboxEntry]:

@@ -100,12 +100,19 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between work-pool polls.")
 @click.option("--work-pool", default="hookline", show_default=True)
 @click.option(
+    "--heartbeat",
+    default=10.0,
+    show_default=True,
+    help="Seconds between heartbeats to the work pool (dispatchers recover the runs of a "
+    "worker silent for their --worker-timeout).",
+)
+@click.option(
     "--dispatch/--no-dispatch",
     default=False,
     show_default=True,
-    help="Also run a dispatcher in this process (one per inbox when using order_by).",
+    help="Also run a dispatcher in this process.",
 )
-def worker(limit: int, poll: float, work_pool: str, dispatch: bool) -> None:
+def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: bool) -> None:
     """Execute recipe runs from the Prefect work pool, in this process."""
     from hookline.engine.dispatcher import Dispatcher
     from hookline.engine.worker import Worker
@@ -121,13 +128,21 @@ def worker(limit: int, poll: float, work_pool: str, dispatch: bool) -> None:
                 work_pool=work_pool,
                 limit=limit,
                 poll_seconds=poll,
+                heartbeat_seconds=heartbeat,
                 home=get_settings().home,
+                inbox=eng.inbox,
             )
             jobs = [w.run(stop)]
             if dispatch:
                 d = Dispatcher(
-                    eng.inbox, eng.recipes, eng.client, eng.deployment_id, on_created=w.submit
+                    eng.inbox,
+                    eng.recipes,
+                    eng.client,
+                    eng.deployment_id,
+                    on_created=w.submit,
+                    work_pool=work_pool,
                 )
+                w.on_finished = lambda _run_id: d.notify()
                 jobs.append(d.run(stop))
             click.echo(f"worker {w.name} polling work pool {work_pool!r} (limit {limit})")
             await asyncio.gather(*jobs)
@@ -145,7 +160,15 @@ def worker(limit: int, poll: float, work_pool: str, dispatch: bool) -> None:
     show_default=True,
     help="Flow-run creates at once (a plain SQLite-backed Prefect server: 1).",
 )
-def dispatch(concurrency: int) -> None:
+@click.option(
+    "--worker-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which a worker is dead and its runs are "
+    "recovered (crashed and sent again, or scheduled again).",
+)
+@click.option("--work-pool", default="hookline", show_default=True)
+def dispatch(concurrency: int, worker_timeout: float, work_pool: str) -> None:
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""
     from hookline.engine.dispatcher import Dispatcher
 
@@ -156,7 +179,13 @@ def dispatch(concurrency: int) -> None:
         _stop_on_signals(stop)
         async with open_engine() as eng:
             d = Dispatcher(
-                eng.inbox, eng.recipes, eng.client, eng.deployment_id, concurrency=concurrency
+                eng.inbox,
+                eng.recipes,
+                eng.client,
+                eng.deployment_id,
+                concurrency=concurrency,
+                worker_timeout=worker_timeout,
+                work_pool=work_pool,
             )
             click.echo("dispatcher running")
             await d.run(stop)

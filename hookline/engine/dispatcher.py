@@ -8,18 +8,24 @@
 - Prefect down or overloaded (connection errors, 5xx after the client's own retries): the entry
   goes back to pending with exponential backoff and the dispatcher pauses, so nothing is lost
   and Prefect is not hammered while it recovers.
-- ``order_by`` lanes: a recipe run whose lane key (the rendered ``order_by``, shared by all
-  recipes: `support-ticket-created` and `support-ticket-resolved` both order by ticket id)
-  is held by another event's runs waits; events of one lane go out in event-time order. The
-  runs of one event never wait for each other. Lanes are held by the dispatcher, so run one
-  dispatcher per inbox when recipes use ``order_by`` (receivers and workers scale freely).
-- Following: one Prefect query per cycle reads the states of every dispatched entry's runs;
-  an entry is ``done`` when all its runs completed, ``failed`` (with the runs' messages) when
-  any failed, crashed or was cancelled.
-- Lost runs: a worker killed mid-run leaves its run Pending or Running for ever. A run that
-  has been Pending/Running longer than its recipe can possibly take (every attempt of every
-  step timing out, plus backoffs, plus `stuck_margin`) is marked Crashed and the event is sent
-  again (at most `max_auto_retries` times); the step log keeps finished steps from repeating.
+- ``order_by`` lanes live in the inbox (see `hookline.inbox`): the dispatcher claims with a
+  sequencer that names each event's lane keys (the rendered ``order_by`` of every recipe that
+  matches it, shared by all recipes), and the inbox only hands out a lane's head. So a lane
+  runs one event at a time in event-time order across restarts, lease expiry and any number
+  of dispatchers; an event older than one its lane already ran ends ``late`` unless every
+  recipe giving it that lane says ``late: run``.
+- Following: each cycle pages through every dispatched entry, oldest first, and asks Prefect
+  (at most 200 ids per query, Prefect's limit) which of their runs ended; an entry is ``done``
+  when all its runs completed, ``failed`` (with the runs' messages) when any failed, crashed
+  or was cancelled. Transitions name the status they expect, so several dispatchers following
+  the same runs act once.
+- Lost runs: every `recover_seconds`, runs still Scheduled, Pending or Running are checked
+  against the worker that claimed them (`Inbox.run_claims`) and that worker's heartbeats in
+  Prefect's work pool. A worker silent for `worker_timeout` seconds is dead: its Pending and
+  Running runs are marked Crashed and the event is sent again (at most `max_auto_retries`
+  times; the step log keeps finished steps, `on_failure` included, from repeating); a run it
+  claimed but never started is scheduled again for another worker. A run nobody claimed falls
+  back to the longest time its recipe can take.
 """
 
 from __future__ import annotations
@@ -31,22 +37,32 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import httpx
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.exceptions import PrefectHTTPStatusError
 
-from hookline.inbox import Inbox, InboxEntry
+from hookline.engine.deployment import WORK_POOL
+from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context, render_template
-from hookline.recipes.matcher import type_matches
+from hookline.recipes.errors import EventError
 
 log = logging.getLogger("hookline.dispatcher")
 
 TERMINAL_OK = {"COMPLETED"}
 TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
+PREFECT_MAX_LIMIT = 200  # Prefect refuses a flow_runs/filter limit above this (422)
+_FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+_LIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
+_PREFECT_ERRORS = (httpx.HTTPError, PrefectHTTPStatusError, OSError)
 
 
 def idempotency_key(source: str, event_id: str, recipe: str, replay_of: str | None) -> str:
@@ -70,20 +86,15 @@ class DispatcherStats:
 
 
 @dataclass
-class _Lane:
-    entry_id: int
-    runs: set[str] = field(default_factory=set)
-
-
-@dataclass
 class Dispatcher:
     inbox: Inbox
     recipes: RecipeSet
     client: Any  # prefect.client.orchestration.PrefectClient
     deployment_id: UUID
-    concurrency: int = 1
-    """Flow-run creates at once. 1 suits a SQLite-backed Prefect (concurrent writers there
-    meet "database is locked" 503s and 2^n s client backoffs); raise it on PostgreSQL."""
+    concurrency: int = 4
+    """Flow-run creates at once. 4 measured best with `bench/e2e.py` on the embedded SQLite
+    profile and on PostgreSQL; a plain SQLite-backed Prefect server wants 1 (concurrent
+    writers there meet "database is locked" 503s and 2^n s client backoffs)."""
     batch: int = 32
     lease_seconds: float = 60.0
     poll_seconds: float = 0.25
@@ -95,7 +106,16 @@ class Dispatcher:
     longer to its own backoff, with the entry kept pending."""
     fast_retries: int = 6
     stuck_margin: float = 120.0
+    """Added to a recipe's longest possible run, for runs no worker claimed in the inbox."""
     max_auto_retries: int = 3
+    work_pool: str = WORK_POOL
+    worker_timeout: float = 60.0
+    """A worker whose last heartbeat is older than this is dead: its runs are recovered.
+    Workers heartbeat every 10 s by default (`hookline worker --heartbeat`)."""
+    recover_seconds: float = 10.0
+    """How often runs still Scheduled, Pending or Running are checked for a dead worker."""
+    follow_page: int = 500
+    """Dispatched entries read per inbox query while following (all are followed)."""
     write_gate: asyncio.Lock | None = None
     """Optionally shared with an in-process worker: a flow-run create waits for the run being
     executed. For a plain SQLite Prefect server, where a create that overlaps a run's state
@@ -108,8 +128,8 @@ class Dispatcher:
     clock: Callable[[], float] = time.time
     stats: DispatcherStats = field(default_factory=DispatcherStats)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    _lanes: dict[str, _Lane] = field(default_factory=dict)  # lane key -> the event holding it
     _pause_until: float = 0.0
+    _next_recover: float = 0.0
     _failures: int = 0
 
     async def readiness(self) -> str:
@@ -166,39 +186,63 @@ class Dispatcher:
         """Claim due entries and create their flow runs; return how many were claimed."""
         if self.clock() < self._pause_until:
             return 0
-        entries = await self.inbox.claim(self.batch, lease_seconds=self.lease_seconds)
+        uses_lanes = any(r.order_by for r in self.recipes.recipes)
+        entries = await self.inbox.claim(
+            self.batch,
+            lease_seconds=self.lease_seconds,
+            sequencer=self.sequence if uses_lanes else None,
+        )
         if not entries:
             return 0
-        # event-time order within the batch, so a lane's earlier event goes first
-        entries.sort(key=lambda e: (e.event_time or e.received_at, e.id))
         sem = asyncio.Semaphore(self.concurrency)
 
         async def one(entry: InboxEntry) -> None:
             async with sem:
                 await self._dispatch(entry)
 
-        lanes_first = [e for e in entries if self._uses_lanes(e)]
-        rest = [e for e in entries if not self._uses_lanes(e)]
-        for e in lanes_first:  # sequential: lane decisions depend on the previous entry
-            await self._dispatch(e)
-        await asyncio.gather(*(one(e) for e in rest))
+        # the inbox hands out only lane heads, so every claimed entry may go out at once
+        await asyncio.gather(*(one(e) for e in entries))
         return len(entries)
 
-    def _uses_lanes(self, entry: InboxEntry) -> bool:
-        """Whether a recipe with ``order_by`` could match this entry's event type."""
-        return any(
-            r.order_by and type_matches(r.on, entry.event_type) for r in self.recipes.recipes
-        )
+    def sequence(self, entry: InboxEntry) -> Sequenced:
+        """The inbox's sequencer: this entry's lane keys, from every recipe that matches it
+        and has ``order_by``; late events are skipped unless all of those say ``late: run``."""
+        try:
+            event = _event(entry)
+        except ValueError:
+            return Sequenced()  # _dispatch reports it
+        lanes: list[str] = []
+        skip = False
+        for result in self.recipes.match(event):
+            recipe = result.recipe
+            if not result.matched or not recipe.order_by:
+                continue
+            try:
+                lane = self._lane(recipe, event)
+            except Exception as exc:  # a bad key must not stop the other lanes
+                log.error(
+                    "recipe %s: order_by failed on event %s: %s; no lane for it",
+                    recipe.name,
+                    entry.event_id,
+                    exc,
+                    extra={"event_id": entry.event_id, "recipe": recipe.name},
+                )
+                continue
+            if lane is not None and lane not in lanes:
+                lanes.append(lane)
+            skip = skip or recipe.late == "skip"
+        return Sequenced(lanes=tuple(lanes), skip_if_late=skip)
 
     async def _dispatch(self, entry: InboxEntry) -> None:
         try:
-            event = Event.from_body(
-                source=entry.source,
-                event_type=entry.event_type,
-                event_id=entry.event_id,
-                body=entry.body,
+            event = _event(entry)
+        except ValueError as exc:
+            log.error(
+                "event %s: cannot parse the stored event: %s",
+                entry.event_id,
+                exc,
+                extra={"event_id": entry.event_id},
             )
-        except Exception as exc:
             await self.inbox.mark_failed(entry.id, f"cannot parse stored event: {exc}")
             self.stats.failed += 1
             return
@@ -230,35 +274,20 @@ class Dispatcher:
                 self.stats.done += 1
             return
         runs: dict[str, str] = {}
-        waiting: list[str] = []
         try:
             for recipe in matched:
-                lane = self._lane(recipe, event)
-                holder = self._lanes.get(lane) if lane is not None else None
-                if holder is not None and holder.entry_id != entry.id:
-                    waiting.append(str(lane))
-                    continue
                 replay_of = entry.flow_runs.get(recipe.name)
                 async with self.write_gate or contextlib.nullcontext():
                     flow_run = await self._create(entry, event, recipe.name, replay_of)
                 runs[recipe.name] = str(flow_run.id)
                 self.stats.created += 1
-                if lane is not None:
-                    self._lanes.setdefault(lane, _Lane(entry.id)).runs.add(str(flow_run.id))
                 if self.on_created is not None:
                     self.on_created(flow_run)
-        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+        except _PREFECT_ERRORS as exc:
             log.debug("create failed: %r", exc)
             await self._prefect_unavailable(entry, exc)
             return
         self._failures = 0
-        if waiting:
-            # runs created so far are idempotent: re-created (found) on the next claim
-            self.stats.deferred += 1
-            await self.inbox.retry_later(
-                entry.id, f"waiting for order_by lane(s) {', '.join(waiting)}", 0.2
-            )
-            return
         await self.inbox.mark_dispatched(entry.id, runs)
         self.stats.dispatched += 1
         self.stats.last_dispatch_lag = max(0.0, self.clock() - entry.received_at.timestamp())
@@ -313,107 +342,170 @@ class Dispatcher:
         )
         await self.inbox.retry_later(entry.id, message, delay)
 
-    async def _resend_if_stuck(
-        self,
-        entry: InboxEntry,
-        states: dict[str, Any],
-        starts: dict[str, Any],
-        now: float,
-    ) -> bool:
-        """Crash runs a dead worker left behind and send the event again; True if it did."""
-        from prefect.states import Crashed
-
-        stuck: list[str] = []
-        for name, rid in entry.flow_runs.items():
-            st, start = states.get(rid), starts.get(rid)
-            if st is None or st.type.value not in ("PENDING", "RUNNING") or start is None:
-                continue
-            recipe = self.recipes.get(name)
-            limit = (longest_run_seconds(recipe) if recipe else 0.0) + self.stuck_margin
-            if now - start.timestamp() > limit:
-                stuck.append(rid)
-        if not stuck:
-            return False
-        message = (
-            f"run(s) {', '.join(stuck)} made no progress for longer than the recipe can take; "
-            "their worker is presumed dead"
-        )
-        for rid in stuck:
-            try:
-                await self.client.set_flow_run_state(
-                    UUID(rid), Crashed(message=message), force=True
-                )
-            except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
-                log.warning("cannot mark run %s crashed: %s", rid, exc)
-                return True
-        if entry.attempts >= self.max_auto_retries:
-            await self.inbox.mark_failed(entry.id, message)
-            self.stats.failed += 1
-            log.error(
-                "event %s failed: %s", entry.event_id, message, extra={"event_id": entry.event_id}
-            )
-        else:
-            log.warning(
-                "event %s: %s; sending it again",
-                entry.event_id,
-                message,
-                extra={"event_id": entry.event_id},
-            )
-            await self.inbox.retry_later(entry.id, message, 0.0)
-        return True
-
     # -- follow -----------------------------------------------------------------------------
 
-    async def follow_once(self, limit: int = 200) -> int:
-        """Move dispatched entries whose runs all ended to done/failed; return how many."""
-        entries = await self.inbox.list(status="dispatched", limit=limit)
-        ids = {UUID(rid) for e in entries for rid in e.flow_runs.values()}
-        ids |= {UUID(rid) for lane in self._lanes.values() for rid in lane.runs}
+    async def follow_once(self) -> int:
+        """Move dispatched entries whose runs all ended to done/failed; return how many.
+
+        Every dispatched entry is followed, oldest first, in pages; Prefect is asked only
+        for the runs that ended, at most 200 ids per query. Every `recover_seconds` the runs
+        still live are checked for a dead worker too.
+        """
+        now = self.clock()
+        recover = now >= self._next_recover
+        if recover:
+            self._next_recover = now + self.recover_seconds
+        finished = 0
+        after = 0
+        while True:
+            entries = await self.inbox.dispatched(after_id=after, limit=self.follow_page)
+            if not entries:
+                break
+            after = entries[-1].id
+            try:
+                finished += await self._follow(entries)
+                if recover:
+                    await self._recover(entries, now)
+            except _PREFECT_ERRORS as exc:
+                log.warning("cannot read flow run states: %s", exc)
+                break
+            if len(entries) < self.follow_page:
+                break
+        return finished
+
+    async def _read_runs(self, ids: list[UUID], types: list[StateType]) -> list[Any]:
+        """The flow runs among ``ids`` in one of these state types (paged by Prefect's limit)."""
+        runs: list[Any] = []
+        for start in range(0, len(ids), PREFECT_MAX_LIMIT):
+            chunk = ids[start : start + PREFECT_MAX_LIMIT]
+            runs += await self.client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=chunk),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
+                ),
+                limit=len(chunk),
+            )
+        return runs
+
+    async def _follow(self, entries: list[InboxEntry]) -> int:
+        ids = sorted({UUID(rid) for e in entries for rid in e.flow_runs.values()})
         if not ids:
             return 0
-        try:
-            runs = await self.client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=sorted(ids))),
-                limit=len(ids),
-            )
-        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
-            log.warning("cannot read flow run states: %s", exc)
-            return 0
-        states = {str(r.id): r.state for r in runs}
-        starts = {str(r.id): r.start_time for r in runs}
-        for key, lane in list(self._lanes.items()):
-            ended = [states.get(rid) for rid in lane.runs]
-            if all(st is not None and st.type.value in TERMINAL_OK | TERMINAL_BAD for st in ended):
-                del self._lanes[key]
+        states = {str(r.id): r.state for r in await self._read_runs(ids, _FINAL)}
         finished = 0
-        now = self.clock()
         for entry in entries:
-            if await self._resend_if_stuck(entry, states, starts, now):
+            ended = {name: states.get(rid) for name, rid in entry.flow_runs.items()}
+            if any(s is None for s in ended.values()):
                 continue
-            types = {name: states.get(rid) for name, rid in entry.flow_runs.items()}
-            if any(
-                s is None or s.type.value not in TERMINAL_OK | TERMINAL_BAD for s in types.values()
-            ):
-                continue
-            bad = {n: s for n, s in types.items() if s is not None and s.type.value in TERMINAL_BAD}
+            bad = {n: s for n, s in ended.items() if s is not None and s.type.value in TERMINAL_BAD}
             if bad:
                 message = "; ".join(
                     f"{n}: {s.type.value.lower()}: {s.message or ''}".strip()
                     for n, s in bad.items()
                 )
-                await self.inbox.mark_failed(entry.id, message)
-                self.stats.failed += 1
+                if await self.inbox.mark_failed(entry.id, message, expect="dispatched"):
+                    self.stats.failed += 1
+                    log.warning(
+                        "event %s failed: %s",
+                        entry.event_id,
+                        message,
+                        extra={"event_id": entry.event_id},
+                    )
+            elif await self.inbox.mark_done(entry.id, expect="dispatched"):
+                self.stats.done += 1
+            finished += 1
+        return finished
+
+    async def _live_workers(self, now: float) -> set[str]:
+        """Names of the work pool's workers that heartbeat within `worker_timeout`."""
+        workers = await self.client.read_workers_for_work_pool(
+            work_pool_name=self.work_pool, limit=PREFECT_MAX_LIMIT
+        )
+        return {
+            w.name
+            for w in workers
+            if w.last_heartbeat_time is not None
+            and now - w.last_heartbeat_time.timestamp() <= self.worker_timeout
+        }
+
+    async def _recover(self, entries: list[InboxEntry], now: float) -> None:
+        """Crash the runs a dead worker left Pending/Running and send their events again;
+        reschedule runs a dead worker claimed but never started."""
+        from prefect.states import Crashed, Scheduled
+
+        by_run = {rid: (e, name) for e in entries for name, rid in e.flow_runs.items()}
+        if not by_run:
+            return
+        runs = await self._read_runs(sorted(UUID(r) for r in by_run), _LIVE)
+        if not runs:
+            return
+        claims = await self.inbox.run_claims(str(r.id) for r in runs)
+        live = await self._live_workers(now)
+        dead: dict[int, list[str]] = {}
+        for run in runs:
+            rid = str(run.id)
+            entry, recipe_name = by_run[rid]
+            worker = claims.get(rid) or run.infrastructure_pid
+            since = run.state.timestamp.timestamp() if run.state.timestamp else now
+            if worker is not None and worker not in live and now - since > self.worker_timeout:
+                if run.state.type == StateType.SCHEDULED:
+                    # claimed, never started: a new Scheduled state is claimable again
+                    log.warning("run %s: its worker %s is dead; scheduling it again", rid, worker)
+                    await self.client.set_flow_run_state(
+                        run.id,
+                        Scheduled(message=f"its worker {worker} stopped; scheduled again"),
+                        force=True,
+                    )
+                    continue
+                dead.setdefault(entry.id, []).append(rid)
+            elif worker is None and run.state.type != StateType.SCHEDULED:
+                recipe = self.recipes.get(recipe_name)
+                limit = (longest_run_seconds(recipe) if recipe else 0.0) + self.stuck_margin
+                start = run.start_time.timestamp() if run.start_time else since
+                if now - start > limit:
+                    dead.setdefault(entry.id, []).append(rid)
+        entries_by_id = {e.id: e for e in entries}
+        for entry_id, rids in dead.items():
+            entry = entries_by_id[entry_id]
+            message = (
+                f"run(s) {', '.join(rids)} lost: their worker stopped heartbeating for more "
+                f"than {self.worker_timeout:g}s (or, with no worker known, ran longer than the "
+                "recipe can take)"
+            )
+            for rid in rids:
+                await self.client.set_flow_run_state(
+                    UUID(rid), Crashed(message=message), force=True
+                )
+            if entry.attempts >= self.max_auto_retries:
+                if await self.inbox.mark_failed(entry.id, message, expect="dispatched"):
+                    self.stats.failed += 1
+                    log.error(
+                        "event %s failed: %s",
+                        entry.event_id,
+                        message,
+                        extra={"event_id": entry.event_id},
+                    )
+            elif await self.inbox.retry_later(entry.id, message, 0.0, expect="dispatched"):
                 log.warning(
-                    "event %s failed: %s",
+                    "event %s: %s; sending it again",
                     entry.event_id,
                     message,
                     extra={"event_id": entry.event_id},
                 )
-            else:
-                await self.inbox.mark_done(entry.id)
-                self.stats.done += 1
-            finished += 1
-        return finished
+                self.notify()
+
+
+def _event(entry: InboxEntry) -> Event:
+    """The entry's event; ValueError if the stored body cannot be parsed."""
+    try:
+        return Event.from_body(
+            source=entry.source,
+            event_type=entry.event_type,
+            event_id=entry.event_id,
+            body=entry.body,
+        )
+    except EventError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def longest_run_seconds(recipe: Any) -> float:
@@ -424,10 +516,3 @@ def longest_run_seconds(recipe: Any) -> float:
         backoff = sum(min(300.0, float(step.retry_backoff) * 2**i * 1.25) for i in range(attempts))
         total += float(step.timeout) * attempts + backoff
     return total
-
-
-def lag_seconds(entries: list[InboxEntry], now: datetime) -> float:
-    """How long the oldest pending entry has waited."""
-    if not entries:
-        return 0.0
-    return max(0.0, (now - min(e.received_at for e in entries)).total_seconds())

@@ -192,7 +192,9 @@ async def _serve(
         # 4 runs at once and 4 creates at once: the best of 1/2/4 measured with bench/e2e.py on
         # 2 cores, on the embedded SQLite server (its transactions queue for the write lock,
         # see prefect_serve.py, so no write gate is needed) and on PostgreSQL alike.
-        worker = Worker(eng.client, poll_seconds=2.0, limit=4, home=get_settings().home)
+        worker = Worker(
+            eng.client, poll_seconds=2.0, limit=4, home=get_settings().home, inbox=eng.inbox
+        )
         dispatcher = Dispatcher(
             eng.inbox,
             eng.recipes,
@@ -201,6 +203,7 @@ async def _serve(
             on_created=worker.submit,
             concurrency=4,
         )
+        worker.on_finished = lambda _run_id: dispatcher.notify()
         app = create_app(
             eng.config,
             inbox=_NotifyingInbox(eng.inbox, dispatcher.notify),  # type: ignore[arg-type]

@@ -6,11 +6,21 @@ process takes about 0.2 s. This worker keeps Prefect's scale-out machinery — a
 queues, the Scheduled -> Pending transition as the claim, worker heartbeats shown in the UI —
 and replaces only the per-run process with a coroutine:
 
-    poll get_scheduled_flow_runs_for_work_pool  -->  propose Pending (the claim: exactly one
-    worker wins)  -->  run_flow_async(recipe_flow, flow_run)  in this process
+    poll get_scheduled_flow_runs_for_work_pool  -->  claim (flow run, Scheduled state) in the
+    inbox (exactly one worker wins)  -->  propose Pending  -->  record this worker on the run
+    -->  run_flow_async(recipe_flow, flow_run)  in this process
 
 Any number of workers on any number of machines can serve the same pool. A run handed over
 directly by an in-process dispatcher (`hookline up`) skips the poll but is claimed the same way.
+
+Why the inbox claim: Prefect refuses Pending from Pending, Running and Cancelled, but accepts
+it from Completed and Failed (its rule is for retries). A worker that polled a run into its
+backlog and claimed it only after another worker had run it to completion would run it again.
+The inbox claim is keyed by the Scheduled state the worker saw, so it runs at most once; a
+Retry from the UI schedules the run anew (a new state), which is claimable again.
+
+The worker heartbeats to the work pool every `heartbeat_seconds`; the dispatcher treats a
+worker silent for its `worker_timeout` as dead and recovers the runs it claimed.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from hookline.engine.deployment import WORK_POOL
 from hookline.engine.inprocess import local_result_storage, shared_run_context
 from hookline.flows.recipe_flow import recipe_flow
 from hookline.flows.runtime import forget_cancel, request_cancel
+from hookline.inbox import Inbox, InboxError
 
 log = logging.getLogger("hookline.worker")
 
@@ -56,7 +67,13 @@ class Worker:
     name: str = field(default_factory=lambda: f"hookline-{socket.gethostname()}-{os.getpid()}")
     limit: int = 8
     poll_seconds: float = 1.0
-    heartbeat_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    inbox: Inbox | None = None
+    """Where runs are claimed (see the module docstring); the worker of `hookline worker` and
+    `hookline up` always has one. Without it, only Prefect's Pending transition guards."""
+    on_finished: Any = None
+    """Called with each run's id once it ended: `hookline up` wakes its dispatcher, so the
+    next event of an `order_by` lane starts at once instead of at the next follow cycle."""
     handoff_backlog: int = 32
     """Runs handed over directly (by an in-process dispatcher) that may wait here for a free
     slot instead of for the next poll; they are claimed only when a slot frees, so another
@@ -129,8 +146,17 @@ class Worker:
                     try:
                         await self._share(shared)
                         sharing = True
-                    except Exception as exc:  # Prefect down: runs use per-run clients meanwhile
-                        log.debug("cannot set up shared Prefect clients yet: %s", exc)
+                    except ImportError:  # a Prefect whose internals moved: say so, once
+                        log.exception(
+                            "cannot share Prefect clients and observers between runs (Prefect "
+                            "%s?); runs use Prefect's per-run behaviour and UI Cancel may not "
+                            "stop them: install the Prefect version pinned in pyproject.toml",
+                            _prefect_version(),
+                        )
+                        sharing = True
+                    except (OSError, RuntimeError, ValueError) as exc:
+                        # Prefect unreachable: runs use per-run clients until it answers
+                        log.warning("cannot set up shared Prefect clients yet: %s", exc)
                 try:
                     with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 1}):
                         await self.poll_once()
@@ -175,8 +201,8 @@ class Worker:
                         worker_name=self.name,
                         heartbeat_interval_seconds=self.heartbeat_seconds,
                     )
-            except Exception as exc:
-                log.debug("worker heartbeat failed: %s", exc)
+            except Exception as exc:  # Prefect down: the next beat tries again
+                log.warning("worker heartbeat failed: %s", exc)
             await _sleep_or_stop(stop, self.heartbeat_seconds)
 
     def _recipe_flow(self) -> Any:
@@ -184,8 +210,26 @@ class Worker:
             self._flow = recipe_flow.with_options(result_storage=local_result_storage(self.home))
         return self._flow
 
+    async def _claim(self, flow_run: Any) -> bool:
+        """Claim the Scheduled state this worker saw, in the inbox; False: someone did."""
+        if flow_run.state is None or not flow_run.state.is_scheduled():
+            return False  # only a Scheduled state is ever claimed
+        if self.inbox is None:
+            return True
+        try:
+            won = await self.inbox.claim_run(str(flow_run.id), str(flow_run.state.id), self.name)
+        except InboxError as exc:
+            log.warning("cannot claim flow run %s in the inbox: %s", flow_run.id, exc)
+            return False
+        if not won:
+            log.info("flow run %s was claimed by another worker; skipped", flow_run.id)
+        return won
+
     async def _execute(self, flow_run: Any) -> None:
         async with self._semaphore(), self.write_gate or contextlib.nullcontext():
+            if not await self._claim(flow_run):
+                self.stats.lost_claims += 1
+                return
             try:
                 state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
             except Abort:
@@ -198,6 +242,10 @@ class Worker:
                 self.stats.lost_claims += 1
                 return
             self.stats.claimed += 1
+            # who runs it, for the UI and for operators (Prefect's own workers record theirs)
+            recorded = asyncio.ensure_future(
+                self.client.update_flow_run(flow_run.id, infrastructure_pid=self.name)
+            )
             if self._cancels is not None:
                 self._cancels.add_in_flight_flow_run_id(flow_run.id)
             try:
@@ -207,9 +255,7 @@ class Worker:
                     parameters=dict(flow_run.parameters),
                     return_type="state",
                 )
-            except BaseException as exc:  # the engine already reported the crash to Prefect
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+            except Exception:  # the engine already reported the crash to Prefect
                 log.exception("flow run %s crashed in the worker", flow_run.id)
                 self.stats.failed += 1
                 return
@@ -217,10 +263,20 @@ class Worker:
                 if self._cancels is not None:
                     self._cancels.remove_in_flight_flow_run_id(flow_run.id)
                 forget_cancel(str(flow_run.id))
+                with contextlib.suppress(Exception):  # best effort: it is only a label
+                    await recorded
+                if self.on_finished is not None:
+                    self.on_finished(flow_run.id)
             if getattr(final, "is_completed", lambda: False)():
                 self.stats.completed += 1
             else:
                 self.stats.failed += 1
+
+
+def _prefect_version() -> str:
+    import prefect
+
+    return str(getattr(prefect, "__version__", "unknown"))
 
 
 def _request_cancel(flow_run_id: UUID) -> None:

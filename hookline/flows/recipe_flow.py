@@ -175,7 +175,7 @@ async def _step(
             raise
         record.status = "completed"
         if log_key is not None:
-            await rt.inbox.record_step(*log_key, step.id, record.outputs)
+            await rt.inbox.record_step(*log_key, record.id, record.outputs)
         return record.outputs
     finally:
         record.seconds = time.perf_counter() - start
@@ -207,15 +207,17 @@ async def _run_steps(
             event, recipe=recipe, steps=outputs, run=run, failure=failure, environ=env
         )
         key = step_key(event.source, event.event_id, recipe.name, name)
-        # on_failure steps are not in the step log: they must tell on-call every time.
-        log_key = None if prefix else (event.source, event.event_id, recipe.name)
+        # on_failure steps are in the step log too (as "on_failure.<id>"): a run executed
+        # twice, or resent after its worker died, tells on-call once; `hookline replay`
+        # clears them (Inbox.requeue), so a replay that fails again tells on-call again.
+        log_key = (event.source, event.event_id, recipe.name)
         call: Any = _step.with_options(name=name, task_run_name=name)
         state: State[Any] = await call(
             step,
             context,
             record,
             key,
-            None if prefix else done.get(step.id),
+            done.get(name),
             log_key,
             return_state=True,
         )
@@ -329,7 +331,7 @@ async def recipe_flow(
             recipe=rec,
             run=run,
             rt=rt,
-            done={},
+            done=done,
             failure={**failure, "run": run},
             prefix="on_failure.",
         )

@@ -133,6 +133,7 @@ def _build(
         env_allowed=env_allowed,
         compiled_when=compile_expression(when) if when is not None else None,
         compiled_order_by=compile_template(spec.order_by) if spec.order_by else None,
+        late=spec.late,
     )
 
 

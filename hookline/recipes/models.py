@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -140,6 +140,14 @@ class RecipeSpec(BaseModel):
         default=None,
         description="Template; runs with the same key happen one at a time, in event order.",
     )
+    late: Literal["skip", "run"] = Field(
+        default="skip",
+        description=(
+            "With order_by: what to do with an event that arrives after a later event of its "
+            "key already ran. skip (default): record it as 'late', do not run it (replay by "
+            "hand); run: run it anyway, after the key's current run."
+        ),
+    )
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     steps: list[StepSpec] = Field(min_length=1)
     on_failure: list[StepSpec] = Field(default_factory=list)
@@ -248,6 +256,7 @@ class Recipe:
     env_allowed: frozenset[str] = frozenset()
     compiled_when: Expression | None = field(default=None, repr=False)
     compiled_order_by: Template | None = field(default=None, repr=False)
+    late: str = "skip"
 
     def __repr__(self) -> str:
         return f"<Recipe {self.name} ({self.path}:{self.line})>"

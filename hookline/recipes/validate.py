@@ -360,6 +360,12 @@ class FileChecker:
         v = data.get("order_by")
         if isinstance(v, str):
             self.check_template(("order_by",), v, _Scope("order_by", base), expression=False)
+        if "late" in data and not data.get("order_by"):
+            self.add(
+                ("late",),
+                "late has no effect without order_by",
+                hint="add order_by (the key whose events must stay in order), or remove late",
+            )
         on = data.get("on")
         for i, pattern in enumerate(on if isinstance(on, list) else [on]):
             p: Path_ = ("on", i) if isinstance(on, list) else ("on",)

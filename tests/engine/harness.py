@@ -98,10 +98,11 @@ async def running_engine(
             sleep=no_sleep,
         )
         runtime.install(rt)
-        worker = Worker(client, poll_seconds=0.2)
+        worker = Worker(client, poll_seconds=0.2, inbox=inbox, heartbeat_seconds=1.0)
         dispatcher = Dispatcher(
             inbox, recipes, client, deployment_id, on_created=worker.submit, poll_seconds=0.1
         )
+        worker.on_finished = lambda _run_id: dispatcher.notify()
         stop = asyncio.Event()
         jobs = asyncio.gather(dispatcher.run(stop), worker.run(stop))
         try:

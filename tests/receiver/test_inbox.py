@@ -100,7 +100,13 @@ async def test_life_cycle(any_inbox: Inbox) -> None:
 
     ec = await any_inbox.get(c)
     assert ec is not None and (ec.status, ec.attempts) == ("failed", 1)
-    assert await any_inbox.counts() == {"pending": 1, "dispatched": 0, "done": 2, "failed": 1}
+    assert await any_inbox.counts() == {
+        "pending": 1,
+        "dispatched": 0,
+        "done": 2,
+        "failed": 1,
+        "late": 0,
+    }
 
     await any_inbox.requeue(c)  # replay
     assert [e.id for e in await any_inbox.claim(10, lease_seconds=30)] == [c]
