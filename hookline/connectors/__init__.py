@@ -74,6 +74,9 @@ class Action:
     description: str
     params: inspect.Signature
     outputs: tuple[str, ...]
+    mrkdwn: frozenset[str] = frozenset()
+    """Parameters whose text is Slack mrkdwn: values a recipe template inserts into them are
+    escaped (``&``, ``<``, ``>``) unless the recipe marks them ``| mrkdwn``."""
 
     @classmethod
     def from_function(cls, name: str, connector: str, func: Callable[..., Any]) -> Action:
@@ -83,6 +86,7 @@ class Action:
         returns = signature.return_annotation
         outputs = tuple(typing.get_type_hints(returns)) if returns is not signature.empty else ()
         doc = inspect.getdoc(func) or ""
+        names = {p.name for p in params}
         return cls(
             name=name,
             connector=connector,
@@ -90,6 +94,7 @@ class Action:
             description=doc.splitlines()[0] if doc else "",
             params=signature.replace(parameters=params),
             outputs=outputs,
+            mrkdwn=slack.MRKDWN_PARAMS & names if connector.startswith("slack") else frozenset(),
         )
 
 
@@ -147,15 +152,19 @@ def build_client(
     environ: Mapping[str, str] | None = None,
     *,
     secrets: SecretLoader | None = None,
+    timeout: float | None = None,
 ) -> Any:
     """Make the vendor client an action of ``connector`` takes, from hookline.yaml + environment.
 
     ``secrets(name) -> str`` reads settings written ``prefect-secret:<name>`` (the flow layer
-    passes one backed by Prefect Secret blocks).
+    passes one backed by Prefect Secret blocks). ``timeout`` lowers the connection's own
+    timeout for this client: the engine passes the step's, so that a call the step gave up on
+    really ends (a worker thread cannot be cancelled) instead of running on beside its retry.
 
     Raises:
         KeyError: unknown connector.
         NotConfiguredError: a required setting is missing or invalid; names the variable.
+        TransientError: a Prefect Secret block could not be read right now (API down, 5xx).
         ConnectorError: Salesforce password login failed.
     """
     env = os.environ if environ is None else environ
@@ -170,6 +179,8 @@ def build_client(
         )
     settings_name = "slack" if connector == "slack_webhook" else connector
     settings = load_settings(settings_name, config, env, secrets)
+    if timeout is not None and 0 < timeout < settings.timeout:
+        settings = settings.model_copy(update={"timeout": timeout})
     raw = raw_settings(settings_name, config)
     if isinstance(settings, SlackSettings):
         return _slack(connector, settings, raw, env)
@@ -187,7 +198,12 @@ def build_client(
             timeout=settings.timeout,
         )
     if isinstance(settings, HttpSettings):
-        return httpx.Client(verify=_verify(env), timeout=settings.timeout)
+        policy = http.HostPolicy(settings.allow_hosts, settings.deny_hosts)
+        return httpx.Client(
+            verify=_verify(env),
+            timeout=settings.timeout,
+            event_hooks={"request": [policy.hook]},
+        )
     raise KeyError(connector)  # pragma: no cover - SETTINGS and CONNECTORS agree
 
 
@@ -209,13 +225,19 @@ def _slack(
     if connector == "slack_webhook":
         require("slack", settings, raw, "webhook_url")
         url = settings.webhook_url.get_secret_value() if settings.webhook_url else ""
-        return WebhookClient(url=url, timeout=int(settings.timeout), ssl=context, retry_handlers=[])
+        # float seconds: slack_sdk hands its timeout to urllib, which takes fractions
+        return WebhookClient(
+            url=url,
+            timeout=settings.timeout,  # type: ignore[arg-type]
+            ssl=context,
+            retry_handlers=[],
+        )
     require("slack", settings, raw, "token")
     token = settings.token.get_secret_value() if settings.token else ""
     return WebClient(
         token=token,
         base_url=settings.api_url,
-        timeout=int(max(1, settings.timeout)),
+        timeout=settings.timeout,  # type: ignore[arg-type]
         ssl=context,
         retry_handlers=[],
     )

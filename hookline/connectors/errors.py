@@ -5,7 +5,8 @@
         ├── TransientError               retry: timeout, connection refused/reset, 429, 5xx
         │                                (``retry_after``: seconds the vendor asked us to wait)
         └── PermanentError               fail fast: auth, validation, not found, other 4xx
-            └── NotConfiguredError       the connection is missing settings (names the variable)
+            └── NotConfiguredError       the connection is missing settings (names the variable);
+                                         ``unset`` when it has no configuration at all
 
 The engine's step runner retries ``TransientError`` only. Connectors never retry themselves.
 Messages never contain tokens, passwords or full URLs with query strings.
@@ -50,4 +51,14 @@ class PermanentError(ConnectorError):
 
 
 class NotConfiguredError(PermanentError):
-    """A connection lacks a required setting; the message names the environment variable."""
+    """A connection lacks a required setting; the message names the environment variable.
+
+    Attributes:
+        unset: True only when the connection has no configuration at all (none of its required
+            settings is set). `hookline up`'s preview mode applies to such a connector only; a
+            half-configured one, a missing Prefect Secret block or an invalid value fails.
+    """
+
+    def __init__(self, message: str, *, connector: str, unset: bool = False) -> None:
+        super().__init__(message, connector=connector)
+        self.unset = unset

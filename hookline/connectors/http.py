@@ -1,11 +1,19 @@
 """``http.request``: any HTTP API (accounting systems and everything else) over `httpx.Client`.
 
 The client is built by `hookline.connectors.build_client("http")`: TLS verified (a private CA
-via ``SSL_CERT_FILE``), no redirects followed silently, no retries (the step runner owns them).
+via ``SSL_CERT_FILE``), no redirects followed silently, no retries (the step runner owns them),
+and every request's host checked by a `HostPolicy` (``connections.http.allow_hosts`` /
+``deny_hosts`` in hookline.yaml): link-local and cloud metadata addresses are refused unless
+allowed by name, so a URL taken from a payload cannot reach ``169.254.169.254``.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 import httpx
@@ -19,6 +27,136 @@ from hookline.connectors._http import (
 from hookline.connectors.errors import PermanentError
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Refused unless ``allow_hosts`` names them: link-local (where cloud metadata services live)
+#: and the metadata endpoints of AWS (IPv6), Alibaba, Azure, Oracle and GCP.
+DEFAULT_DENY = (
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254",
+    "100.100.100.200",
+    "168.63.129.16",
+    "192.0.0.192",
+    "metadata.google.internal",
+    "metadata.goog",
+    "metadata",
+    "instance-data",
+    "instance-data.ec2.internal",
+)
+
+
+def _network(entry: str) -> IPNetwork | None:
+    try:
+        return ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        return None
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass(frozen=True)
+class _Rules:
+    names: tuple[str, ...]  # exact or glob ("*.example.com"), lower case
+    networks: tuple[IPNetwork, ...]
+
+    @classmethod
+    def of(cls, entries: Iterable[str]) -> _Rules:
+        names, networks = [], []
+        for entry in entries:
+            net = _network(entry)
+            if net is not None:
+                networks.append(net)
+            else:
+                names.append(entry.strip().lower().rstrip("."))
+        return cls(tuple(names), tuple(networks))
+
+    def has_name(self, host: str) -> bool:
+        return any(host == n or fnmatch.fnmatchcase(host, n) for n in self.names)
+
+    def has_address(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(ip.version == n.version and ip in n for n in self.networks)
+
+
+Resolver = Callable[[str], list[str]]
+
+
+def resolve_host(host: str) -> list[str]:
+    """Every address ``host`` resolves to (empty when it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return [str(info[4][0]) for info in infos]
+
+
+class HostPolicy:
+    """Which hosts ``http.request`` may call.
+
+    - a host in ``deny_hosts`` (name, ``*.glob``, IP or CIDR) is refused;
+    - with ``allow_hosts`` set, only the hosts it lists are allowed;
+    - a host, or any address it resolves to, in `DEFAULT_DENY` is refused unless
+      ``allow_hosts`` lists that host or address explicitly.
+    """
+
+    def __init__(
+        self,
+        allow: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        *,
+        resolver: Resolver = resolve_host,
+    ) -> None:
+        self.allow = _Rules.of(allow)
+        self.deny = _Rules.of(deny)
+        self.default = _Rules.of(DEFAULT_DENY)
+        self._resolve = resolver
+
+    def check(self, host: str) -> None:
+        """Raises `PermanentError` naming the host and the setting that refuses it."""
+        name = host.strip("[]").lower().rstrip(".")
+        literal = _address(name)
+        addresses = [literal] if literal is not None else None
+
+        def refuse(why: str) -> PermanentError:
+            return PermanentError(
+                f"http.request: host {name!r} is not allowed: {why} "
+                "(connections.http.allow_hosts / deny_hosts in hookline.yaml; "
+                "docs/connectors.md#http)",
+                connector="http",
+            )
+
+        def listed(rules: _Rules) -> bool:
+            nonlocal addresses
+            if rules.has_name(name):
+                return True
+            if not rules.networks:
+                return False
+            if addresses is None:
+                addresses = [a for a in map(_address, self._resolve(name)) if a is not None]
+            return any(rules.has_address(a) for a in addresses)
+
+        if listed(self.deny):
+            raise refuse("it is in deny_hosts")
+        allowed = bool(self.allow.names or self.allow.networks) and listed(self.allow)
+        if (self.allow.names or self.allow.networks) and not allowed:
+            raise refuse("it is not in allow_hosts")
+        if not allowed and listed(self.default):
+            raise refuse(
+                "link-local and cloud metadata addresses are refused unless allow_hosts names them"
+            )
+
+    def hook(self, request: httpx.Request) -> None:
+        """An httpx request event hook: check the host before anything is sent."""
+        self.check(request.url.host)
 
 
 class RequestOutput(TypedDict):

@@ -37,6 +37,17 @@ def error_message(body: Any) -> str:
     return str(body)
 
 
+def check_id(name: str, value: str) -> None:
+    """Refuse an id that is not one path segment of its own: empty, ``.`` or ``..`` would
+    address the collection (``DELETE /services/..`` is ``DELETE /``) instead of one item."""
+    if not isinstance(value, str) or value.strip() in ("", ".", ".."):
+        raise PermanentError(
+            f"inventory: {name} {value!r} is not a valid id (empty, '.' and '..' are refused: "
+            "they would address the whole collection)",
+            connector="inventory",
+        )
+
+
 def _send(
     client: httpx.Client,
     method: str,
@@ -46,8 +57,7 @@ def _send(
     idempotency_key: str | None = None,
     ok: tuple[int, ...],
 ) -> httpx.Response:
-    if not service_id:
-        raise PermanentError("inventory: service_id is empty", connector="inventory")
+    check_id("service_id", service_id)
     path = f"services/{quote(service_id, safe='')}"
     what = f"{method} /{path}"
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

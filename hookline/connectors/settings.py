@@ -16,7 +16,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from hookline.config import HooklineConfig, resolve
-from hookline.connectors.errors import NotConfiguredError
+from hookline.connectors._http import error_for_exception
+from hookline.connectors.errors import (
+    ConnectorError,
+    NotConfiguredError,
+    PermanentError,
+    TransientError,
+)
 from hookline.errors import ConfigError
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -83,6 +89,16 @@ class HttpSettings(_Settings):
     """``connections.http``: defaults for http.request."""
 
     timeout: float = Field(default=30.0, gt=0, description="Default seconds per request.")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="If set, the only hosts http.request may call: names, '*.example.com', "
+        "IPs or CIDRs.",
+    )
+    deny_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts http.request must never call, on top of link-local and cloud "
+        "metadata addresses (always refused unless allow_hosts names them).",
+    )
 
 
 SETTINGS: dict[str, type[_Settings]] = {
@@ -130,6 +146,8 @@ ENV_DEFAULTS: dict[str, dict[str, str]] = {
 SECRET_PREFIX = "prefect-secret:"
 
 SecretLoader = Callable[[str], str]
+"""``secrets(name) -> value``. Raises `LookupError` when no secret has that name; any other
+exception is a failure to read it (a network error or a 5xx is retried as transient)."""
 
 
 def _load_secret(connection: str, key: str, name: str, secrets: SecretLoader | None) -> str:
@@ -140,12 +158,29 @@ def _load_secret(connection: str, key: str, name: str, secrets: SecretLoader | N
             f"but secrets can only be read inside a Hookline flow run ({anchor(connection)})",
             connector=connection,
         )
+    what = f"{where}: reading the Prefect Secret block {name!r}"
     try:
         return secrets(name)
-    except Exception as exc:  # the loader's failure, whatever it is, is a config problem
+    except LookupError:
         raise NotConfiguredError(
-            f"{connection} is not configured: {where}: cannot read the Prefect Secret block "
-            f"{name!r} ({type(exc).__name__}) ({anchor(connection)})",
+            f"{connection} is not configured: {where}: there is no Prefect Secret block "
+            f"{name!r} (create it, or fix the name) ({anchor(connection)})",
+            connector=connection,
+        ) from None
+    except ConnectorError:
+        raise
+    except Exception as exc:
+        # The Prefect API down or overloaded is not a configuration problem: retry the step.
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(status, int) and (status == 429 or status >= 500):
+            raise TransientError(
+                f"{connection}: {what} failed: HTTP {status}", connector=connection, status=status
+            ) from None
+        mapped = error_for_exception(connection, exc, what=what)
+        if mapped is not None:
+            raise mapped from None
+        raise PermanentError(
+            f"{connection}: {what} failed: {type(exc).__name__}: {exc} ({anchor(connection)})",
             connector=connection,
         ) from None
 
@@ -227,4 +262,5 @@ def require(
         raise NotConfiguredError(
             f"{connection} is not configured: set {names} ({anchor(connection)})",
             connector=connection,
+            unset=len(missing) == len(keys),
         )

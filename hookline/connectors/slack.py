@@ -28,6 +28,12 @@ _TRANSIENT = {
 }
 _AUTH = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"}
 
+#: Parameters whose text Slack reads as mrkdwn (``&``, ``<``, ``>`` are control characters):
+#: recipe templates escape what they insert into these (docs/recipes.md#slack-text).
+MRKDWN_PARAMS = frozenset(
+    {"text", "blocks", "attachments", "title", "summary", "fields", "run_url"}
+)
+
 Severity = Literal["critical", "major", "minor", "warning", "info", "resolved"]
 
 #: (attachment colour, emoji) per severity: red/orange/yellow/amber/blue/green.

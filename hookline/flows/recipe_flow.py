@@ -10,6 +10,15 @@ once. Each attempt is logged on the step's task run, so retries are visible in t
 Steps that succeeded are written to the inbox's step log; a replay of the same event reuses
 their outputs instead of calling the vendor again (a replay after a ServiceNow outage opens
 the incident without re-sending the Slack alert).
+
+A vendor call runs in a worker thread, which cannot be cancelled: the vendor client gets the
+step's timeout as its own (so the call itself ends), and a retry never starts while the
+previous attempt's thread is still running. Templates are rendered in a thread too, under the
+template time limit, so a hostile payload cannot stall the worker's event loop.
+
+The flow trusts none of its parameters: anyone who can create runs of the deployment could
+pass any. It checks that the inbox entry has that ``source`` and ``event_id`` and that the
+recipe matches the event, and refuses the run otherwise.
 """
 
 from __future__ import annotations
@@ -29,18 +38,26 @@ from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled, Completed
 
-from hookline.connectors import get_action
-from hookline.connectors.errors import NotConfiguredError, TransientError
+from hookline.connectors import Action, get_action
+from hookline.connectors.errors import NotConfiguredError, PermanentError, TransientError
 from hookline.errors import HooklineError
 from hookline.flows import runtime
 from hookline.recipes import Event, Recipe, Step, build_context, evaluate, render_params
+from hookline.recipes.matcher import match_recipe
 
 FLOW_NAME = "hookline-recipe"
 MAX_DELAY_SECONDS = 300.0
+#: How long past its timeout a vendor call may take to end by its client's own timeout
+#: before the step gives up on it (and does not retry: the call might still go through).
+LATE_CALL_GRACE_SECONDS = 10.0
 
 
 class RecipeRunError(HooklineError):
     """A recipe run failed; the message names the step and the vendor's error."""
+
+
+class RunRefusedError(RecipeRunError):
+    """The run's parameters do not describe a dispatch Hookline would make; nothing ran."""
 
 
 @dataclass
@@ -74,27 +91,66 @@ def backoff_delay(
     return float(delay)
 
 
+async def _client(rt: runtime.Runtime, connector: str, timeout: float) -> Any:
+    if connector == "memory":  # built on the event loop that owns the inbox
+        return rt.client(connector)
+    # may read a Prefect Secret block or log in to Salesforce: not on the event loop
+    return await asyncio.to_thread(rt.client, connector, timeout)
+
+
+async def _call(func: Any, client: Any, kwargs: dict[str, Any], timeout: float) -> Any:
+    """Run one vendor call in a thread, at most ``timeout`` s, and never leave it running.
+
+    The thread cannot be cancelled. Its client times out by itself (it was built with the
+    step's timeout), so after ``timeout`` we wait for the thread to end before the caller may
+    retry; two attempts never overlap. A call that succeeds late keeps its result: retrying
+    it would do it twice.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(func, client, **kwargs))
+    done, _ = await asyncio.wait({future}, timeout=timeout)
+    if future in done:
+        return future.result()
+    get_run_logger().warning(
+        "the call is still running after the step's %gs timeout; waiting for its client to "
+        "give up before anything else",
+        timeout,
+    )
+    done, _ = await asyncio.wait({future}, timeout=timeout + LATE_CALL_GRACE_SECONDS)
+    if future not in done:
+        raise PermanentError(
+            f"timed out after {timeout:g}s and the call was still running "
+            f"{timeout + LATE_CALL_GRACE_SECONDS:g}s later; not retried, so that it cannot "
+            "happen twice",
+            connector="hookline",
+        )
+    try:
+        return future.result()
+    except TransientError as exc:
+        raise TimeoutError(str(exc)) from exc
+
+
 async def _attempts(
     rt: runtime.Runtime,
     step: Step,
     record: StepRecord,
-    func: Any,
-    client: Any,
+    action: Action,
     kwargs: dict[str, Any],
 ) -> dict[str, Any]:
     logger = get_run_logger()
     rnd = random.Random()
     total = int(step.retries) + 1
+    timeout = float(step.timeout)
     while True:
         record.attempts += 1
         try:
-            result = await asyncio.wait_for(
-                asyncio.to_thread(func, client, **kwargs), timeout=float(step.timeout)
-            )
+            client = await _client(rt, action.connector, timeout)
+            result = await _call(action.func, client, kwargs, timeout)
             return dict(result) if result is not None else {}
         except (TransientError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
-                message = f"timed out after {float(step.timeout):g}s"
+                message = f"timed out after {timeout:g}s"
+                if str(exc):
+                    message += f" ({exc})"
                 retry_after = None
             else:
                 message = str(exc)
@@ -134,9 +190,11 @@ async def _step(
             record.reason = "already succeeded for this event; outputs reused"
             logger.info("step %r already succeeded for this event; not repeated", step.id)
             return Completed(name="Replayed", message=record.reason, data=already)
+        # Templates render in a thread (under their own time limit): a hostile payload
+        # must not stall the worker's event loop, which runs every other recipe run.
         if step.if_ is not None:
             try:
-                go = evaluate(step.if_, context)
+                go = await asyncio.to_thread(evaluate, step.if_, context)
             except Exception as exc:
                 record.status, record.error = "failed", f"if: {exc}"
                 raise
@@ -144,17 +202,23 @@ async def _step(
                 record.status, record.reason = "skipped", f"if: {step.if_} was false"
                 return Completed(name="Skipped", message=record.reason)
         try:
-            params = render_params(step, context)
+            params = await asyncio.to_thread(render_params, step, context)
         except Exception as exc:
             record.status, record.error = "failed", f"with: {exc}"
             raise
         action = get_action(step.uses)
+        kwargs = dict(params)
+        if "idempotency_key" in action.params.parameters:
+            kwargs["idempotency_key"] = key
         try:
-            client = rt.client(action.connector)
+            record.outputs = await _attempts(rt, step, record, action, kwargs)
         except NotConfiguredError as exc:
-            if not rt.preview:
+            # Preview is for a connector nobody configured; a half-configured one, a missing
+            # Secret block or a bad value is a failure that must reach on-call.
+            if not (rt.preview and exc.unset):
                 record.status, record.error = "failed", str(exc)
                 raise
+            record.attempts, record.error = 0, None
             record.status, record.params = "preview", params
             record.outputs = {name: f"<preview:{step.id}.{name}>" for name in action.outputs}
             record.reason = f"preview: {action.connector} is not configured; nothing was sent"
@@ -165,11 +229,6 @@ async def _step(
                 json.dumps(params, default=str, sort_keys=True),
             )
             return Completed(name="Preview", message=record.reason)
-        kwargs = dict(params)
-        if "idempotency_key" in action.params.parameters:
-            kwargs["idempotency_key"] = key
-        try:
-            record.outputs = await _attempts(rt, step, record, action.func, client, kwargs)
         except Exception:
             record.status = "failed"
             raise
@@ -287,6 +346,54 @@ def _story(
     return "\n".join(lines) + "\n"
 
 
+async def _verified(
+    rt: runtime.Runtime, entry_id: Any, source: Any, event_id: Any, recipe: Any
+) -> tuple[Recipe, Event]:
+    """The recipe and event this run's parameters name, once they are checked to be a dispatch
+    Hookline would make: whoever can create runs of the deployment chooses the parameters.
+
+    Raises:
+        RunRefusedError: the entry does not exist or is another event, or the recipe is not
+            loaded or does not match the event.
+    """
+    said = f"entry_id={entry_id!r} source={source!r} event_id={event_id!r} recipe={recipe!r}"
+    refused = (
+        "refused: this run's parameters ({}) {}; Hookline's dispatcher never creates such a run"
+    )
+    if not isinstance(entry_id, int) or isinstance(entry_id, bool):
+        raise RunRefusedError(refused.format(said, "give an entry_id that is not an integer"))
+    entry = await rt.inbox.get(entry_id)
+    if entry is None:
+        raise RunRefusedError(
+            refused.format(said, f"name inbox entry {entry_id}, which does not exist")
+        )
+    if entry.source != source or entry.event_id != event_id:
+        raise RunRefusedError(
+            refused.format(
+                said,
+                f"do not match inbox entry {entry_id}, which is {entry.source}:{entry.event_id}",
+            )
+        )
+    rec = rt.recipes.get(recipe) if isinstance(recipe, str) else None
+    if rec is None:
+        raise RecipeRunError(
+            f"recipe {recipe!r} is not loaded by this worker; it was removed or renamed "
+            "after the event was dispatched (restart the worker with the same recipes)"
+        )
+    event = Event.from_body(
+        source=entry.source, event_type=entry.event_type, event_id=entry.event_id, body=entry.body
+    )
+    # `when` may be slow on a hostile payload: evaluate it in a thread, under its time limit
+    match = await asyncio.to_thread(match_recipe, rec, event, environ=rt.environ)
+    if not match.matched:
+        raise RunRefusedError(
+            refused.format(
+                said, f"name recipe {recipe!r}, which does not match the event: {match.reason}"
+            )
+        )
+    return rec, event
+
+
 @flow(name=FLOW_NAME, persist_result=False, validate_parameters=False, log_prints=False)
 async def recipe_flow(
     entry_id: int, source: str, event_id: str, recipe: str
@@ -301,18 +408,7 @@ async def recipe_flow(
         "name": flow_run.name if flow_run is not None else "",
         "url": rt.run_url(run_id) if run_id else None,
     }
-    entry = await rt.inbox.get(entry_id)
-    if entry is None:
-        raise RecipeRunError(f"inbox entry {entry_id} ({source}:{event_id}) does not exist")
-    rec = rt.recipes.get(recipe)
-    if rec is None:
-        raise RecipeRunError(
-            f"recipe {recipe!r} is not loaded by this worker; it was removed or renamed "
-            "after the event was dispatched (restart the worker with the same recipes)"
-        )
-    event = Event.from_body(
-        source=source, event_type=entry.event_type, event_id=event_id, body=entry.body
-    )
+    rec, event = await _verified(rt, entry_id, source, event_id, recipe)
     done = await rt.inbox.completed_steps(source, event_id, recipe)
     records, failure = await _run_steps(
         list(rec.steps), event=event, recipe=rec, run=run, rt=rt, done=done, failure=None

@@ -44,20 +44,29 @@ class Runtime:
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def client(self, connector: str) -> Any:
-        """The vendor client for ``connector``, built once per process.
+    def client(self, connector: str, timeout: float | None = None) -> Any:
+        """The vendor client for ``connector`` whose calls time out after at most ``timeout``
+        seconds (a step's timeout), built once per process and timeout.
 
         Raises:
-            NotConfiguredError: the connector has no configuration.
+            NotConfiguredError: the connector is not (or wrongly) configured.
+            TransientError: a Prefect Secret block could not be read right now.
         """
+        key = connector if timeout is None else f"{connector}@{timeout:g}"
         with self._lock:
-            if connector == "memory" and connector not in self._clients:
-                self._clients[connector] = InboxMemory(self.inbox, asyncio.get_running_loop())
-            if connector not in self._clients:
-                self._clients[connector] = build_client(
-                    connector, self.config, environ=self.environ, secrets=prefect_secret
+            if connector == "memory":
+                if connector not in self._clients:
+                    self._clients[connector] = InboxMemory(self.inbox, asyncio.get_running_loop())
+                return self._clients[connector]
+            if key not in self._clients:
+                self._clients[key] = build_client(
+                    connector,
+                    self.config,
+                    environ=self.environ,
+                    secrets=prefect_secret,
+                    timeout=timeout,
                 )
-            return self._clients[connector]
+            return self._clients[key]
 
     def recipe_env(self) -> dict[str, str]:
         """The environment variables recipes may read (hookline.yaml's ``env:`` list)."""
@@ -75,10 +84,21 @@ def prefect_secret(name: str) -> str:
 
     Read once per process when a connector's client is built; the value never becomes a flow
     parameter, a log line or an artifact.
+
+    Raises:
+        KeyError: there is no such block (a configuration problem). Anything else (the
+            Prefect API unreachable, a 5xx) propagates and the step is retried.
     """
     from prefect.blocks.system import Secret
+    from prefect.exceptions import ObjectNotFound
 
-    block: Any = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+    try:
+        block: Any = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+    except ValueError as exc:
+        # Prefect turns its ObjectNotFound into this ValueError
+        if isinstance(exc.__cause__, ObjectNotFound) or "Unable to find block" in str(exc):
+            raise KeyError(name) from None
+        raise
     return str(block.get())
 
 

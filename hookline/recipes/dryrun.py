@@ -19,6 +19,7 @@ from hookline.recipes.event import Event
 from hookline.recipes.matcher import MatchResult, match_recipe
 from hookline.recipes.models import Recipe, Step
 from hookline.recipes.templating import (
+    Mrkdwn,
     UnsetPlaceholder,
     _describe,
     build_context,
@@ -32,8 +33,9 @@ _SECRET_NAME = re.compile(
 )
 
 
-class Placeholder(str):
-    """A stand-in for a value only a real run knows (``<steps.alert.ts>``)."""
+class Placeholder(Mrkdwn):
+    """A stand-in for a value only a real run knows (``<steps.alert.ts>``); shown as is, also
+    in Slack text (where a real value would be escaped)."""
 
     __slots__ = ()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,13 @@ from hookline.config import HooklineConfig, get_settings, load_config
 from hookline.recipes.actions import default_actions, param_types
 from hookline.recipes.errors import Problem, RecipeLoadError
 from hookline.recipes.models import ActionLike, Recipe, RecipeSpec, Step, StepSpec
-from hookline.recipes.templating import compile_expression, compile_template, compile_value
+from hookline.recipes.templating import (
+    ast_template,
+    compile_expression,
+    compile_template,
+    compile_value,
+    is_template,
+)
 from hookline.recipes.validate import FileChecker
 from hookline.recipes.yamlpos import Document, load_yaml
 
@@ -103,7 +110,10 @@ def _build(
             line=doc.pos((section, i)).line,
             in_on_failure=section == "on_failure",
             action=action,
-            compiled_with={k: compile_value(v) for k, v in s.with_.items()},
+            compiled_with={
+                k: compile_value(v, mrkdwn=k in frozenset(getattr(action, "mrkdwn", ())))
+                for k, v in s.with_.items()
+            },
             compiled_if=compile_expression(cond) if cond is not None else None,
             param_types=param_types(action) if action is not None else {},
         )
@@ -135,6 +145,38 @@ def _build(
         compiled_order_by=compile_template(spec.order_by) if spec.order_by else None,
         late=spec.late,
     )
+
+
+_EVENT_NAMES = frozenset({"data", "event", "account"})
+_HOST_PINNED = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#{}]+[/?#]")
+
+
+def url_host_warnings(recipe: Recipe) -> list[str]:
+    """A warning per ``http.request`` step whose URL's host comes from the event: a sender
+    could point Hookline at any host (an internal service, a cloud metadata address)."""
+    from jinja2 import meta
+
+    out: list[str] = []
+    for step in (*recipe.steps, *recipe.on_failure):
+        url = step.with_.get("url")
+        if step.uses != "http.request" or not isinstance(url, str) or not is_template(url):
+            continue
+        literal = re.split(r"\{[{%#]", url, maxsplit=1)[0]
+        if _HOST_PINNED.match(literal):
+            continue  # scheme://host/ is written out before any template
+        try:
+            names = meta.find_undeclared_variables(ast_template(url))
+        except Exception:  # a syntax error is reported as a problem already
+            continue
+        used = sorted(names & _EVENT_NAMES)
+        if used:
+            out.append(
+                f"{step.where()}: with.url: the host of {url!r} comes from the event "
+                f"({', '.join(used)}): a sender can make Hookline call any host. Write the "
+                "host in the recipe (https://api.example.com/{{ data.path }}) or restrict "
+                "connections.http.allow_hosts in hookline.yaml (docs/connectors.md#http)"
+            )
+    return out
 
 
 @dataclass
@@ -226,7 +268,9 @@ def check_recipes(
         if file_problems:
             continue
         spec = RecipeSpec.model_validate(data)
-        recipes.append(_build(f, doc, spec, env_allowed=env_allowed, actions=actions))
+        recipe = _build(f, doc, spec, env_allowed=env_allowed, actions=actions)
+        recipes.append(recipe)
+        warnings.extend(url_host_warnings(recipe))
     problems.sort(key=lambda p: (str(p.path), p.line, p.column))
     return LoadResult(recipes, problems, warnings, files, digest.hexdigest())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -9,7 +10,7 @@ import pytest
 
 from hookline.config import load_config
 from hookline.connectors import build_client, slack
-from hookline.connectors.errors import NotConfiguredError
+from hookline.connectors.errors import NotConfiguredError, PermanentError, TransientError
 from hookline.connectors.settings import SlackSettings, load_settings
 from tests.fakes import FakeVendors
 
@@ -169,6 +170,82 @@ def test_prefect_secret_without_a_loader_or_block_names_the_block(tmp_path: Path
         build_client("slack", config, environ={})
     with pytest.raises(
         NotConfiguredError,
-        match=r"connections.slack.token: cannot read the Prefect Secret block 'slack-bot-token'",
-    ):
+        match=r"connections.slack.token: there is no Prefect Secret block 'slack-bot-token'",
+    ) as info:
         build_client("slack", config, environ={}, secrets={}.__getitem__)
+    assert not info.value.unset  # configured, wrongly: never a preview
+
+
+def test_a_secret_that_cannot_be_read_now_is_transient_not_unconfigured(
+    tmp_path: Path, fakes: FakeVendors
+) -> None:
+    """The Prefect API down while a Secret block is read used to be NotConfiguredError: a
+    permanent failure, and under `hookline up` a silent "Preview" step that sent nothing."""
+    config = load_config(
+        _yaml(tmp_path, "connections:\n  slack:\n    token: prefect-secret:slack-bot-token\n")
+    )
+    env = {k: v for k, v in fakes.env.items() if k != "SLACK_BOT_TOKEN"}
+
+    def prefect_down(name: str) -> str:
+        # what Prefect's client raises with its API unreachable: a real refused connection
+        with httpx.Client() as client:
+            client.get("http://127.0.0.1:9/api/block_documents")
+        raise AssertionError("unreachable")
+
+    with pytest.raises(TransientError, match="reading the Prefect Secret block 'slack-bot-token'"):
+        build_client("slack", config, environ=env, secrets=prefect_down)
+
+    def prefect_503(name: str) -> str:
+        request = httpx.Request("POST", "http://prefect.test/api/block_documents/filter")
+        raise httpx.HTTPStatusError(
+            "503", request=request, response=httpx.Response(503, request=request)
+        )
+
+    with pytest.raises(TransientError, match="HTTP 503") as info:
+        build_client("slack", config, environ=env, secrets=prefect_503)
+    assert info.value.status == 503
+
+    def broken(name: str) -> str:
+        raise RuntimeError("the block's schema changed")
+
+    with pytest.raises(PermanentError, match="RuntimeError: the block's schema changed") as err:
+        build_client("slack", config, environ=env, secrets=broken)
+    assert not isinstance(err.value, NotConfiguredError)
+
+
+@pytest.mark.parametrize(
+    ("connector", "environ", "unset"),
+    [
+        ("slack", {}, True),
+        ("servicenow", {}, True),
+        ("servicenow", {"SERVICENOW_INSTANCE": "dev1"}, False),
+        ("salesforce", {}, True),
+        ("salesforce", {"SALESFORCE_SESSION_ID": "x"}, False),
+        ("inventory", {"INVENTORY_API_URL": "https://inv.test"}, False),
+    ],
+)
+def test_only_a_connector_with_no_configuration_at_all_is_unset(
+    connector: str, environ: dict[str, str], unset: bool
+) -> None:
+    """`hookline up` previews an unset connector; a half-configured one must fail instead."""
+    with pytest.raises(NotConfiguredError) as info:
+        build_client(connector, environ=environ)
+    assert info.value.unset is unset
+
+
+def test_the_step_timeout_lowers_the_client_timeout(fakes: FakeVendors) -> None:
+    """A call the step gave up on must end by itself: its client gets the step's timeout."""
+    slow = build_client("slack", environ=fakes.env, timeout=0.3)
+    assert slow.timeout == 0.3
+    assert build_client("slack", environ=fakes.env).timeout == 10
+    assert build_client("slack", environ=fakes.env, timeout=60).timeout == 10  # never raised
+    with build_client("http", environ={}, timeout=0.5) as client:
+        assert client.timeout.read == 0.5
+    session = build_client("servicenow", environ=fakes.env, timeout=0.25).session
+    assert session.get_adapter("https://x")._timeout == 0.25
+
+    fakes.slack.fail_next(status=None, delay=3.0, path="chat.postMessage")
+    start = time.monotonic()
+    with pytest.raises(TransientError, match="timed out"):
+        slack.post_message(slow, channel="#a", text="x")
+    assert time.monotonic() - start < 1.5

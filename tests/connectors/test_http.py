@@ -117,3 +117,53 @@ def test_json_and_form_together_are_rejected(client: Client, fakes: FakeVendors)
 def test_empty_body_is_none(client: Client, fakes: FakeVendors) -> None:
     out = http.request(client("http"), url=fakes.echo.url + "/status/204", method="DELETE")
     assert (out["status"], out["body"]) == (204, None)
+
+
+# --- which hosts http.request may call (issue 11, item 6) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://169.254.170.2/v2/credentials",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://METADATA.google.internal./computeMetadata/v1/",
+        "http://100.100.100.200/latest/meta-data/",
+    ],
+)
+def test_metadata_and_link_local_hosts_are_refused_by_default(client: Client, url: str) -> None:
+    with pytest.raises(PermanentError, match="is not allowed: link-local and cloud metadata"):
+        http.request(client("http"), url=url, method="GET")
+
+
+def test_a_name_resolving_to_a_metadata_address_is_refused() -> None:
+    policy = http.HostPolicy(resolver=lambda host: ["169.254.169.254"])
+    with pytest.raises(PermanentError, match="'callback.evil.test' is not allowed"):
+        policy.check("callback.evil.test")
+    http.HostPolicy(resolver=lambda host: ["203.0.113.7"]).check("callback.example.com")
+
+
+def test_allow_and_deny_lists_from_hookline_yaml(tmp_path: Any, fakes: FakeVendors) -> None:
+    from hookline.config import load_config
+    from hookline.connectors import build_client
+
+    path = tmp_path / "hookline.yaml"
+    path.write_text(
+        "connections:\n  http:\n    allow_hosts: ['127.0.0.1', '*.example.com']\n"
+        "    deny_hosts: ['blocked.example.com']\n",
+        encoding="utf-8",
+    )
+    with build_client("http", load_config(path), environ=fakes.env) as c:
+        assert http.request(c, url=fakes.echo.url + "/ok", method="GET")["status"] == 200
+        with pytest.raises(PermanentError, match="'192.0.2.1' is not allowed: it is not in allow"):
+            http.request(c, url="http://192.0.2.1/x", method="GET")
+        with pytest.raises(PermanentError, match="it is in deny_hosts"):
+            http.request(c, url="https://blocked.example.com/x")
+        with pytest.raises(PermanentError, match="'169.254.169.254' is not allowed"):
+            http.request(c, url="http://169.254.169.254/")
+    # an explicit allow is the way to reach a link-local service on purpose
+    http.HostPolicy(allow=["169.254.10.0/24"]).check("169.254.10.5")
+    assert fakes.echo.calls[0].path == "/ok" and len(fakes.echo.calls) == 1

@@ -77,3 +77,18 @@ def test_500_then_success(client: Client, fakes: FakeVendors) -> None:
     with pytest.raises(TransientError, match="HTTP 500: internal"):
         inventory.upsert_service(c, service_id="s", service_type="voice")
     assert inventory.upsert_service(c, service_id="s", service_type="voice")["created"] is True
+
+
+@pytest.mark.parametrize("service_id", ["..", ".", "", " "])
+@pytest.mark.parametrize("action", ["remove", "upsert"])
+def test_an_id_that_would_address_the_collection_is_refused(
+    client: Client, fakes: FakeVendors, service_id: str, action: str
+) -> None:
+    """remove_service(service_id="..") used to send DELETE /v1/services/.. = the collection."""
+    c = client("inventory")
+    with pytest.raises(PermanentError, match="not a valid id"):
+        if action == "remove":
+            inventory.remove_service(c, service_id=service_id)
+        else:
+            inventory.upsert_service(c, service_id=service_id, service_type="voice")
+    assert fakes.inventory.calls == []  # nothing was sent
