@@ -41,6 +41,8 @@ class Runtime:
     failing. Only `hookline up` turns this on, and says so when it starts."""
     ui_url: str | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    secrets: Callable[[str], str] | None = None
+    """Reads ``prefect-secret:NAME`` settings; None: Prefect Secret blocks (`prefect_secret`)."""
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -63,7 +65,7 @@ class Runtime:
                     connector,
                     self.config,
                     environ=self.environ,
-                    secrets=prefect_secret,
+                    secrets=self.secrets or prefect_secret,
                     timeout=timeout,
                 )
             return self._clients[key]

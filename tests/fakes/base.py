@@ -13,6 +13,7 @@ fake serves a control API under ``/_hookline/`` so that a test in another proces
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import threading
@@ -37,6 +38,10 @@ class Call:
     json: Any
     body: str
     status: int = 0
+    received_at: float = 0.0
+    """time.monotonic() when the request arrived."""
+    abandoned_at: float | None = None
+    """time.monotonic() when the client closed the connection before a delayed answer."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,6 +271,7 @@ class FakeServer:
             headers=headers,
             json=parsed,
             body=raw.decode(errors="replace"),
+            received_at=time.monotonic(),
         )
         with self._lock:
             self.calls.append(call)
@@ -278,10 +284,29 @@ class FakeServer:
         else:
             with self._lock:
                 response = self.route(request)
-        if failure is not None and failure.delay and self._stopping.wait(failure.delay):
+        if failure is not None and failure.delay and self._delay(handler, call, failure.delay):
             return
         call.status = response.status
         self._send(handler, response)
+
+    def _delay(self, handler: _Handler, call: Call, seconds: float) -> bool:
+        """Wait ``seconds`` before answering; True if the answer must not be sent (stopping,
+        or the client gave up: that time is recorded as ``call.abandoned_at``)."""
+        deadline = time.monotonic() + seconds
+        conn = handler.connection
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stopping.is_set():
+                return True
+            try:
+                readable, _, _ = select.select([conn], [], [], min(left, 0.02))
+                # the request was read whole: readable now means the client closed
+                closed = bool(readable) and conn.recv(1) == b""
+            except (OSError, ValueError):
+                closed = True
+            if closed:
+                call.abandoned_at = time.monotonic()
+                return True
+        return self._stopping.is_set()
 
     def _send(self, handler: _Handler, response: Response) -> None:
         body = response.encode()
