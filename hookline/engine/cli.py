@@ -47,10 +47,12 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     from hookline.engine.deployment import ensure_deployment
+    from hookline.engine.prefect_compat import check_prefect
     from hookline.flows import runtime
     from hookline.inbox import open_inbox
     from hookline.recipes import load_recipes
 
+    check_prefect()  # before anything starts: the Prefect internals the engine uses
     if not PREFECT_API_URL.value():
         # without it, Prefect's client would quietly start a throwaway in-process server
         raise HooklineError(

@@ -99,14 +99,17 @@ def _configured(connector: str) -> bool:
 
     try:
         build_client(connector)
-    except NotConfiguredError:
-        return False
+    except NotConfiguredError as exc:
+        return not exc.unset  # half-configured is configured, wrongly: the step says why
     except Exception:
         return True  # configured, but wrongly: the step will say why
     return True
 
 
 def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
+    from hookline.engine.prefect_compat import check_prefect
+
+    check_prefect()  # before the Prefect server starts: the internals Hookline uses
     settings = get_settings()
     home = settings.home.resolve()
     receiver_url = f"http://{host}:{port}"

@@ -1,0 +1,73 @@
+"""The start-up check of the Prefect internals Hookline uses (issue 11, item 18)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hookline.engine.prefect_compat import (
+    INTERNALS,
+    PrefectCompatError,
+    check_prefect,
+    problems,
+)
+
+
+def test_the_installed_prefect_has_every_internal_hookline_uses() -> None:
+    assert problems() == []
+    check_prefect()
+    names = {i.name for i in INTERNALS}
+    assert {
+        "run_flow_async",
+        "propose_state",
+        "observe_flow_run_suspension",
+        "FlowRunCancellingObserver",
+        "FlowRunSuspendingObserver",
+        "AioSqliteConfiguration.begin_transaction",
+    } <= names
+
+
+def test_a_changed_signature_fails_loudly_and_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect import flow_engine
+
+    def run_flow_async(flow: object, *, context: object = None) -> None:  # a future Prefect
+        return None
+
+    monkeypatch.setattr(flow_engine, "run_flow_async", run_flow_async)
+    monkeypatch.delattr(flow_engine, "observe_flow_run_suspension")
+    with pytest.raises(PrefectCompatError) as info:
+        check_prefect()
+    message = str(info.value)
+    assert "prefect.flow_engine.run_flow_async(flow" in message
+    assert "no parameter flow_run, parameters, return_type" in message
+    assert "prefect.flow_engine.observe_flow_run_suspension: missing" in message
+    assert "make install" in message and "prefect>=3.9.1,<3.10" in message
+
+
+def test_engine_entry_points_refuse_to_start_on_an_incompatible_prefect(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`hookline worker` and `hookline dispatch` (open_engine) and `hookline up` (run_up)
+    stop before they start anything, with the message."""
+    from prefect._internal import observers
+
+    from hookline.engine.cli import open_engine
+    from hookline.engine.up import run_up
+
+    monkeypatch.delattr(observers, "FlowRunCancellingObserver")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setenv("HOOKLINE_HOME", str(tmp_path / "home"))
+
+    async def engine() -> None:
+        async with open_engine():
+            raise AssertionError("the engine started")
+
+    with pytest.raises(PrefectCompatError, match="FlowRunCancellingObserver: missing"):
+        asyncio.run(engine())
+    with pytest.raises(PrefectCompatError, match="Cancel from the Prefect UI"):
+        run_up(host="127.0.0.1", port=0, prefect_port=0, preview=True)
+    assert not (tmp_path / "home").exists()  # nothing was started or written
