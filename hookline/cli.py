@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "events": "hookline.engine.cli:events",
     "replay": "hookline.engine.cli:replay",
     "prune": "hookline.retention:prune_command",
+    "prefect-server": "hookline.engine.cli:prefect_server",
 }
 
 

@@ -41,6 +41,13 @@ its lanes' high-water mark (`inbox_lane_marks`); an entry sequenced after a *lat
 its lane was claimed is a late arrival: with ``skip_if_late`` it ends ``late`` (recorded,
 listed, replayable by hand, not run), else it runs.
 
+**Coalescing.** A sequencer may also give an entry a coalesce key (with a quiet period and
+a longest wait). Entries of one key that are waiting form a burst (`inbox_coalesce`): only
+the latest (by event time, id) is claimable, and only once no entry of the key arrived for
+``quiet`` seconds or the first has waited ``max_wait``; the lane order between them does not
+apply (they are one run). Claiming it marks the others ``superseded`` by it; `covered` lists
+them for its run.
+
 **Run claims** (`claim_run`): a worker records (flow run, Scheduled state id) before it
 executes a run; the first claim wins, so one Scheduled state is executed once even when
 two workers (or one worker's stale backlog) race for it, while a later Retry (a new
@@ -70,6 +77,7 @@ from hookline.config import CoreSettings, get_settings, private_dir, private_fil
 from hookline.errors import HooklineError
 
 __all__ = [
+    "FINAL_STATUSES",
     "STATUSES",
     "Inbox",
     "InboxEntry",
@@ -79,9 +87,9 @@ __all__ = [
     "open_inbox",
 ]
 
-Status = Literal["pending", "dispatched", "done", "failed", "late"]
-STATUSES: tuple[str, ...] = ("pending", "dispatched", "done", "failed", "late")
-FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "late"})
+Status = Literal["pending", "dispatched", "done", "failed", "late", "superseded"]
+STATUSES: tuple[str, ...] = ("pending", "dispatched", "done", "failed", "late", "superseded")
+FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "late", "superseded"})
 Clock = Callable[[], float]
 T = TypeVar("T")
 log = logging.getLogger("hookline.inbox")
@@ -98,6 +106,12 @@ class Sequenced:
 
     lanes: tuple[str, ...] = ()
     skip_if_late: bool = True
+    coalesce: str | None = None
+    """Events of one coalesce key that wait together run once, for the latest of them."""
+    quiet: float = 0.0
+    """Coalesce: the latest runs once no event of its key arrived for this long ..."""
+    max_wait: float = 0.0
+    """... or once the first of them has waited this long."""
 
 
 Sequencer = Callable[["InboxEntry"], Sequenced]
@@ -124,6 +138,8 @@ class InboxEntry:
     updated_at: datetime | None = None
     seq: int = 0
     """0: not sequenced into lanes yet; 2: likewise, and never late (a replay); 1: sequenced."""
+    superseded_by: int | None = None
+    """The entry whose run covered this one (status ``superseded``, by ``coalesce``)."""
 
 
 def _to_epoch(value: datetime | None) -> float | None:
@@ -267,6 +283,10 @@ class Inbox(ABC):
         """``dispatched`` entries with an id above ``after_id``, oldest first (for paging)."""
 
     @abstractmethod
+    async def covered(self, entry_id: int) -> list[InboxEntry]:
+        """The entries superseded by this one (its burst), oldest event first."""
+
+    @abstractmethod
     async def claim_run(self, flow_run_id: str, state_id: str, worker: str) -> bool:
         """Record that ``worker`` executes the flow run's Scheduled state ``state_id``;
         False if that state was claimed before (by anyone: execute nothing then)."""
@@ -296,6 +316,11 @@ class Inbox(ABC):
     @abstractmethod
     async def counts(self) -> dict[str, int]:
         """Number of entries per status (every status present, zero included)."""
+
+    @abstractmethod
+    async def oldest(self) -> dict[str, float]:
+        """Seconds since the least recently changed ``pending`` and ``dispatched`` entry
+        changed (0 when there is none): an event stuck in one of them shows here."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -373,6 +398,16 @@ CREATE TABLE IF NOT EXISTS inbox_run_claims (
     claimed_at  REAL NOT NULL,
     PRIMARY KEY (flow_run_id, state_id)
 );
+CREATE TABLE IF NOT EXISTS inbox_coalesce (
+    key         TEXT    NOT NULL,
+    entry_id    INTEGER NOT NULL,
+    event_time  REAL    NOT NULL,
+    received    REAL    NOT NULL,
+    quiet       REAL    NOT NULL,
+    max_wait    REAL    NOT NULL,
+    PRIMARY KEY (key, entry_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_coalesce_entry ON inbox_coalesce (entry_id);
 """
 # After the column exists (added to inboxes created before lanes were kept here).
 _SQLITE_SEQ_INDEX = (
@@ -384,7 +419,18 @@ _BLOCKED_SQLITE = (
     "EXISTS (SELECT 1 FROM inbox_lanes a JOIN inbox_lanes b ON b.lane = a.lane"
     " WHERE a.entry_id = inbox.id AND b.entry_id <> a.entry_id AND (b.started = 1"
     " OR b.event_time < a.event_time"
-    " OR (b.event_time = a.event_time AND b.entry_id < a.entry_id)))"
+    " OR (b.event_time = a.event_time AND b.entry_id < a.entry_id))"
+    # the waiting members of one burst are covered by its latest, not ahead of it
+    " AND NOT EXISTS (SELECT 1 FROM inbox_coalesce ca JOIN inbox_coalesce cb"
+    " ON cb.key = ca.key WHERE ca.entry_id = a.entry_id AND cb.entry_id = b.entry_id))"
+)
+_COALESCE_WAIT_SQLITE = (
+    "EXISTS (SELECT 1 FROM inbox_coalesce c WHERE c.entry_id = inbox.id AND ("
+    " EXISTS (SELECT 1 FROM inbox_coalesce m WHERE m.key = c.key AND m.entry_id <> c.entry_id"
+    " AND (m.event_time > c.event_time OR (m.event_time = c.event_time"
+    " AND m.entry_id > c.entry_id)))"
+    " OR ((SELECT MAX(m.received) FROM inbox_coalesce m WHERE m.key = c.key) > ? - c.quiet"
+    " AND (SELECT MIN(m.received) FROM inbox_coalesce m WHERE m.key = c.key) > ? - c.max_wait)))"
 )
 _MARK_SQLITE = (
     "INSERT INTO inbox_lane_marks (lane, event_time, entry_id)"
@@ -440,7 +486,7 @@ def _is_late(
 
 _COLUMNS = (
     "id, source, event_id, event_type, received_at, event_time, body, headers, status, "
-    "attempts, last_error, flow_runs, not_before, lease_until, updated_at, seq"
+    "attempts, last_error, flow_runs, not_before, lease_until, updated_at, seq, superseded_by"
 )
 
 
@@ -462,6 +508,7 @@ def _sqlite_row(row: tuple[Any, ...]) -> InboxEntry:
         lease_until=_from_epoch(row[13]),
         updated_at=_from_epoch(row[14]),
         seq=row[15],
+        superseded_by=row[16],
     )
 
 
@@ -553,6 +600,29 @@ def _settle(requests: Iterable[_Request]) -> None:
             r.future.set_exception(r.error)
         else:
             r.future.set_result(r.result)
+
+
+def _supersede_sqlite(conn: sqlite3.Connection, entry_id: int, now: float) -> None:
+    """``entry_id`` was claimed: the rest of its burst is superseded by it."""
+    keys = [
+        k for (k,) in conn.execute("SELECT key FROM inbox_coalesce WHERE entry_id = ?", (entry_id,))
+    ]
+    for key in keys:
+        covered = [
+            i
+            for (i,) in conn.execute(
+                "SELECT entry_id FROM inbox_coalesce WHERE key = ? AND entry_id <> ?",
+                (key, entry_id),
+            )
+        ]
+        for i in covered:
+            conn.execute(
+                "UPDATE inbox SET status = 'superseded', superseded_by = ?, lease_until = NULL,"
+                " updated_at = ? WHERE id = ? AND status = 'pending'",
+                (entry_id, now, i),
+            )
+            conn.execute("DELETE FROM inbox_lanes WHERE entry_id = ?", (i,))
+        conn.execute("DELETE FROM inbox_coalesce WHERE key = ?", (key,))
 
 
 class SQLiteInbox(Inbox):
@@ -666,8 +736,11 @@ class SQLiteInbox(Inbox):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SQLITE_SCHEMA)
-        if "seq" not in {r[1] for r in conn.execute("PRAGMA table_info(inbox)")}:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(inbox)")}
+        if "seq" not in columns:
             conn.execute("ALTER TABLE inbox ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+        if "superseded_by" not in columns:
+            conn.execute("ALTER TABLE inbox ADD COLUMN superseded_by INTEGER")
         conn.execute(_SQLITE_SEQ_INDEX)
         if self.writer == "loop":
             conn.execute("PRAGMA busy_timeout = 0")
@@ -877,7 +950,9 @@ class SQLiteInbox(Inbox):
             fresh = await self._select(
                 "WHERE status = 'pending' AND seq <> 1 ORDER BY id LIMIT ?", (SEQUENCE_BATCH,)
             )
-            plan = _sequence_all(fresh, sequencer)
+            # in a thread: a sequencer evaluates recipes' `when` and keys, which may take up
+            # to their time limit on a hostile payload; the event loop serves the receiver
+            plan = await asyncio.to_thread(_sequence_all, fresh, sequencer)
         now = self._clock()
 
         def job(conn: sqlite3.Connection) -> list[InboxEntry]:
@@ -887,9 +962,13 @@ class SQLiteInbox(Inbox):
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM inbox WHERE status = 'pending' AND not_before <= ?"
                 " AND (lease_until IS NULL OR lease_until <= ?)"
-                + (f" AND seq = 1 AND NOT {_BLOCKED_SQLITE}" if lanes else "")
+                + (
+                    f" AND seq = 1 AND NOT {_BLOCKED_SQLITE} AND NOT {_COALESCE_WAIT_SQLITE}"
+                    if lanes
+                    else ""
+                )
                 + " ORDER BY id LIMIT ?",
-                (now, now, limit),
+                (now, now, *((now, now) if lanes else ()), limit),
             ).fetchall()
             ids = [r[0] for r in rows]
             conn.executemany(
@@ -901,6 +980,8 @@ class SQLiteInbox(Inbox):
                 conn.executemany(
                     "UPDATE inbox_lanes SET started = 1 WHERE entry_id = ?", [(i,) for i in ids]
                 )
+                for i in ids:
+                    _supersede_sqlite(conn, i, now)
             entries = [_sqlite_row(r) for r in rows]
             for e in entries:
                 e.lease_until = _from_epoch(now + lease_seconds)
@@ -947,6 +1028,20 @@ class SQLiteInbox(Inbox):
                 "INSERT OR IGNORE INTO inbox_lanes (lane, entry_id, event_time) VALUES (?,?,?)",
                 [(lane, entry.id, _entry_time(entry)) for lane in seq.lanes],
             )
+            if seq.coalesce is not None and still[entry.id] == 0:  # a replay runs alone
+                conn.execute(
+                    "INSERT OR IGNORE INTO inbox_coalesce"
+                    " (key, entry_id, event_time, received, quiet, max_wait)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (
+                        seq.coalesce,
+                        entry.id,
+                        _entry_time(entry),
+                        entry.received_at.timestamp(),
+                        seq.quiet,
+                        seq.max_wait,
+                    ),
+                )
             conn.execute("UPDATE inbox SET seq = 1 WHERE id = ?", (entry.id,))
 
     async def _update(self, sql: str, params: tuple[Any, ...]) -> None:
@@ -972,6 +1067,7 @@ class SQLiteInbox(Inbox):
             )
             if cur.rowcount and leave_lanes:
                 conn.execute("DELETE FROM inbox_lanes WHERE entry_id = ?", (entry_id,))
+                conn.execute("DELETE FROM inbox_coalesce WHERE entry_id = ?", (entry_id,))
             return bool(cur.rowcount)
 
         return await self._submit(job)
@@ -1024,10 +1120,11 @@ class SQLiteInbox(Inbox):
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE inbox SET status = 'pending', lease_until = NULL, not_before = ?,"
-                " updated_at = ?, seq = 2 WHERE id = ?",
+                " updated_at = ?, seq = 2, superseded_by = NULL WHERE id = ?",
                 (now, now, entry_id),
             )
             conn.execute("DELETE FROM inbox_lanes WHERE entry_id = ?", (entry_id,))
+            conn.execute("DELETE FROM inbox_coalesce WHERE entry_id = ?", (entry_id,))
             conn.execute(
                 "DELETE FROM inbox_steps WHERE step LIKE 'on_failure.%' AND (source, event_id)"
                 " IN (SELECT source, event_id FROM inbox WHERE id = ?)",
@@ -1039,6 +1136,11 @@ class SQLiteInbox(Inbox):
     async def dispatched(self, after_id: int = 0, limit: int = 500) -> list[InboxEntry]:
         return await self._select(
             "WHERE status = 'dispatched' AND id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+
+    async def covered(self, entry_id: int) -> list[InboxEntry]:
+        return await self._select(
+            "WHERE superseded_by = ? ORDER BY COALESCE(event_time, received_at), id", (entry_id,)
         )
 
     async def claim_run(self, flow_run_id: str, state_id: str, worker: str) -> bool:
@@ -1107,6 +1209,20 @@ class SQLiteInbox(Inbox):
             out = dict.fromkeys(STATUSES, 0)
             for status, n in conn.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status"):
                 out[status] = n
+            return out
+
+        return await self._submit(job)
+
+    async def oldest(self) -> dict[str, float]:
+        now = self._clock()
+
+        def job(conn: sqlite3.Connection) -> dict[str, float]:
+            out = {"pending": 0.0, "dispatched": 0.0}
+            for status in out:
+                (t,) = conn.execute(
+                    "SELECT MIN(updated_at) FROM inbox WHERE status = ?", (status,)
+                ).fetchone()
+                out[status] = 0.0 if t is None else max(0.0, now - t)
             return out
 
         return await self._submit(job)
@@ -1200,6 +1316,17 @@ CREATE TABLE IF NOT EXISTS "{schema}".inbox_steps (
 );
 CREATE TABLE IF NOT EXISTS "{schema}".inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS seq SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS superseded_by BIGINT;
+CREATE TABLE IF NOT EXISTS "{schema}".inbox_coalesce (
+    key         TEXT             NOT NULL,
+    entry_id    BIGINT           NOT NULL,
+    event_time  DOUBLE PRECISION NOT NULL,
+    received    DOUBLE PRECISION NOT NULL,
+    quiet       DOUBLE PRECISION NOT NULL,
+    max_wait    DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (key, entry_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_coalesce_entry ON "{schema}".inbox_coalesce (entry_id);
 CREATE INDEX IF NOT EXISTS inbox_unsequenced ON "{schema}".inbox (id)
     WHERE status = 'pending' AND seq <> 1;
 CREATE TABLE IF NOT EXISTS "{schema}".inbox_lanes (
@@ -1244,6 +1371,7 @@ def _pg_row(row: Mapping[str, Any]) -> InboxEntry:
         lease_until=row["lease_until"],
         updated_at=row["updated_at"],
         seq=row["seq"],
+        superseded_by=row["superseded_by"],
     )
 
 
@@ -1483,7 +1611,8 @@ class PostgresInbox(Inbox):
                     )
                 ]
                 if fresh:
-                    await self._sequence(conn, _sequence_all(fresh, sequencer), now)
+                    plan = await asyncio.to_thread(_sequence_all, fresh, sequencer)
+                    await self._sequence(conn, plan, now)
                 rows = await conn.fetch(
                     f"UPDATE {self._t} SET lease_until = $2, updated_at = $1"
                     f" WHERE id IN (SELECT id FROM {self._t} i WHERE status = 'pending'"
@@ -1491,11 +1620,23 @@ class PostgresInbox(Inbox):
                     f" AND seq = 1 AND NOT EXISTS (SELECT 1 FROM {s}.inbox_lanes a"
                     f" JOIN {s}.inbox_lanes b ON b.lane = a.lane WHERE a.entry_id = i.id"
                     " AND b.entry_id <> a.entry_id AND (b.started"
-                    " OR (b.event_time, b.entry_id) < (a.event_time, a.entry_id)))"
+                    " OR (b.event_time, b.entry_id) < (a.event_time, a.entry_id))"
+                    f" AND NOT EXISTS (SELECT 1 FROM {s}.inbox_coalesce ca"
+                    f" JOIN {s}.inbox_coalesce cb ON cb.key = ca.key"
+                    " WHERE ca.entry_id = a.entry_id AND cb.entry_id = b.entry_id))"
+                    f" AND NOT EXISTS (SELECT 1 FROM {s}.inbox_coalesce c WHERE c.entry_id = i.id"
+                    f" AND (EXISTS (SELECT 1 FROM {s}.inbox_coalesce m WHERE m.key = c.key"
+                    " AND m.entry_id <> c.entry_id"
+                    " AND (m.event_time, m.entry_id) > (c.event_time, c.entry_id))"
+                    f" OR ((SELECT MAX(m.received) FROM {s}.inbox_coalesce m WHERE m.key = c.key)"
+                    " > $4 - c.quiet"
+                    f" AND (SELECT MIN(m.received) FROM {s}.inbox_coalesce m WHERE m.key = c.key)"
+                    " > $4 - c.max_wait)))"
                     f" ORDER BY id LIMIT $3) RETURNING {_COLUMNS}",
                     _dt(now),
                     _dt(now + lease_seconds),
                     limit,
+                    now,
                 )
                 ids = [r["id"] for r in rows]
                 if ids:
@@ -1514,6 +1655,8 @@ class PostgresInbox(Inbox):
                         " WHERE entry_id = ANY($1::bigint[])",
                         ids,
                     )
+                    for i in ids:
+                        await self._supersede(conn, i, now)
             return sorted((_pg_row(r) for r in rows), key=lambda e: e.id)
 
         return await self._call(fn)
@@ -1533,6 +1676,7 @@ class PostgresInbox(Inbox):
         }
         late: list[tuple[str, int]] = []
         joined: list[tuple[str, int, float]] = []
+        bursts: list[tuple[str, int, float, float, float, float]] = []
         done: list[int] = []
         for entry, q in plan:
             msg = _is_late(entry, q, marks) if entry.seq == 0 else None
@@ -1541,6 +1685,17 @@ class PostgresInbox(Inbox):
                 continue
             done.append(entry.id)
             joined += [(lane, entry.id, _entry_time(entry)) for lane in q.lanes]
+            if q.coalesce is not None and entry.seq == 0:  # a replay runs alone
+                bursts.append(
+                    (
+                        q.coalesce,
+                        entry.id,
+                        _entry_time(entry),
+                        entry.received_at.timestamp(),
+                        q.quiet,
+                        q.max_wait,
+                    )
+                )
         if late:
             await conn.executemany(
                 f"UPDATE {self._t} SET status = 'late', seq = 1, last_error = $1,"
@@ -1558,6 +1713,45 @@ class PostgresInbox(Inbox):
                 " ON CONFLICT DO NOTHING",
                 joined,
             )
+        if bursts:
+            await conn.executemany(
+                f"INSERT INTO {s}.inbox_coalesce"
+                " (key, entry_id, event_time, received, quiet, max_wait)"
+                " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                bursts,
+            )
+
+    async def _supersede(self, conn: Any, entry_id: int, now: float) -> None:
+        """``entry_id`` was claimed: the rest of its burst is superseded by it."""
+        s = f'"{self.schema}"'
+        keys = [
+            r["key"]
+            for r in await conn.fetch(
+                f"SELECT key FROM {s}.inbox_coalesce WHERE entry_id = $1", entry_id
+            )
+        ]
+        for key in keys:
+            covered = [
+                r["entry_id"]
+                for r in await conn.fetch(
+                    f"SELECT entry_id FROM {s}.inbox_coalesce WHERE key = $1 AND entry_id <> $2",
+                    key,
+                    entry_id,
+                )
+            ]
+            if covered:
+                await conn.execute(
+                    f"UPDATE {self._t} SET status = 'superseded', superseded_by = $1,"
+                    " lease_until = NULL, updated_at = $2"
+                    " WHERE id = ANY($3::bigint[]) AND status = 'pending'",
+                    entry_id,
+                    _dt(now),
+                    covered,
+                )
+                await conn.execute(
+                    f"DELETE FROM {s}.inbox_lanes WHERE entry_id = ANY($1::bigint[])", covered
+                )
+            await conn.execute(f"DELETE FROM {s}.inbox_coalesce WHERE key = $1", key)
 
     async def _exec(self, sql: str, *args: Any) -> None:
         async def fn(conn: Any) -> None:
@@ -1587,9 +1781,10 @@ class PostgresInbox(Inbox):
                 status = await conn.execute(sql, *params)
                 changed = bool(status.split()[-1] != "0")
                 if changed and leave_lanes:
-                    await conn.execute(
-                        f'DELETE FROM "{self.schema}".inbox_lanes WHERE entry_id = $1', entry_id
-                    )
+                    for table in ("inbox_lanes", "inbox_coalesce"):
+                        await conn.execute(
+                            f'DELETE FROM "{self.schema}".{table} WHERE entry_id = $1', entry_id
+                        )
                 return changed
 
         return await self._call(fn)
@@ -1644,11 +1839,13 @@ class PostgresInbox(Inbox):
             async with conn.transaction():
                 await conn.execute(
                     f"UPDATE {self._t} SET status = 'pending', lease_until = NULL,"
-                    " not_before = $1, updated_at = $1, seq = 2 WHERE id = $2",
+                    " not_before = $1, updated_at = $1, seq = 2, superseded_by = NULL"
+                    " WHERE id = $2",
                     now,
                     entry_id,
                 )
                 await conn.execute(f"DELETE FROM {s}.inbox_lanes WHERE entry_id = $1", entry_id)
+                await conn.execute(f"DELETE FROM {s}.inbox_coalesce WHERE entry_id = $1", entry_id)
                 await conn.execute(
                     f"DELETE FROM {s}.inbox_steps st USING {self._t} i WHERE i.id = $1"
                     " AND st.source = i.source AND st.event_id = i.event_id"
@@ -1661,6 +1858,11 @@ class PostgresInbox(Inbox):
     async def dispatched(self, after_id: int = 0, limit: int = 500) -> list[InboxEntry]:
         return await self._select(
             "WHERE status = 'dispatched' AND id > $1 ORDER BY id LIMIT $2", after_id, limit
+        )
+
+    async def covered(self, entry_id: int) -> list[InboxEntry]:
+        return await self._select(
+            "WHERE superseded_by = $1 ORDER BY COALESCE(event_time, received_at), id", entry_id
         )
 
     async def claim_run(self, flow_run_id: str, state_id: str, worker: str) -> bool:
@@ -1732,6 +1934,20 @@ class PostgresInbox(Inbox):
                 f"SELECT status, COUNT(*) AS n FROM {self._t} GROUP BY status"
             ):
                 out[r["status"]] = int(r["n"])
+            return out
+
+        return await self._call(fn)
+
+    async def oldest(self) -> dict[str, float]:
+        now = self._clock()
+
+        async def fn(conn: Any) -> dict[str, float]:
+            out = {"pending": 0.0, "dispatched": 0.0}
+            for status in out:
+                t = await conn.fetchval(
+                    f"SELECT MIN(updated_at) FROM {self._t} WHERE status = $1", status
+                )
+                out[status] = 0.0 if t is None else max(0.0, now - t.timestamp())
             return out
 
         return await self._call(fn)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import signal
 import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,8 @@ async def pg(sql: str, db: str = "test") -> Any:
 
 @contextlib.contextmanager
 def prefect_on_postgres(home: Path, env: dict[str, str]) -> Iterator[tuple[str, Proc]]:
-    """`prefect server start` (this venv's) on a new PostgreSQL database, dropped afterwards;
+    """`hookline prefect-server` (Prefect's server, Hookline's profile) on a new PostgreSQL
+    database, dropped afterwards;
     yields its PREFECT_API_URL and process (log: ``home/prefect.log``)."""
     db = f"hl_prefect_{uuid.uuid4().hex[:8]}"
     asyncio.run(pg(f'CREATE DATABASE "{db}"', db="postgres"))
@@ -49,8 +49,8 @@ def prefect_on_postgres(home: Path, env: dict[str, str]) -> Iterator[tuple[str, 
         "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
         "PREFECT_SERVER_UI_ENABLED": "false",
     }
-    prefect = str(Path(sys.executable).parent / "prefect")
-    argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    # the production profile docs/operations.md recommends (Prefect's unused services off)
+    argv = ["hookline", "prefect-server", "--host", "127.0.0.1", "--port", str(port)]
     proc: Proc | None = None
     try:
         proc = start(argv, cwd=home, env=server_env, log=home / "prefect.log")

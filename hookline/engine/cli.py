@@ -17,6 +17,7 @@ import click
 
 from hookline.config import HooklineConfig, get_settings, load_config
 from hookline.errors import HooklineError
+from hookline.inbox import STATUSES
 
 
 def _fail(message: str) -> None:
@@ -144,7 +145,7 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
                     on_created=w.submit,
                     work_pool=work_pool,
                 )
-                w.on_finished = lambda _run_id: d.notify()
+                w.on_finished = d.notify_finished
                 jobs.append(d.run(stop))
             click.echo(f"worker {w.name} polling work pool {work_pool!r} (limit {limit})")
             await asyncio.gather(*jobs)
@@ -169,8 +170,15 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
     help="Seconds without a heartbeat after which a worker is dead and its runs are "
     "recovered (crashed and sent again, or scheduled again).",
 )
+@click.option(
+    "--lease",
+    default=60.0,
+    show_default=True,
+    help="Seconds a claimed event stays with this dispatcher: if it dies, another takes the "
+    "event over after this long.",
+)
 @click.option("--work-pool", default="hookline", show_default=True)
-def dispatch(concurrency: int, worker_timeout: float, work_pool: str) -> None:
+def dispatch(concurrency: int, worker_timeout: float, lease: float, work_pool: str) -> None:
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""
     from hookline.engine.dispatcher import Dispatcher
 
@@ -187,6 +195,7 @@ def dispatch(concurrency: int, worker_timeout: float, work_pool: str) -> None:
                 eng.deployment_id,
                 concurrency=concurrency,
                 worker_timeout=worker_timeout,
+                lease_seconds=lease,
                 work_pool=work_pool,
             )
             click.echo("dispatcher running")
@@ -196,6 +205,46 @@ def dispatch(concurrency: int, worker_timeout: float, work_pool: str) -> None:
         asyncio.run(main())
     except HooklineError as exc:
         _fail(str(exc))
+
+
+@click.command(
+    "prefect-server",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=4200, show_default=True)
+@click.pass_context
+def prefect_server(ctx: click.Context, host: str, port: int) -> None:
+    """`prefect server start` with Hookline's server profile (any other option is Prefect's).
+
+    The background services Hookline does not use are off (scheduler, late runs,
+    automations, pause expirations, repossessor, vacuum, event persister, foreman,
+    cancellation cleanup), as for `hookline up`'s embedded server; the database is
+    PREFECT_API_DATABASE_CONNECTION_URL's (PostgreSQL in production).
+    """
+    from hookline.engine.prefect_server import EMBEDDED_PROFILE
+
+    argv = [
+        sys.executable,
+        "-m",
+        "hookline.engine.prefect_serve",
+        "server",
+        "start",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *ctx.args,
+    ]
+    off = sorted(
+        k.removeprefix("PREFECT_SERVER_SERVICES_").removesuffix("_ENABLED").lower()
+        for k, v in EMBEDDED_PROFILE.items()
+        if k.startswith("PREFECT_SERVER_SERVICES_") and v == "false"
+    )
+    click.echo(f"Prefect server with Hookline's profile; services off: {', '.join(off)}")
+    env = {**os.environ, **EMBEDDED_PROFILE}
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)
 
 
 def dev_secret_path() -> Path:
@@ -286,12 +335,34 @@ def _parse_since(value: str | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def _event_json(e: Any, ui: str | None, superseded_by: str | None) -> dict[str, Any]:
+    """One `hookline events --json` line: what scripts and dashboards need of an entry."""
+    return {
+        "event_id": e.event_id,
+        "source": e.source,
+        "event_type": e.event_type,
+        "status": e.status,
+        "received_at": e.received_at.isoformat(),
+        "event_time": e.event_time.isoformat() if e.event_time else None,
+        "attempts": e.attempts,
+        "runs": {
+            recipe: {"id": rid, "url": f"{ui}/runs/flow-run/{rid}" if ui else None}
+            for recipe, rid in sorted(e.flow_runs.items())
+        },
+        "superseded_by": superseded_by,
+        "error": e.last_error,
+    }
+
+
 @click.command()
-@click.option("--status", type=click.Choice(["pending", "dispatched", "done", "failed"]))
+@click.option("--status", type=click.Choice(list(STATUSES)))
 @click.option("--since", default=None, help="30m, 2h, 1d or an ISO 8601 time.")
 @click.option("--limit", default=50, show_default=True)
-def events(status: str | None, since: str | None, limit: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def events(status: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """List inbox entries with their runs and Prefect UI links."""
+    import json
+
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     from hookline.inbox import open_inbox
@@ -299,15 +370,25 @@ def events(status: str | None, since: str | None, limit: int) -> None:
     ui = PREFECT_UI_URL.value() or ui_url_from_api(PREFECT_API_URL.value())
     since_dt = _parse_since(since)
 
-    async def main() -> list[Any]:
+    async def main() -> tuple[list[Any], dict[int, str]]:
         inbox = await open_inbox(get_settings())
         try:
             entries: list[Any] = await inbox.list(status=status, since=since_dt, limit=limit)
-            return entries
+            covering: dict[int, str] = {}
+            for e in entries:
+                if e.superseded_by is not None and e.superseded_by not in covering:
+                    by = await inbox.get(e.superseded_by)
+                    covering[e.superseded_by] = by.event_id if by else str(e.superseded_by)
+            return entries, covering
         finally:
             await inbox.close()
 
-    entries = asyncio.run(main())
+    entries, covering = asyncio.run(main())
+    if as_json:
+        for e in entries:
+            by = covering.get(e.superseded_by) if e.superseded_by is not None else None
+            click.echo(json.dumps(_event_json(e, ui, by), separators=(",", ":")))
+        return
     if not entries:
         click.echo("no events" + (f" with status {status}" if status else ""))
         return
@@ -316,6 +397,8 @@ def events(status: str | None, since: str | None, limit: int) -> None:
             f"{e.received_at:%Y-%m-%d %H:%M:%S}  {e.status:<10} {e.source}:{e.event_id}  "
             f"{e.event_type}  attempts={e.attempts}"
         )
+        if e.superseded_by is not None:
+            click.echo(f"    superseded by {covering.get(e.superseded_by)} (one run covered both)")
         for recipe, run_id in sorted(e.flow_runs.items()):
             link = f"{ui}/runs/flow-run/{run_id}" if ui else run_id
             click.echo(f"    {recipe}: {link}")

@@ -52,8 +52,8 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from hookline.engine.deployment import WORK_POOL
 from hookline.inbox import Inbox, InboxEntry, Sequenced
-from hookline.recipes import Event, RecipeSet, build_context, render_template
-from hookline.recipes.errors import EventError
+from hookline.recipes import Event, RecipeSet, build_context
+from hookline.recipes.errors import EventError, RecipeError
 
 log = logging.getLogger("hookline.dispatcher")
 
@@ -98,6 +98,9 @@ class Dispatcher:
     batch: int = 32
     lease_seconds: float = 60.0
     poll_seconds: float = 0.25
+    follow_seconds: float = 0.5
+    """How often dispatched events are followed (their runs read from Prefect). A run that
+    ends in a process that can tell (`notify_finished`) is followed at once."""
     max_backoff: float = 60.0
     client_retries: int = 0
     """Prefect client retries per call. Its default (5, with 2^n s backoff) can hold a call
@@ -130,6 +133,7 @@ class Dispatcher:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _pause_until: float = 0.0
     _next_recover: float = 0.0
+    _next_follow: float = 0.0
     _failures: int = 0
 
     async def readiness(self) -> str:
@@ -147,6 +151,12 @@ class Dispatcher:
         """Something was stored: dispatch now instead of at the next poll."""
         self.wakeup.set()
 
+    def notify_finished(self, _flow_run_id: object = None) -> None:
+        """A run ended (an in-process worker says so): follow now, so the next event of its
+        ``order_by`` lane starts within milliseconds instead of at the next follow cycle."""
+        self._next_follow = 0.0
+        self.wakeup.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch and follow until ``stop`` is set."""
         from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
@@ -159,14 +169,19 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 n = await self.dispatch_once()
-                await self.follow_once()
+                if self.clock() >= self._next_follow:
+                    self._next_follow = self.clock() + self.follow_seconds
+                    await self.follow_once()
             except Exception:  # never let one bad cycle stop the dispatcher
                 log.exception("dispatch cycle failed; retrying")
                 n = 0
                 await asyncio.sleep(1.0)
             if n == 0 and not stop.is_set():
                 self.wakeup.clear()
-                delay = max(self.poll_seconds, self._pause_until - self.clock())
+                delay = max(
+                    min(self.poll_seconds, max(0.0, self._next_follow - self.clock())),
+                    self._pause_until - self.clock(),
+                )
                 try:
                     await asyncio.wait_for(self._wait(stop), timeout=delay)
                 except TimeoutError:
@@ -186,7 +201,7 @@ class Dispatcher:
         """Claim due entries and create their flow runs; return how many were claimed."""
         if self.clock() < self._pause_until:
             return 0
-        uses_lanes = any(r.order_by for r in self.recipes.recipes)
+        uses_lanes = any(r.order_by or r.coalesce for r in self.recipes.recipes)
         entries = await self.inbox.claim(
             self.batch,
             lease_seconds=self.lease_seconds,
@@ -206,31 +221,48 @@ class Dispatcher:
 
     def sequence(self, entry: InboxEntry) -> Sequenced:
         """The inbox's sequencer: this entry's lane keys, from every recipe that matches it
-        and has ``order_by``; late events are skipped unless all of those say ``late: run``."""
+        and has ``order_by`` or ``coalesce`` (a coalesce key orders too); late events are
+        skipped unless all of those say ``late: run``. The entry coalesces when every recipe
+        that matches it does (with the first one's key and the shortest waits)."""
         try:
             event = _event(entry)
         except ValueError:
             return Sequenced()  # _dispatch reports it
         lanes: list[str] = []
         skip = False
-        for result in self.recipes.match(event):
-            recipe = result.recipe
-            if not result.matched or not recipe.order_by:
-                continue
+        matched = [r.recipe for r in self.recipes.match(event) if r.matched]
+        bursts: list[tuple[str, float, float]] = []
+        for recipe in matched:
+            ctx = build_context(event, recipe=recipe, steps={}, run={}, failure=None, environ={})
             try:
-                lane = self._lane(recipe, event)
-            except Exception as exc:  # a bad key must not stop the other lanes
+                keys = [recipe.order_key(ctx)]
+                if recipe.coalesce is not None:
+                    key = recipe.coalesce_key(ctx)
+                    keys.append(key)
+                    if key is not None:
+                        bursts.append((key, recipe.coalesce.quiet, recipe.coalesce.max_wait))
+            except RecipeError as exc:  # a bad key must not stop the other lanes
                 log.error(
-                    "recipe %s: order_by failed on event %s: %s; no lane for it",
+                    "recipe %s: %s (event %s); no lane for it",
                     recipe.name,
-                    entry.event_id,
                     exc,
+                    entry.event_id,
                     extra={"event_id": entry.event_id, "recipe": recipe.name},
                 )
                 continue
-            if lane is not None and lane not in lanes:
-                lanes.append(lane)
-            skip = skip or recipe.late == "skip"
+            for key in keys:
+                if key is not None and key not in lanes:
+                    lanes.append(key)
+            if recipe.order_by or recipe.coalesce is not None:
+                skip = skip or recipe.late == "skip" or recipe.coalesce is not None
+        if bursts and len(bursts) == len(matched):
+            return Sequenced(
+                lanes=tuple(lanes),
+                skip_if_late=skip,
+                coalesce=bursts[0][0],
+                quiet=min(b[1] for b in bursts),
+                max_wait=min(b[2] for b in bursts),
+            )
         return Sequenced(lanes=tuple(lanes), skip_if_late=skip)
 
     async def _dispatch(self, entry: InboxEntry) -> None:
@@ -246,7 +278,8 @@ class Dispatcher:
             await self.inbox.mark_failed(entry.id, f"cannot parse stored event: {exc}")
             self.stats.failed += 1
             return
-        results = self.recipes.match(event)
+        # in a thread: `when` may take up to its time limit on a hostile payload
+        results = await asyncio.to_thread(self.recipes.match, event)
         errors = [r for r in results if getattr(r, "error", None) is not None]
         for r in errors:
             log.error(
@@ -275,7 +308,12 @@ class Dispatcher:
             return
         runs: dict[str, str] = {}
         try:
+            # sent again (its worker died) or replayed: a recipe whose run completed is done
+            completed = await self._completed_runs(entry, matched)
             for recipe in matched:
+                if recipe.name in completed:
+                    runs[recipe.name] = completed[recipe.name]
+                    continue
                 replay_of = entry.flow_runs.get(recipe.name)
                 async with self.write_gate or contextlib.nullcontext():
                     flow_run = await self._create(entry, event, recipe.name, replay_of)
@@ -291,6 +329,19 @@ class Dispatcher:
         await self.inbox.mark_dispatched(entry.id, runs)
         self.stats.dispatched += 1
         self.stats.last_dispatch_lag = max(0.0, self.clock() - entry.received_at.timestamp())
+
+    async def _completed_runs(self, entry: InboxEntry, matched: list[Any]) -> dict[str, str]:
+        """recipe -> the entry's earlier run of it, for the ones that completed."""
+        earlier = {r.name: entry.flow_runs[r.name] for r in matched if r.name in entry.flow_runs}
+        if not earlier:
+            return {}
+        done = {
+            str(r.id)
+            for r in await self._read_runs(
+                sorted(UUID(rid) for rid in earlier.values()), [StateType.COMPLETED]
+            )
+        }
+        return {name: rid for name, rid in earlier.items() if rid in done}
 
     async def _create(
         self, entry: InboxEntry, event: Event, recipe: str, replay_of: str | None
@@ -320,12 +371,6 @@ class Dispatcher:
             tags=flow_run_tags(recipe, event),
             idempotency_key=idempotency_key(entry.source, entry.event_id, recipe, replay_of),
         )
-
-    def _lane(self, recipe: Any, event: Event) -> str | None:
-        if not recipe.order_by:
-            return None
-        ctx = build_context(event, recipe=recipe, steps={}, run={}, failure=None, environ={})
-        return str(render_template(recipe.order_by, ctx))
 
     async def _prefect_unavailable(self, entry: InboxEntry, exc: BaseException) -> None:
         self._failures += 1

@@ -206,7 +206,7 @@ async def _serve(
             on_created=worker.submit,
             concurrency=4,
         )
-        worker.on_finished = lambda _run_id: dispatcher.notify()
+        worker.on_finished = dispatcher.notify_finished
         app = create_app(
             eng.config,
             inbox=_NotifyingInbox(eng.inbox, dispatcher.notify),  # type: ignore[arg-type]

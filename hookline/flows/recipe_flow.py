@@ -250,6 +250,7 @@ async def _run_steps(
     done: dict[str, dict[str, Any]],
     failure: dict[str, Any] | None,
     prefix: str = "",
+    covered: list[Event] | None = None,
 ) -> tuple[list[StepRecord], dict[str, Any] | None]:
     """Run ``steps`` in order; stop at the first failure not marked continue_on_error."""
     outputs: dict[str, dict[str, Any]] = {}
@@ -263,7 +264,13 @@ async def _run_steps(
         record = StepRecord(id=name, uses=step.uses)
         records.append(record)
         context = build_context(
-            event, recipe=recipe, steps=outputs, run=run, failure=failure, environ=env
+            event,
+            recipe=recipe,
+            steps=outputs,
+            run=run,
+            failure=failure,
+            environ=env,
+            covered=covered or (),
         )
         key = step_key(event.source, event.event_id, recipe.name, name)
         # on_failure steps are in the step log too (as "on_failure.<id>"): a run executed
@@ -314,6 +321,7 @@ def _story(
     run: dict[str, Any],
     records: list[StepRecord],
     failure: dict[str, Any] | None,
+    covered: list[Event] | None = None,
 ) -> str:
     lines = [
         f"# {recipe.name} / {event.event_id}",
@@ -341,6 +349,16 @@ def _story(
             )
         cell = "<br>".join(d.replace("|", "\\|").replace("\n", " ") for d in details)
         lines.append(f"| {r.id} | `{r.uses}` | {r.status} | {r.attempts} | {cell} |")
+    if covered:
+        lines += [
+            "",
+            f"**Coalesced**: this run also covers {len(covered)} earlier event(s) of its burst "
+            "(status `superseded`, `hookline events` lists them):",
+            "",
+            "| event | type | time |",
+            "|---|---|---|",
+            *(f"| {e.event_id} | `{e.event_type}` | {e.timestamp_text or ''} |" for e in covered),
+        ]
     if run.get("url"):
         lines += ["", f"[This run in Prefect]({run['url']})"]
     return "\n".join(lines) + "\n"
@@ -394,6 +412,12 @@ async def _verified(
     return rec, event
 
 
+def _event_of(entry: Any) -> Event:
+    return Event.from_body(
+        source=entry.source, event_type=entry.event_type, event_id=entry.event_id, body=entry.body
+    )
+
+
 @flow(name=FLOW_NAME, persist_result=False, validate_parameters=False, log_prints=False)
 async def recipe_flow(
     entry_id: int, source: str, event_id: str, recipe: str
@@ -409,14 +433,22 @@ async def recipe_flow(
         "url": rt.run_url(run_id) if run_id else None,
     }
     rec, event = await _verified(rt, entry_id, source, event_id, recipe)
+    covered = [_event_of(e) for e in await rt.inbox.covered(entry_id)]
     done = await rt.inbox.completed_steps(source, event_id, recipe)
     records, failure = await _run_steps(
-        list(rec.steps), event=event, recipe=rec, run=run, rt=rt, done=done, failure=None
+        list(rec.steps),
+        event=event,
+        recipe=rec,
+        run=run,
+        rt=rt,
+        done=done,
+        failure=None,
+        covered=covered,
     )
     if failure is not None and failure.get("cancelled"):
         message = f"cancelled before step {failure['step']!r}"
         await acreate_markdown_artifact(
-            markdown=_story(rec, event, run, records, failure),
+            markdown=_story(rec, event, run, records, failure, covered),
             description=f"{rec.name} for {event.event_type} {event.event_id}",
         )
         return Cancelled(message=message)
@@ -430,10 +462,11 @@ async def recipe_flow(
             done=done,
             failure={**failure, "run": run},
             prefix="on_failure.",
+            covered=covered,
         )
         records += more
     await acreate_markdown_artifact(
-        markdown=_story(rec, event, run, records, failure),
+        markdown=_story(rec, event, run, records, failure, covered),
         description=f"{rec.name} for {event.event_type} {event.event_id}",
     )
     if failure is not None:

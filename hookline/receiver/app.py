@@ -148,8 +148,11 @@ class _InboxDepth:
         try:
             async with asyncio.timeout(5.0):
                 counts = await st.inbox.counts()
+                oldest = await st.inbox.oldest()
             for status, n in counts.items():
                 st.metrics.inbox_depth.labels(status).set(n)
+            for status, age in oldest.items():
+                st.metrics.inbox_oldest.labels(status).set(age)
         except Exception as exc:  # the scrape still answers, with the last figures
             log.warning("inbox depth unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
         finally:

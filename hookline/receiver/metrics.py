@@ -33,6 +33,12 @@ class ReceiverMetrics:
         self.inbox_depth = Gauge(
             "hookline_inbox_entries", "Inbox entries by status.", ["status"], registry=r
         )
+        self.inbox_oldest = Gauge(
+            "hookline_inbox_oldest_seconds",
+            "Seconds since the least recently changed pending / dispatched entry changed.",
+            ["status"],
+            registry=r,
+        )
         self.ack_seconds = Histogram(
             "hookline_ack_seconds",
             "Time from request to answer for stored (accepted or duplicate) events.",

@@ -258,6 +258,12 @@ def try_(
                 continue
             if p.recipe.order_by:
                 click.echo(f"  order_by: {_show(p.order_key)}")
+            if p.recipe.coalesce is not None:
+                co = p.recipe.coalesce
+                click.echo(
+                    f"  coalesce: {_show(p.coalesce_key)} (one run per burst: after "
+                    f"{co.quiet:g}s of quiet, or {co.max_wait:g}s at most)"
+                )
             click.echo("  steps:")
             _print_steps(p.steps, secrets, "    ")
             if p.on_failure:

@@ -95,6 +95,7 @@ class RecipePreview:
     recipe: Recipe
     match: MatchResult
     order_key: str | None = None
+    coalesce_key: str | None = None
     steps: list[StepPreview] = field(default_factory=list)
     on_failure: list[StepPreview] = field(default_factory=list)
     failed_step: str | None = None
@@ -181,6 +182,7 @@ def preview(
     base = build_context(event, recipe=recipe, environ=env)
     try:
         result.order_key = recipe.order_key(base)
+        result.coalesce_key = recipe.coalesce_key(base)
     except RecipeError as exc:
         result.errors.append(str(exc))
     done: dict[str, dict[str, Any]] = {}
@@ -241,6 +243,7 @@ def to_jsonable(p: RecipePreview, *, secrets: list[str] | None = None) -> dict[s
         "matched": p.match.matched,
         "reason": mask(p.match.reason, sec),
         "order_key": p.order_key,
+        "coalesce_key": p.coalesce_key,
         "steps": steps(p.steps),
         "on_failure": steps(p.on_failure),
         "errors": [mask(e, sec) for e in p.errors],

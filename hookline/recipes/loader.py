@@ -144,6 +144,8 @@ def _build(
         compiled_when=compile_expression(when) if when is not None else None,
         compiled_order_by=compile_template(spec.order_by) if spec.order_by else None,
         late=spec.late,
+        coalesce=spec.coalesce,
+        compiled_coalesce_key=compile_template(spec.coalesce.key) if spec.coalesce else None,
     )
 
 

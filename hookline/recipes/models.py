@@ -87,6 +87,23 @@ class DefaultsSpec(BaseModel):
     timeout: Duration = Field(default=30.0, gt=0, description="Time limit of one attempt.")
 
 
+class CoalesceSpec(BaseModel):
+    """``coalesce``: one run for a burst of events with one key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(
+        description="Template; events with the same key that wait together run once, for the "
+        "latest of them (the others end 'superseded'). The key also orders them, as order_by."
+    )
+    quiet: Duration = Field(
+        default=10.0, description="Run once no event of the key arrived for this long."
+    )
+    max_wait: Duration = Field(
+        default=60.0, gt=0, description="... or once the burst's first event waited this long."
+    )
+
+
 class StepSpec(BaseModel):
     """One step as written in YAML."""
 
@@ -147,6 +164,11 @@ class RecipeSpec(BaseModel):
             "key already ran. skip (default): record it as 'late', do not run it (replay by "
             "hand); run: run it anyway, after the key's current run."
         ),
+    )
+    coalesce: CoalesceSpec | None = Field(
+        default=None,
+        description="Collapse a burst of events with one key into one run for the latest; the "
+        "run sees what it covers as `coalesced` (count, first, last, events).",
     )
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     steps: list[StepSpec] = Field(min_length=1)
@@ -257,6 +279,8 @@ class Recipe:
     compiled_when: Expression | None = field(default=None, repr=False)
     compiled_order_by: Template | None = field(default=None, repr=False)
     late: str = "skip"
+    coalesce: CoalesceSpec | None = None
+    compiled_coalesce_key: Template | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"<Recipe {self.name} ({self.path}:{self.line})>"
@@ -267,6 +291,17 @@ class Recipe:
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+    def coalesce_key(self, context: Mapping[str, Any]) -> str | None:
+        """The rendered ``coalesce.key``, or None. Raises `RecipeRenderError`."""
+        if self.compiled_coalesce_key is None:
+            return None
+        try:
+            return str(self.compiled_coalesce_key.render(context))
+        except Exception as exc:
+            raise RecipeRenderError(
+                f"recipe '{self.name}': coalesce.key: {_describe(exc)}"
+            ) from exc
 
     def order_key(self, context: Mapping[str, Any]) -> str | None:
         """The rendered ``order_by`` key, or None. Raises `RecipeRenderError`."""

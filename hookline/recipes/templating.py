@@ -39,7 +39,7 @@ import inspect
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -445,6 +445,7 @@ def _native_concat(values: Iterable[Any]) -> Any:
     The output is counted as it is produced: a loop writing text stops at `MAX_TEXT`
     characters or at the time limit, whichever comes first."""
     parts: list[Any] = []
+    joined: list[str] = []
     size = 0
     for v in values:
         _tick()
@@ -452,12 +453,20 @@ def _native_concat(values: Iterable[Any]) -> Any:
         size += len(v) if isinstance(v, str) else 0
         if size > MAX_TEXT:
             raise RenderLimitError(f"the template's output is longer than {MAX_TEXT} characters")
-    if not parts:
+        if len(parts) >= _JOIN_EVERY:
+            # join as we go: a million small strings freed at once (when a limit aborts the
+            # render) would hold the GIL, and stall the event loop, for half a second
+            joined.append("".join(str(x) for x in parts))
+            parts = []
+    if not parts and not joined:
         return ""
-    if len(parts) == 1:
+    if len(parts) == 1 and not joined:
         return parts[0]
-    text = "".join(str(v) for v in parts)
+    text = "".join([*joined, *(str(v) for v in parts)])
     return _guard(text)
+
+
+_JOIN_EVERY = 4096
 
 
 class _CodeGenerator(NativeCodeGenerator):
@@ -734,6 +743,24 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
         raise RecipeEvalError(f"{expression!r}: {_describe(exc)}") from exc
 
 
+def coalesced_summary(event: Event, covered: Sequence[Event] = ()) -> dict[str, Any]:
+    """What a run of ``event`` covers: itself and the events it superseded, by event time."""
+
+    def when(e: Event) -> str:
+        return e.timestamp_text or ""
+
+    burst = sorted(covered, key=when) + [event]
+    times = [when(e) for e in burst if when(e)]
+    return {
+        "count": len(burst),
+        "first": min(times) if times else None,
+        "last": max(times) if times else None,
+        "events": [
+            {"event_id": e.event_id, "timestamp": when(e) or None, "data": e.data} for e in burst
+        ],
+    }
+
+
 def build_context(
     event: Event,
     *,
@@ -742,6 +769,7 @@ def build_context(
     run: Mapping[str, Any] | None = None,
     failure: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    covered: Sequence[Event] = (),
 ) -> dict[str, Any]:
     """The variables a template sees for ``event``.
 
@@ -750,6 +778,10 @@ def build_context(
             a step that did not run is absent (templates test ``steps.x is defined``).
         run: ``{"id", "name", "url"}`` of the flow run, when there is one.
         failure: ``{"step", "uses", "error", "attempts"}`` inside ``on_failure``.
+        covered: the events a ``coalesce`` run covers (superseded by this one), any order;
+            templates see ``coalesced``: ``count`` (with this event), ``first`` / ``last``
+            (event times) and ``events`` (``event_id``, ``timestamp``, ``data``, in event
+            order, this event last). Without a burst it describes this event alone.
         environ: where ``env.NAME`` values come from (default ``os.environ``); only the
             names the recipe's hookline.yaml allows are copied, so a template never sees
             any other variable (a secret in particular).
@@ -769,6 +801,7 @@ def build_context(
         "source": event.source,
         "steps": StepOutputs({k: dict(v) for k, v in (steps or {}).items()}),
         "env": EnvVars(env),
+        "coalesced": coalesced_summary(event, covered),
     }
     if recipe is not None:
         ctx["recipe"] = {

@@ -61,6 +61,7 @@ class Expect(BaseModel):
     )
     reason: str | None = Field(default=None, description="Text the match reason must contain.")
     order_key: str | None = None
+    coalesce_key: str | None = None
     steps: dict[str, Status | StepExpect] = Field(default_factory=dict)
     on_failure: dict[str, Status | StepExpect] = Field(default_factory=dict)
 
@@ -204,7 +205,13 @@ def run_case(
         if matched != exp.recipes:
             fail.append(f"expected recipes {exp.recipes} to match, got {matched}")
     if spec.recipe is None:
-        if exp.matched is not None or exp.steps or exp.on_failure or exp.order_key:
+        if (
+            exp.matched is not None
+            or exp.steps
+            or exp.on_failure
+            or exp.order_key
+            or exp.coalesce_key
+        ):
             fail.append("matched/steps/order_key need `recipe:` at the top of the test file")
         return result
     recipe = recipes.get(spec.recipe)
@@ -224,6 +231,8 @@ def run_case(
         fail.append(f"reason {p.match.reason!r} lacks {exp.reason!r}")
     if exp.order_key is not None and p.order_key != exp.order_key:
         fail.append(f"order_key: expected {exp.order_key!r}, got {p.order_key!r}")
+    if exp.coalesce_key is not None and p.coalesce_key != exp.coalesce_key:
+        fail.append(f"coalesce_key: expected {exp.coalesce_key!r}, got {p.coalesce_key!r}")
     if (exp.steps or exp.on_failure) and not p.match.matched:
         fail.append(f"steps expected, but the recipe did not match: {p.match.reason}")
         return result

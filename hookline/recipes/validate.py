@@ -47,8 +47,9 @@ from hookline.recipes.yamlpos import Document, Path_
 RECIPE_KEYS = {"recipe": ("name", "description", "path")}
 RUN_KEYS = ("id", "name", "url")
 FAILURE_KEYS = ("step", "uses", "error", "attempts")
+COALESCED_KEYS = ("count", "first", "last", "events")
 EVENT_NAMES = ("event", "data", "account", "event_type", "event_id", "timestamp", "source")
-ALL_NAMES = (*EVENT_NAMES, "env", "recipe", "steps", "run", "failure")
+ALL_NAMES = (*EVENT_NAMES, "env", "recipe", "steps", "run", "failure", "coalesced")
 _ENV_STYLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
 
 
@@ -317,8 +318,13 @@ class FileChecker:
                     hint=_env_hint(first, self.env_allowed, self.env_source),
                     line_offset=off,
                 )
-        elif root in ("recipe", "run", "failure"):
-            keys = {"recipe": RECIPE_KEYS["recipe"], "run": RUN_KEYS, "failure": FAILURE_KEYS}
+        elif root in ("recipe", "run", "failure", "coalesced"):
+            keys = {
+                "recipe": RECIPE_KEYS["recipe"],
+                "run": RUN_KEYS,
+                "failure": FAILURE_KEYS,
+                "coalesced": COALESCED_KEYS,
+            }
             if first not in keys[root]:
                 self.add(
                     path,
@@ -360,7 +366,12 @@ class FileChecker:
         v = data.get("order_by")
         if isinstance(v, str):
             self.check_template(("order_by",), v, _Scope("order_by", base), expression=False)
-        if "late" in data and not data.get("order_by"):
+        co = data.get("coalesce")
+        if isinstance(co, dict) and isinstance(co.get("key"), str):
+            self.check_template(
+                ("coalesce", "key"), co["key"], _Scope("order_by", base), expression=False
+            )
+        if "late" in data and not data.get("order_by") and not data.get("coalesce"):
             self.add(
                 ("late",),
                 "late has no effect without order_by",
@@ -487,7 +498,7 @@ class FileChecker:
                     later = frozenset(main_ids) - set(prior) - {sid}
                     scope = _Scope(
                         "step",
-                        frozenset({*EVENT_NAMES, "env", "recipe", "steps", "run"}),
+                        frozenset({*EVENT_NAMES, "env", "recipe", "steps", "run", "coalesced"}),
                         prior,
                         later,
                         sid,

@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from hookline.config import get_settings, load_config
+from hookline.engine.send import send
 from hookline.receiver.sources import load_receiver_config, load_sources
 from hookline.receiver.verify import sign_solveforce
 from tests.docs.conftest import (
@@ -47,6 +47,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 NEW_SECRET, OLD_SECRET = "whsec-docs-new-secret", "whsec-docs-old-secret"
 DOC = "docs/operations.md"
+
+
+def rotation_variables() -> tuple[str, str]:
+    """(the previous-secret variable, the secret variable), as step 1 of the rotation says."""
+    text = (REPO / DOC).read_text()
+    m = re.search(r"1\. Set `(\w+)` to the current secret and `(\w+)`", text)
+    assert m, "the rotation steps changed: update this test"
+    return m.group(1), m.group(2)
 
 
 def hookline(*args: str, env: dict[str, str]) -> Result:
@@ -109,18 +117,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     schema = f"hl_docs_{uuid.uuid4().hex[:8]}"
     pport, rport = free_port(), free_port()
 
-    # hookline.yaml as shipped, with the rotation block of the docs as its sources.
+    # hookline.yaml as shipped; the docs' rotation block is what it says
     config = yaml.safe_load((REPO / "hookline.yaml").read_text())
-    config["sources"] = yaml.safe_load(code_block(DOC, "yaml"))["sources"]
+    documented = yaml.safe_load(code_block(DOC, "yaml"))["sources"]["solveforce"]
+    assert documented["secrets"] == config["sources"]["solveforce"]["secrets"]
     (home / "hookline.yaml").write_text(yaml.safe_dump(config))
+    previous, current = rotation_variables()
     (home / "recipes").symlink_to(REPO / "recipes")
 
     fakes = FakeVendors()
     fakes.__enter__()
     env = clean_env(
         **fakes.env,
-        SOLVEFORCE_WEBHOOK_SECRET=NEW_SECRET,
-        SOLVEFORCE_WEBHOOK_SECRET_OLD=OLD_SECRET,
+        **{current: NEW_SECRET, previous: OLD_SECRET},  # rotation step 1
         PREFECT_HOME=str(home / "prefect-home"),
     )
     exports, _ = console_block(DOC, "export HOOKLINE_DATABASE_URL")
@@ -145,9 +154,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "postgresql+asyncpg://postgres@127.0.0.1:5432/hookline_docs_prefect",
         )
         argv = substitute(" ".join(words[1:]), **{"0.0.0.0": "127.0.0.1", "4200": str(pport)})
-        prefect = str(Path(sys.executable).parent / "prefect")  # this venv's
+        assert argv.split()[:2] == ["hookline", "prefect-server"], argv
         procs["prefect"] = start(
-            [prefect, *argv.split()[1:]], cwd=home, env={**env, var: url}, log=home / "prefect.log"
+            argv.split(), cwd=home, env={**env, var: url}, log=home / "prefect.log"
         )
         procs["prefect"].wait_http(f"http://127.0.0.1:{pport}/api/health", timeout=90)
 
@@ -191,10 +200,36 @@ def test_both_secrets_of_the_rotation_block_are_accepted(stack: Stack) -> None:
         payload["event_id"] = f"test_{uuid.uuid4().hex[:8]}"
         assert stack.post(payload, secret).status_code == status
     # An empty rotation slot is skipped, not an error.
+    previous, current = rotation_variables()
     config = load_config(stack.home / "hookline.yaml")
-    env = {"SOLVEFORCE_WEBHOOK_SECRET": NEW_SECRET}
+    env = {current: NEW_SECRET}
     sources = load_sources(config, load_receiver_config(config), environ=env)
     assert len(sources["solveforce"].keys) == 1
+
+
+def test_rotation_step_4_retires_the_old_secret(stack: Stack) -> None:
+    """Step 4: unset the previous-secret variable, restart the receivers: only the new
+    secret is accepted (a receiver started the way the docs start it, without it)."""
+    from hookline import samples
+
+    previous, _ = rotation_variables()
+    env = {k: v for k, v in stack.env.items() if k != previous}
+    port = free_port()
+    proc = start(
+        ["hookline", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=stack.home,
+        env=env,
+        log=stack.home / "serve-rotated.log",
+    )
+    try:
+        proc.wait_http(f"http://127.0.0.1:{port}/healthz")
+        url = f"http://127.0.0.1:{port}/webhooks/solveforce"
+        for secret, status in ((NEW_SECRET, 200), (OLD_SECRET, 401)):
+            payload = samples.load("webhook.test")
+            payload["event_id"] = f"test_{uuid.uuid4().hex[:8]}"
+            assert send(payload, url=url, secret=secret).status_code == status
+    finally:
+        proc.stop()
 
 
 def test_send_to_a_receiver_url(stack: Stack) -> None:

@@ -106,6 +106,21 @@ steps:
 """
 
 
+COALESCING_RECIPE = """
+name: flapping
+on: security.alert.created
+coalesce: { key: "{{ data.alert_id }}", quiet: 1s, max_wait: 3s }
+steps:
+  - id: post
+    uses: slack.post_message
+    with:
+      channel: "#security"
+      text: >-
+        {{ data.severity }} after {{ coalesced.count }}:
+        {{ coalesced.events | map(attribute='data.severity') | join(',') }}
+"""
+
+
 def sample(event_type: str = "service.status.changed", **data: Any) -> dict[str, Any]:
     from hookline import samples
 
@@ -131,6 +146,7 @@ def recipes_dir(tmp_path: Path) -> Path:
     (d / "ordered.yaml").write_text(textwrap.dedent(ORDERED_RECIPE))
     (d / "ordered-too.yaml").write_text(textwrap.dedent(ORDERED_TOO_RECIPE))
     (d / "tolerant.yaml").write_text(textwrap.dedent(TOLERANT_RECIPE))
+    (d / "flapping.yaml").write_text(textwrap.dedent(COALESCING_RECIPE))
     return d
 
 

@@ -15,7 +15,7 @@ from hookline.config import CoreSettings, HooklineConfig
 from hookline.engine.dispatcher import Dispatcher
 from hookline.engine.worker import Worker
 from hookline.flows import runtime
-from hookline.inbox import Inbox, InboxEntry, open_inbox
+from hookline.inbox import FINAL_STATUSES, Inbox, InboxEntry, open_inbox
 from hookline.recipes import RecipeSet, load_recipes
 from hookline.recipes.event import parse_timestamp
 
@@ -50,7 +50,7 @@ class EngineHarness:
         while True:
             entry = await self.inbox.get(entry_id)
             assert entry is not None
-            if entry.status in ("done", "failed"):
+            if entry.status in FINAL_STATUSES:
                 return entry
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"entry still {entry.status} after {timeout}s: {entry}")
@@ -72,6 +72,7 @@ async def running_engine(
     recipe_paths: str,
     config: HooklineConfig,
     environ: Mapping[str, str],
+    database_url: str | None = None,
 ) -> AsyncIterator[EngineHarness]:
     """Run the engine until the block ends; retries back off without sleeping."""
     from prefect import get_client
@@ -79,7 +80,7 @@ async def running_engine(
 
     from hookline.engine.deployment import ensure_deployment
 
-    settings = CoreSettings(home=home, recipes=recipe_paths)
+    settings = CoreSettings(home=home, recipes=recipe_paths, database_url=database_url)
     home.mkdir(parents=True, exist_ok=True)
     recipes = load_recipes(settings.recipe_paths, config=config)
     inbox = await open_inbox(settings)
@@ -102,7 +103,7 @@ async def running_engine(
         dispatcher = Dispatcher(
             inbox, recipes, client, deployment_id, on_created=worker.submit, poll_seconds=0.1
         )
-        worker.on_finished = lambda _run_id: dispatcher.notify()
+        worker.on_finished = dispatcher.notify_finished
         stop = asyncio.Event()
         jobs = asyncio.gather(dispatcher.run(stop), worker.run(stop))
         try:

@@ -301,6 +301,7 @@ async def test_health_ready_metrics(harness: AppHarness) -> None:
     assert 'hookline_signature_failures_total{reason="missing",source="solveforce"} 1.0' in text
     assert 'hookline_duplicates_total{source="solveforce"} 1.0' in text
     assert 'hookline_inbox_entries{status="pending"} 1.0' in text
+    assert 'hookline_inbox_oldest_seconds{status="dispatched"} 0.0' in text
     assert 'hookline_ack_seconds_count{source="solveforce"} 2.0' in text
 
 

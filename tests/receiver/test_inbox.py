@@ -106,6 +106,7 @@ async def test_life_cycle(any_inbox: Inbox) -> None:
         "done": 2,
         "failed": 1,
         "late": 0,
+        "superseded": 0,
     }
 
     await any_inbox.requeue(c)  # replay

@@ -165,3 +165,84 @@ async def test_a_scheduled_state_is_claimed_once(any_inbox: Inbox) -> None:
     # a Retry from the UI schedules the run again: a new state, a new claim
     assert await any_inbox.claim_run("run-1", "state-2", "w9")
     assert await any_inbox.run_claims(["run-1", "run-2"]) == {"run-1": "w9"}
+
+
+async def test_oldest_shows_an_event_stuck_in_dispatched(any_inbox: Inbox) -> None:
+    assert await any_inbox.oldest() == {"pending": 0.0, "dispatched": 0.0}
+    stuck = await put(any_inbox, "a1", "A", 1)
+    await any_inbox.mark_dispatched(stuck, {"r": "run-1"})
+    any_inbox.test_clock[0] += 600  # type: ignore[attr-defined]
+    await put(any_inbox, "b1", "B", 1)
+    ages = await any_inbox.oldest()
+    assert ages["dispatched"] == pytest.approx(600, abs=1)
+    assert ages["pending"] == pytest.approx(0, abs=1)
+
+
+def bursty(entry: InboxEntry) -> Sequenced:
+    """A lane per service that also coalesces: quiet 10 s, at most 30 s."""
+    service = json.loads(entry.body)["service"]
+    return Sequenced(lanes=(service,), coalesce=service, quiet=10.0, max_wait=30.0)
+
+
+async def claim_bursts(inbox: Inbox) -> list[str]:
+    return [e.event_id for e in await inbox.claim(50, lease_seconds=30, sequencer=bursty)]
+
+
+def tick(inbox: Inbox, seconds: float) -> None:
+    inbox.test_clock[0] += seconds  # type: ignore[attr-defined]
+
+
+async def test_a_burst_runs_once_for_its_latest_event_after_a_quiet_period(
+    any_inbox: Inbox,
+) -> None:
+    ids = []
+    for i, t in enumerate([3, 1, 4, 2, 5]):  # arrival order is not event order
+        ids.append(await put(any_inbox, f"a{t}", "A", t, status=f"s{i}"))
+        tick(any_inbox, 1)
+    await put(any_inbox, "b1", "B", 1)
+    assert await claim_bursts(any_inbox) == []  # nobody is quiet yet
+    tick(any_inbox, 10)  # b1 and the last of the burst arrived 10 s ago
+    assert await claim_bursts(any_inbox) == ["a5", "b1"]
+    latest = await any_inbox.find("s", "a5")
+    assert latest is not None
+    covered = await any_inbox.covered(latest.id)
+    assert [e.event_id for e in covered] == ["a1", "a2", "a3", "a4"]  # by event time
+    assert {e.status for e in covered} == {"superseded"}
+    assert {e.superseded_by for e in covered} == {latest.id}
+    assert (await any_inbox.counts())["superseded"] == 4
+    # an older event arriving now is late: a5 already ran
+    await put(any_inbox, "a0", "A", 0)
+    tick(any_inbox, 11)
+    assert await claim_bursts(any_inbox) == []
+    assert [e.event_id for e in await any_inbox.list(status="late")] == ["a0"]
+
+
+async def test_a_burst_that_never_quiets_runs_after_max_wait(any_inbox: Inbox) -> None:
+    claimed: list[str] = []
+    for t in range(0, 40, 5):  # an event every 5 s: never 10 s of quiet
+        await put(any_inbox, f"a{t}", "A", t)
+        claimed += await claim_bursts(any_inbox)
+        tick(any_inbox, 5)
+    assert claimed == ["a30"]  # the first waited 30 s: the latest so far runs
+    entry = await any_inbox.find("s", "a30")
+    assert entry is not None
+    assert len(await any_inbox.covered(entry.id)) == 6
+    # the next burst waits for the run of this one (same lane), then runs on its own
+    tick(any_inbox, 15)  # a35 is quiet now; a30 still runs (its lease holds)
+    assert await claim_bursts(any_inbox) == []
+    await finish(any_inbox, ["a30"])
+    assert await claim_bursts(any_inbox) == ["a35"]
+
+
+async def test_a_superseded_event_replayed_by_hand_runs_alone(any_inbox: Inbox) -> None:
+    for t in (1, 2):
+        await put(any_inbox, f"a{t}", "A", t)
+    tick(any_inbox, 10)
+    assert await claim_bursts(any_inbox) == ["a2"]
+    await finish(any_inbox, ["a2"])
+    a1 = await any_inbox.find("s", "a1")
+    assert a1 is not None and a1.status == "superseded"
+    await any_inbox.requeue(a1.id)
+    assert await claim_bursts(any_inbox) == ["a1"]  # not late, not coalesced, not waiting
+    again = await any_inbox.get(a1.id)
+    assert again is not None and again.superseded_by is None

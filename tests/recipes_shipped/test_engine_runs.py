@@ -20,27 +20,29 @@ ALERTS = channel_id("#service-alerts")
 async def test_outage_recovery_and_crm(shipped: Shipped, fakes: FakeVendors) -> None:
     f = fakes
     account = f.salesforce.add_record("Account", {"Name": "Acme Corporation"})
-    # All at once: order_by keeps one service's events in event-time order.
-    ids = [
-        await shipped.put(
-            sample(
-                "service.status.changed",
-                timestamp="2024-01-15T10:45:00Z",
-                data={"current_status": "outage", "impact": "high"},
-            )
-        ),
-        await shipped.put(
-            sample(
-                "service.status.changed",
-                timestamp="2024-01-15T11:30:00Z",
-                data={"previous_status": "outage", "current_status": "healthy"},
-            )
-        ),
-        await shipped.put(
-            sample("service.provisioned", account={"id": "acc_123456", "salesforce_id": account})
-        ),
-    ]
-    entries = [await shipped.wait_final(i) for i in ids]
+    # The outage, then (as in real life, minutes later) the recovery; a provisioned service
+    # meanwhile. (Within the outage recipe's coalesce quiet period they would be one run:
+    # tests/engine/test_storm.py.)
+    outage = await shipped.put(
+        sample(
+            "service.status.changed",
+            timestamp="2024-01-15T10:45:00Z",
+            data={"current_status": "outage", "impact": "high"},
+        )
+    )
+    provisioned = await shipped.put(
+        sample("service.provisioned", account={"id": "acc_123456", "salesforce_id": account})
+    )
+    first = await shipped.wait_final(outage)
+    assert first.status == "done", first.last_error
+    recovered = await shipped.put(
+        sample(
+            "service.status.changed",
+            timestamp="2024-01-15T11:30:00Z",
+            data={"previous_status": "outage", "current_status": "healthy"},
+        )
+    )
+    entries = [first, await shipped.wait_final(recovered), await shipped.wait_final(provisioned)]
     assert [e.status for e in entries] == ["done"] * 3, [e.last_error for e in entries]
 
     # outage -> healthy: one incident, opened then resolved; the recovery is a
