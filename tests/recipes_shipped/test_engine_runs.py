@@ -74,3 +74,25 @@ async def test_outage_recovery_and_crm(shipped: Shipped, fakes: FakeVendors) -> 
     assert record["Latest_Service_Addition__c"] == "fiber_internet"
     assert record["Service_Status__c"] == "Active"
     assert record["Last_Service_Date__c"] == "2024-01-15T14:45:00Z"
+
+
+async def test_a_usage_storm_is_one_alert(shipped: Shipped, fakes: FakeVendors) -> None:
+    """A service hovering around its threshold: 60 threshold events in a burst give one
+    billing alert for the latest, saying how many it covers and the peak."""
+    ids = []
+    for n in range(60):
+        ids.append(
+            await shipped.put(
+                sample(
+                    "billing.usage.threshold_exceeded",
+                    timestamp=f"2024-01-15T18:{n // 60:02d}:{n % 60:02d}Z",
+                    data={"current_usage": 81 + (n * 7) % 19},
+                )
+            )
+        )
+    entries = [await shipped.wait_final(i, timeout=90) for i in ids]
+    assert [e.status for e in entries] == ["superseded"] * 59 + ["done"]
+    [alert] = [m for m in fakes.slack.messages if m["channel"] == channel_id("#billing")]
+    shown = str(alert)
+    assert f"is at {81 + (59 * 7) % 19}% against a threshold of 80%" in shown  # the latest
+    assert "60 threshold events since 2024-01-15T18:00:00Z; peak 99." in shown
