@@ -3,7 +3,7 @@
     sources:
       solveforce:
         scheme: solveforce              # solveforce | github | slack | stripe | standard
-        secrets: ["${SOLVEFORCE_WEBHOOK_SECRET}", "${SOLVEFORCE_WEBHOOK_SECRET_OLD:-}"]
+        secrets: ["${SOLVEFORCE_WEBHOOK_SECRET}", "${SOLVEFORCE_WEBHOOK_SECRET_PREVIOUS:-}"]
         allow_ips: ["203.0.113.0/24"]   # optional; CIDRs allowed to send (default: any)
         rate_limit: {per_second: 50, burst: 200}   # optional
         # where the event id / type / time are (defaults depend on the scheme); the id must
