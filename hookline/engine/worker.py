@@ -231,7 +231,11 @@ class Worker:
                 self.stats.lost_claims += 1
                 return
             try:
-                state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
+                # the Pending state names this worker: the run's state history says who ran
+                # it, at no extra API write (bench/README.md, "Scale-out")
+                state = await propose_state(
+                    self.client, Pending(message=f"claimed by {self.name}"), flow_run_id=flow_run.id
+                )
             except Abort:
                 self.stats.lost_claims += 1
                 return
@@ -242,10 +246,6 @@ class Worker:
                 self.stats.lost_claims += 1
                 return
             self.stats.claimed += 1
-            # who runs it, for the UI and for operators (Prefect's own workers record theirs)
-            recorded = asyncio.ensure_future(
-                self.client.update_flow_run(flow_run.id, infrastructure_pid=self.name)
-            )
             if self._cancels is not None:
                 self._cancels.add_in_flight_flow_run_id(flow_run.id)
             try:
@@ -263,8 +263,6 @@ class Worker:
                 if self._cancels is not None:
                     self._cancels.remove_in_flight_flow_run_id(flow_run.id)
                 forget_cancel(str(flow_run.id))
-                with contextlib.suppress(Exception):  # best effort: it is only a label
-                    await recorded
                 if self.on_finished is not None:
                     self.on_finished(flow_run.id)
             if getattr(final, "is_completed", lambda: False)():
