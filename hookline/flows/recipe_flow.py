@@ -398,9 +398,7 @@ async def _verified(
             f"recipe {recipe!r} is not loaded by this worker; it was removed or renamed "
             "after the event was dispatched (restart the worker with the same recipes)"
         )
-    event = Event.from_body(
-        source=entry.source, event_type=entry.event_type, event_id=entry.event_id, body=entry.body
-    )
+    event = _event_of(entry)
     # `when` may be slow on a hostile payload: evaluate it in a thread, under its time limit
     match = await asyncio.to_thread(match_recipe, rec, event, environ=rt.environ)
     if not match.matched:
