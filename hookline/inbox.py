@@ -1282,6 +1282,10 @@ def _set_exception_if_pending(fut: asyncio.Future[None], exc: BaseException) -> 
 # ------------------------------------------------------------------------------------------
 
 
+PG_SCHEMA_VERSION = "2"
+"""Bump when `_pg_schema` changes: processes then apply it (idempotently) once."""
+
+
 def _pg_schema(schema: str) -> str:
     return f"""
 CREATE SCHEMA IF NOT EXISTS "{schema}";
@@ -1429,12 +1433,30 @@ class PostgresInbox(Inbox):
                 # Serialise schema creation between processes starting at the same time.
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(7201155)")
-                    await conn.execute(_pg_schema(self.schema))
+                    # DDL takes table locks even when there is nothing to do (ALTER TABLE an
+                    # ACCESS EXCLUSIVE one): a process starting next to running ones could
+                    # deadlock with their claims. Run it only when the schema is not current.
+                    if await self._schema_version(conn) != PG_SCHEMA_VERSION:
+                        await conn.execute(_pg_schema(self.schema))
+                        await conn.execute(
+                            f'INSERT INTO "{self.schema}".inbox_meta (key, value)'
+                            " VALUES ('schema_version', $1) ON CONFLICT (key)"
+                            " DO UPDATE SET value = excluded.value",
+                            PG_SCHEMA_VERSION,
+                        )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
             raise InboxError(f"cannot open the inbox at {self.description}: {exc}") from exc
+
+    async def _schema_version(self, conn: Any) -> str | None:
+        if await conn.fetchval("SELECT to_regclass($1)", f'"{self.schema}".inbox_meta') is None:
+            return None
+        value: str | None = await conn.fetchval(
+            f"SELECT value FROM \"{self.schema}\".inbox_meta WHERE key = 'schema_version'"
+        )
+        return value
 
     async def _close(self) -> None:
         if self._flushers:

@@ -172,6 +172,16 @@ async def _attempts(
             raise
 
 
+def _render_here(step: Step, context: dict[str, Any]) -> dict[str, Any]:
+    """`render_params`, in the calling (worker) thread to the end: a render stopped at a
+    limit leaves a traceback holding the template's frames and partial output; it is dropped
+    here, so freeing them never runs on (and stalls) the event loop."""
+    try:
+        return render_params(step, context)
+    except Exception as exc:
+        raise exc.with_traceback(None) from None
+
+
 @task(name="step", persist_result=False, cache_policy=NO_CACHE, retries=0)
 async def _step(
     step: Step,
@@ -202,7 +212,7 @@ async def _step(
                 record.status, record.reason = "skipped", f"if: {step.if_} was false"
                 return Completed(name="Skipped", message=record.reason)
         try:
-            params = await asyncio.to_thread(render_params, step, context)
+            params = await asyncio.to_thread(_render_here, step, context)
         except Exception as exc:
             record.status, record.error = "failed", f"with: {exc}"
             raise

@@ -16,18 +16,22 @@ from tests.fakes import FakeVendors
 pytestmark = pytest.mark.anyio
 
 
-async def _task_runs(client, flow_run_id: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+async def _task_runs(client, flow_run_id: str, count: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Task run name -> state name, once ``count`` task runs are recorded in final states."""
     from prefect.client.schemas.filters import FlowRunFilter as F
 
-    # task-run states reach the server through its task-run recorder, asynchronously: a
-    # flow run can be Completed while its last task run still reads Running for a moment
+    # task runs reach the server through its task-run recorder, asynchronously: a flow run
+    # can be Completed while its last task run is missing or still reads Running for a moment
     deadline = asyncio.get_running_loop().time() + 10
     while True:
         runs = await client.read_task_runs(
             flow_run_filter=F(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
         )
-        if all(tr.state.is_final() for tr in runs) or asyncio.get_running_loop().time() > deadline:
-            return {tr.name: tr.state.name for tr in runs}
+        settled = len(runs) >= count and all(
+            tr.state is not None and tr.state.is_final() for tr in runs
+        )
+        if settled or asyncio.get_running_loop().time() > deadline:
+            return {tr.name: tr.state.name if tr.state else "None" for tr in runs}
         await asyncio.sleep(0.05)
 
 
@@ -74,7 +78,7 @@ async def test_if_false_steps_show_as_skipped(engine: EngineHarness, fakes: Fake
     assert entry.status == "done", entry.last_error
     assert len(fakes.slack.calls_to("chat.postMessage")) == 1
     assert fakes.servicenow.incidents == []
-    names = await _task_runs(engine.client, entry.flow_runs["outage"])
+    names = await _task_runs(engine.client, entry.flow_runs["outage"], 3)
     assert names == {"alert": "Completed", "incident": "Skipped", "link": "Skipped"}
 
 
@@ -140,7 +144,7 @@ async def test_vendor_down_fails_tells_oncall_then_replay_skips_finished_steps(
         if m["channel"] == channel_id("#alerts") and "thread_ts" not in m
     ]
     assert len(alerts) == 1  # the alert was not sent again
-    names = await _task_runs(engine.client, entry.flow_runs["outage"])
+    names = await _task_runs(engine.client, entry.flow_runs["outage"], 3)
     assert names == {"alert": "Replayed", "incident": "Completed", "link": "Completed"}
 
 
@@ -300,7 +304,7 @@ async def test_continue_on_error_step_fails_and_the_recipe_goes_on(
 
     assert entry.status == "done", entry.last_error
     assert [m["text"] for m in fakes.slack.messages] == ["usage 85"]
-    names = await _task_runs(engine.client, entry.flow_runs["tolerant"])
+    names = await _task_runs(engine.client, entry.flow_runs["tolerant"], 2)
     assert names == {"ticket": "Failed", "alert": "Completed"}
 
 
