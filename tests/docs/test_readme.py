@@ -209,10 +209,13 @@ def test_every_seed_sample_sent_signed_makes_the_documented_calls(
         ]
 
     # events run concurrently: compare each channel's messages in any order
+    seen = [
+        (m["channel"], m["text"], m.get("thread_ts"), m.get("edited")) for m in fakes.slack.messages
+    ]
     assert sorted(texts("#service-alerts")) == [
         "MAJOR: SOLVEFORCE Primary Voice Service is degraded",
         "MAJOR: Support ticket tkt_456789: Voice Quality Issues",
-    ]
+    ], seen
     assert texts("#billing") == [
         "WARNING: Usage threshold exceeded: bandwidth usage on svc_data_001"
     ]

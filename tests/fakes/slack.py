@@ -33,7 +33,10 @@ class FakeSlack(FakeServer):
     def reset_state(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.webhook_messages: list[dict[str, Any]] = []
-        self._ts = itertools.count(1)
+        # a ts is never reused, not even after a reset: as in Slack, where a recipe that kept
+        # an old message's ts (in memory) must never find, and edit, a newer message with it
+        if not hasattr(self, "_ts"):
+            self._ts = itertools.count(1)
 
     def state(self) -> Any:
         return {"messages": self.messages, "webhook_messages": self.webhook_messages}
