@@ -448,18 +448,23 @@ class Dispatcher:
                     f"{n}: {s.type.value.lower()}: {s.message or ''}".strip()
                     for n, s in bad.items()
                 )
-                if await self.inbox.mark_failed(entry.id, message, expect="dispatched"):
-                    self.stats.failed += 1
-                    log.warning(
-                        "event %s failed: %s",
-                        entry.event_id,
-                        message,
-                        extra={"event_id": entry.event_id},
-                    )
+                await self._fail_dispatched(entry, message, logging.WARNING)
             elif await self.inbox.mark_done(entry.id, expect="dispatched"):
                 self.stats.done += 1
             finished += 1
         return finished
+
+    async def _fail_dispatched(self, entry: InboxEntry, message: str, level: int) -> None:
+        """Mark a dispatched entry failed (once, whichever dispatcher gets there) and say so."""
+        if await self.inbox.mark_failed(entry.id, message, expect="dispatched"):
+            self.stats.failed += 1
+            log.log(
+                level,
+                "event %s failed: %s",
+                entry.event_id,
+                message,
+                extra={"event_id": entry.event_id},
+            )
 
     async def _live_workers(self, now: float) -> set[str]:
         """Names of the work pool's workers that heartbeat within `worker_timeout`."""
@@ -522,14 +527,7 @@ class Dispatcher:
                     UUID(rid), Crashed(message=message), force=True
                 )
             if entry.attempts >= self.max_auto_retries:
-                if await self.inbox.mark_failed(entry.id, message, expect="dispatched"):
-                    self.stats.failed += 1
-                    log.error(
-                        "event %s failed: %s",
-                        entry.event_id,
-                        message,
-                        extra={"event_id": entry.event_id},
-                    )
+                await self._fail_dispatched(entry, message, logging.ERROR)
             elif await self.inbox.retry_later(entry.id, message, 0.0, expect="dispatched"):
                 log.warning(
                     "event %s: %s; sending it again",
