@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,8 +137,7 @@ class Worker:
         self._context = contextvars.copy_context()
 
     async def _poll_loop(self, stop: asyncio.Event, shared: contextlib.AsyncExitStack) -> None:
-        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-
+        few_retries = _with_client_retries(1)
         beat = asyncio.create_task(self._heartbeats(stop))
         sharing = False
         try:
@@ -158,7 +158,7 @@ class Worker:
                         # Prefect unreachable: runs use per-run clients until it answers
                         log.warning("cannot set up shared Prefect clients yet: %s", exc)
                 try:
-                    with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 1}):
+                    with few_retries():
                         await self.poll_once()
                 except Exception as exc:  # Prefect down: keep polling, slower
                     log.warning("cannot poll work pool %r: %s", self.work_pool, exc)
@@ -191,11 +191,10 @@ class Worker:
         return started
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
-        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-
+        few_retries = _with_client_retries(1)
         while not stop.is_set():
             try:
-                with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 1}):
+                with few_retries():
                     await self.client.send_worker_heartbeat(
                         work_pool_name=self.work_pool,
                         worker_name=self.name,
@@ -269,6 +268,25 @@ class Worker:
                 self.stats.completed += 1
             else:
                 self.stats.failed += 1
+
+
+def _with_client_retries(retries: int) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """A context manager factory: Prefect's current settings with ``retries`` client retries.
+
+    The settings are built once, here. `temporary_settings` rebuilds them on every entry,
+    and that is not cheap: pydantic-settings stats a dozen files, and each stat gives up the
+    GIL. With a busy thread beside it (a heavy render) each stat waits out a GIL switch
+    interval, and one poll stalled the event loop for half a second."""
+    import prefect.context
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
+
+    current = prefect.context.get_settings_context()
+    settings = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: retries})
+
+    def enter() -> contextlib.AbstractContextManager[Any]:
+        return prefect.context.SettingsContext(profile=current.profile, settings=settings)
+
+    return enter
 
 
 def _prefect_version() -> str:

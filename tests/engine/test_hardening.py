@@ -154,7 +154,9 @@ async def test_a_heavy_template_fails_its_step_without_stalling_the_worker(
     engine: EngineHarness, fakes: FakeVendors
 ) -> None:
     """Rendering used to run on the worker's event loop with no time limit (this template:
-    about 6 s, during which every other run and heartbeat of the worker stood still)."""
+    about 6 s, during which every other run and heartbeat of the worker stood still). Later,
+    each work-pool poll rebuilt Prefect settings (a dozen GIL-releasing stats, each waiting a
+    switch interval behind the render): 0.2-0.66 s stalls; now about 0.05 s."""
     gaps: list[float] = []
 
     async def heartbeat() -> None:
@@ -172,5 +174,5 @@ async def test_a_heavy_template_fails_its_step_without_stalling_the_worker(
         beat.cancel()
     assert entry.status == "failed"
     assert "took longer than 1s, the time limit of a recipe template" in str(entry.last_error)
-    assert max(gaps) < 0.5, f"the event loop stalled {max(gaps):.2f}s"
+    assert max(gaps) < 0.3, f"the event loop stalled {max(gaps):.2f}s"
     assert fakes.slack.calls_to("chat.postMessage") == []
