@@ -279,8 +279,21 @@ class Inbox(ABC):
         ``on_failure.*`` steps are forgotten, so a replay that fails tells on-call again."""
 
     @abstractmethod
+    async def reopen(self, entry_id: int, recipe: str, flow_run_id: str) -> bool:
+        """A run of a settled (``done`` or ``failed``) entry started again from Prefect (the
+        UI's Retry): back to ``dispatched``, so the dispatcher follows the run to its new end.
+        The entry's recorded ``on_failure.*`` steps of ``recipe`` are forgotten, as for a
+        replay. False (nothing changed) unless the entry is settled and ``flow_run_id`` is its
+        run of ``recipe``."""
+
+    @abstractmethod
     async def dispatched(self, after_id: int = 0, limit: int = 500) -> list[InboxEntry]:
         """``dispatched`` entries with an id above ``after_id``, oldest first (for paging)."""
+
+    @abstractmethod
+    async def settled(self, after_id: int, limit: int, *, done_since: datetime) -> list[InboxEntry]:
+        """Entries with flow runs that are ``failed``, or ``done`` and changed at or after
+        ``done_since``; id above ``after_id``, oldest first (for paging)."""
 
     @abstractmethod
     async def covered(self, entry_id: int) -> list[InboxEntry]:
@@ -1133,9 +1146,37 @@ class SQLiteInbox(Inbox):
 
         await self._submit(job)
 
+    async def reopen(self, entry_id: int, recipe: str, flow_run_id: str) -> bool:
+        now = self._clock()
+
+        def job(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE inbox SET status = 'dispatched', lease_until = NULL, updated_at = ?"
+                " WHERE id = ? AND status IN ('done', 'failed') AND EXISTS"
+                " (SELECT 1 FROM json_each(flow_runs) WHERE key = ? AND value = ?)",
+                (now, entry_id, recipe, flow_run_id),
+            )
+            if not cur.rowcount:
+                return False
+            conn.execute(
+                "DELETE FROM inbox_steps WHERE recipe = ? AND step LIKE 'on_failure.%'"
+                " AND (source, event_id) IN (SELECT source, event_id FROM inbox WHERE id = ?)",
+                (recipe, entry_id),
+            )
+            return True
+
+        return await self._submit(job)
+
     async def dispatched(self, after_id: int = 0, limit: int = 500) -> list[InboxEntry]:
         return await self._select(
             "WHERE status = 'dispatched' AND id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+
+    async def settled(self, after_id: int, limit: int, *, done_since: datetime) -> list[InboxEntry]:
+        return await self._select(
+            "WHERE id > ? AND flow_runs <> '{}' AND (status = 'failed'"
+            " OR (status = 'done' AND updated_at >= ?)) ORDER BY id LIMIT ?",
+            (after_id, _to_epoch(done_since), limit),
         )
 
     async def covered(self, entry_id: int) -> list[InboxEntry]:
@@ -1877,9 +1918,46 @@ class PostgresInbox(Inbox):
 
         await self._call(fn)
 
+    async def reopen(self, entry_id: int, recipe: str, flow_run_id: str) -> bool:
+        now = _dt(self._clock())
+        s = f'"{self.schema}"'
+
+        async def fn(conn: Any) -> bool:
+            async with conn.transaction():
+                status = await conn.execute(
+                    f"UPDATE {self._t} SET status = 'dispatched', lease_until = NULL,"
+                    " updated_at = $1 WHERE id = $2 AND status IN ('done', 'failed')"
+                    " AND flow_runs ->> $3 = $4",
+                    now,
+                    entry_id,
+                    recipe,
+                    flow_run_id,
+                )
+                if status.split()[-1] == "0":
+                    return False
+                await conn.execute(
+                    f"DELETE FROM {s}.inbox_steps st USING {self._t} i WHERE i.id = $1"
+                    " AND st.source = i.source AND st.event_id = i.event_id"
+                    " AND st.recipe = $2 AND st.step LIKE 'on_failure.%'",
+                    entry_id,
+                    recipe,
+                )
+                return True
+
+        return await self._call(fn)
+
     async def dispatched(self, after_id: int = 0, limit: int = 500) -> list[InboxEntry]:
         return await self._select(
             "WHERE status = 'dispatched' AND id > $1 ORDER BY id LIMIT $2", after_id, limit
+        )
+
+    async def settled(self, after_id: int, limit: int, *, done_since: datetime) -> list[InboxEntry]:
+        return await self._select(
+            "WHERE id > $1 AND flow_runs <> '{}'::jsonb AND (status = 'failed'"
+            " OR (status = 'done' AND updated_at >= $2)) ORDER BY id LIMIT $3",
+            after_id,
+            done_since,
+            limit,
         )
 
     async def covered(self, entry_id: int) -> list[InboxEntry]:

@@ -37,6 +37,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -70,8 +71,19 @@ def idempotency_key(source: str, event_id: str, recipe: str, replay_of: str | No
     return f"{key}:replay:{replay_of}" if replay_of else key
 
 
-def flow_run_tags(recipe: str, event: Event) -> list[str]:
-    return ["hookline", f"recipe:{recipe}", f"event:{event.event_type}", f"source:{event.source}"]
+def flow_run_tags(recipe: str, event: Event, replay_of: str | None = None) -> list[str]:
+    """Tags of a recipe run. ``event-id:<id>`` is on every run of one event (its first run,
+    replays, resends), so the UI's tag filter lists them side by side; a later run of an
+    event that ran before (a replay, or a resend after its worker died) also has ``rerun``,
+    and its artifact links the earlier runs."""
+    tags = [
+        "hookline",
+        f"recipe:{recipe}",
+        f"event:{event.event_type}",
+        f"source:{event.source}",
+        f"event-id:{event.event_id}",
+    ]
+    return [*tags, "rerun"] if replay_of else tags
 
 
 @dataclass
@@ -116,7 +128,11 @@ class Dispatcher:
     """A worker whose last heartbeat is older than this is dead: its runs are recovered.
     Workers heartbeat every 10 s by default (`hookline worker --heartbeat`)."""
     recover_seconds: float = 10.0
-    """How often runs still Scheduled, Pending or Running are checked for a dead worker."""
+    """How often runs still Scheduled, Pending or Running are checked for a dead worker, and
+    settled events for runs changed later in Prefect (see `reconcile_once`)."""
+    settled_window: float = 3600.0
+    """`done` events are checked for a later change of their runs for this long after they
+    settled (a `failed` one for as long as it stays failed)."""
     follow_page: int = 500
     """Dispatched entries read per inbox query while following (all are followed)."""
     write_gate: asyncio.Lock | None = None
@@ -368,7 +384,7 @@ class Dispatcher:
                 "recipe": recipe,
             },
             name=f"{recipe}/{entry.event_id}",
-            tags=flow_run_tags(recipe, event),
+            tags=flow_run_tags(recipe, event, replay_of),
             idempotency_key=idempotency_key(entry.source, entry.event_id, recipe, replay_of),
         )
 
@@ -416,18 +432,99 @@ class Dispatcher:
                 break
             if len(entries) < self.follow_page:
                 break
+        if recover:
+            try:
+                await self.reconcile_once(now)
+            except _PREFECT_ERRORS as exc:
+                log.warning("cannot read flow run states: %s", exc)
         return finished
 
-    async def _read_runs(self, ids: list[UUID], types: list[StateType]) -> list[Any]:
-        """The flow runs among ``ids`` in one of these state types (paged by Prefect's limit)."""
+    async def reconcile_once(self, now: float | None = None) -> int:
+        """Reflect in the inbox what happened to settled events' runs later, in Prefect.
+
+        A run restarted there (the UI's Retry, or any change back to Scheduled) makes its
+        event `dispatched` again, followed to its new end; a run set by hand to another final
+        state (the UI's "Mark as") makes the event `done` or `failed` to match. Only a state
+        newer than the event's own last change counts, so an event failed for a reason of
+        its own (a `when` error at a replay) is not undone by its old runs. Returns how many
+        events changed.
+        """
+        now = self.clock() if now is None else now
+        since = datetime.fromtimestamp(now - self.settled_window, UTC)
+        changed = after = 0
+        while True:
+            entries = await self.inbox.settled(after, self.follow_page, done_since=since)
+            if not entries:
+                return changed
+            after = entries[-1].id
+            changed += await self._resettle(entries)
+            if len(entries) < self.follow_page:
+                return changed
+
+    async def _resettle(self, entries: list[InboxEntry]) -> int:
+        ids = sorted({UUID(rid) for e in entries for rid in e.flow_runs.values()})
+        runs = {str(r.id): r for r in await self._read_runs(ids)}
+        changed = 0
+        for entry in entries:
+            settled_at = entry.updated_at.timestamp() if entry.updated_at else 0.0
+            states = {
+                name: runs[rid].state
+                for name, rid in entry.flow_runs.items()
+                if rid in runs and runs[rid].state is not None
+            }
+            later = {
+                n: s
+                for n, s in states.items()
+                if s.timestamp is not None and s.timestamp.timestamp() > settled_at
+            }
+            if len(states) < len(entry.flow_runs) or not later:
+                continue  # a run deleted from Prefect, or nothing changed since
+            live = [n for n, s in later.items() if not s.is_final()]
+            bad = {n: s for n, s in states.items() if s.type.value in TERMINAL_BAD}
+            if live:
+                name = live[0]
+                if await self.inbox.reopen(entry.id, name, entry.flow_runs[name]):
+                    changed += 1
+                    log.info(
+                        "event %s: its %s run %s is %s again in Prefect (a Retry from the "
+                        "UI?); following it",
+                        entry.event_id,
+                        name,
+                        entry.flow_runs[name],
+                        later[name].name,
+                        extra={"event_id": entry.event_id},
+                    )
+            elif entry.status == "failed" and not bad:
+                if await self.inbox.mark_done(entry.id, expect="failed"):
+                    changed += 1
+                    log.info(
+                        "event %s: its runs are all Completed in Prefect now (set by hand?); "
+                        "marked done",
+                        entry.event_id,
+                        extra={"event_id": entry.event_id},
+                    )
+            elif entry.status == "done" and bad:
+                message = _bad_runs_message(bad)
+                if await self.inbox.mark_failed(entry.id, message, expect="done"):
+                    changed += 1
+                    log.warning(
+                        "event %s: a run of it is no longer Completed in Prefect (set by "
+                        "hand?); marked failed: %s",
+                        entry.event_id,
+                        message,
+                        extra={"event_id": entry.event_id},
+                    )
+        return changed
+
+    async def _read_runs(self, ids: list[UUID], types: list[StateType] | None = None) -> list[Any]:
+        """The flow runs among ``ids`` (in one of ``types``, if given), paged by Prefect's
+        limit."""
         runs: list[Any] = []
         for start in range(0, len(ids), PREFECT_MAX_LIMIT):
             chunk = ids[start : start + PREFECT_MAX_LIMIT]
+            state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types)) if types else None
             runs += await self.client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=chunk),
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
-                ),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk), state=state),
                 limit=len(chunk),
             )
         return runs
@@ -444,11 +541,7 @@ class Dispatcher:
                 continue
             bad = {n: s for n, s in ended.items() if s is not None and s.type.value in TERMINAL_BAD}
             if bad:
-                message = "; ".join(
-                    f"{n}: {s.type.value.lower()}: {s.message or ''}".strip()
-                    for n, s in bad.items()
-                )
-                await self._fail_dispatched(entry, message, logging.WARNING)
+                await self._fail_dispatched(entry, _bad_runs_message(bad), logging.WARNING)
             elif await self.inbox.mark_done(entry.id, expect="dispatched"):
                 self.stats.done += 1
             finished += 1
@@ -536,6 +629,13 @@ class Dispatcher:
                     extra={"event_id": entry.event_id},
                 )
                 self.notify()
+
+
+def _bad_runs_message(bad: dict[str, Any]) -> str:
+    """What the failed, crashed or cancelled runs (recipe -> state) say."""
+    return "; ".join(
+        f"{n}: {s.type.value.lower()}: {s.message or ''}".strip() for n, s in bad.items()
+    )
 
 
 def _event(entry: InboxEntry) -> Event:

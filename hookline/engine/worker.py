@@ -224,6 +224,31 @@ class Worker:
             log.info("flow run %s was claimed by another worker; skipped", flow_run.id)
         return won
 
+    async def _reopen_if_settled(self, flow_run: Any) -> None:
+        """A run that ran before is running again: someone restarted it in Prefect (the UI's
+        Retry). Its event, `done` or `failed` in the inbox, is `dispatched` again, so it
+        follows the run to its new end (the dispatcher's `reconcile_once` would, within
+        `recover_seconds`; here it is at once)."""
+        if self.inbox is None or not (flow_run.run_count or 0):
+            return
+        params = flow_run.parameters or {}
+        entry_id, recipe = params.get("entry_id"), params.get("recipe")
+        if not isinstance(entry_id, int) or not isinstance(recipe, str):
+            return  # refused by the flow itself, with a clear message
+        try:
+            reopened = await self.inbox.reopen(entry_id, recipe, str(flow_run.id))
+        except InboxError as exc:
+            log.warning("cannot mark restarted run %s's event dispatched: %s", flow_run.id, exc)
+            return
+        if reopened:
+            log.info(
+                "flow run %s (%s, event %s) was restarted in Prefect; its event is "
+                "dispatched again",
+                flow_run.id,
+                recipe,
+                params.get("event_id"),
+            )
+
     async def _execute(self, flow_run: Any) -> None:
         async with self._semaphore(), self.write_gate or contextlib.nullcontext():
             if not await self._claim(flow_run):
@@ -245,6 +270,7 @@ class Worker:
                 self.stats.lost_claims += 1
                 return
             self.stats.claimed += 1
+            await self._reopen_if_settled(flow_run)
             if self._cancels is not None:
                 self._cancels.add_in_flight_flow_run_id(flow_run.id)
             try:

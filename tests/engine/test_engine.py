@@ -7,7 +7,7 @@ import time
 from uuid import UUID
 
 import pytest
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
@@ -64,6 +64,7 @@ async def test_outage_runs_every_step_and_completes(
         "recipe:outage",
         "event:service.status.changed",
         "source:solveforce",
+        f"event-id:{payload['event_id']}",
     }
     assert "payload" not in run.parameters and set(run.parameters) == {
         "entry_id",
@@ -146,6 +147,16 @@ async def test_vendor_down_fails_tells_oncall_then_replay_skips_finished_steps(
     assert len(alerts) == 1  # the alert was not sent again
     names = await _task_runs(engine.client, entry.flow_runs["outage"], 3)
     assert names == {"alert": "Replayed", "incident": "Completed", "link": "Completed"}
+    # both runs of the event share its tag; the replay says it is a rerun
+    runs = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[f"event-id:{payload['event_id']}"])
+        )
+    )
+    assert {str(r.id): "rerun" in r.tags for r in runs} == {
+        first_run: False,
+        entry.flow_runs["outage"]: True,
+    }
 
 
 async def _flow_run_logs(client, flow_run_id: str) -> list[str]:  # type: ignore[no-untyped-def]

@@ -115,9 +115,12 @@ async def test_a_stale_copy_of_a_completed_run_is_not_executed_again(
     assert len(fakes.slack.calls_to("chat.postMessage")) == 1
 
 
-async def test_on_failure_tells_oncall_once_per_failure_until_replayed(
+async def test_on_failure_tells_oncall_once_per_failure_until_retried_or_replayed(
     engine: EngineHarness, fakes: FakeVendors
 ) -> None:
+    """on_failure steps are in the step log, so a run of a still-dispatched event executed
+    again does not repeat them; a retry from the UI or a replay by hand is a new attempt by a
+    person: if it fails again, on-call hears about it again."""
     from prefect.states import Scheduled
 
     fakes.servicenow.fail_next(1000, status=500, path="/api/now/table/incident")
@@ -129,7 +132,10 @@ async def test_on_failure_tells_oncall_once_per_failure_until_replayed(
         return sum(1 for m in fakes.slack.messages if m["channel"] == channel_id("#oncall"))
 
     assert oncall() == 1
-    # the same run executed again (as a second worker would, or a Retry): on-call already knows
+    # the step log keeps the event's on_failure steps while it is dispatched
+    done = await engine.inbox.completed_steps(entry.source, entry.event_id, "outage")
+    assert "on_failure.tell_oncall" in done
+    # the same run sent back to Scheduled after it ended (a Retry): the event is reopened
     run_id = UUID(entry.flow_runs["outage"])
     await engine.client.set_flow_run_state(run_id, Scheduled(), force=True)
     for _ in range(400):
@@ -138,7 +144,8 @@ async def test_on_failure_tells_oncall_once_per_failure_until_replayed(
             break
         await asyncio.sleep(0.05)
     assert state.is_failed()
-    assert oncall() == 1
+    assert (await engine.wait_final(entry_id)).status == "failed"
+    assert oncall() == 2
     # a replay by hand that fails again tells on-call again
     await engine.inbox.requeue(entry_id)
     engine.dispatcher.notify()
@@ -147,7 +154,7 @@ async def test_on_failure_tells_oncall_once_per_failure_until_replayed(
             break
         await asyncio.sleep(0.05)
     assert (await engine.wait_final(entry_id)).status == "failed"
-    assert oncall() == 2
+    assert oncall() == 3
 
 
 async def test_follow_pages_past_prefects_query_limit(

@@ -217,3 +217,40 @@ def test_loop_writer_refuses_a_second_event_loop(tmp_path: Path) -> None:
 
     asyncio.run(first())
     asyncio.run(second())
+
+
+async def test_reopen_and_settled_follow_a_run_restarted_in_prefect(any_inbox: Inbox) -> None:
+    """The UI's Retry of an event's run puts the event back to dispatched (`reopen`); the
+    dispatcher finds settled events to re-check with `settled`."""
+    _, a = await any_inbox.put("s", "a", "t", b"{}", {}, None)
+    _, b = await any_inbox.put("s", "b", "t", b"{}", {}, None)
+    _, c = await any_inbox.put("s", "c", "t", b"{}", {}, None)  # never dispatched
+    for entry_id, run in ((a, "run-a"), (b, "run-b")):
+        await any_inbox.claim(10, lease_seconds=30)
+        assert await any_inbox.mark_dispatched(entry_id, {"outage": run})
+    assert await any_inbox.mark_failed(a, "ServiceNow 500", expect="dispatched")
+    assert await any_inbox.mark_done(b, expect="dispatched")
+    await any_inbox.record_step("s", "a", "outage", "alert", {"ts": "1.2"})
+    await any_inbox.record_step("s", "a", "outage", "on_failure.tell", {})
+
+    now = datetime.fromtimestamp(any_inbox._clock(), UTC)  # type: ignore[attr-defined]
+    settled = await any_inbox.settled(0, 10, done_since=now - timedelta(seconds=60))
+    assert [e.id for e in settled] == [a, b]
+    assert [e.id for e in await any_inbox.settled(a, 10, done_since=now)] == [b]
+    advance(any_inbox, 120)
+    later = datetime.fromtimestamp(any_inbox._clock(), UTC)  # type: ignore[attr-defined]
+    assert [e.id for e in await any_inbox.settled(0, 10, done_since=later)] == [a]
+
+    assert not await any_inbox.reopen(a, "outage", "another-run")  # not its run
+    assert not await any_inbox.reopen(a, "other-recipe", "run-a")
+    assert not await any_inbox.reopen(c, "outage", "run-a")
+    assert await any_inbox.reopen(a, "outage", "run-a")
+    entry = await any_inbox.get(a)
+    assert entry is not None and (entry.status, entry.flow_runs) == (
+        "dispatched",
+        {"outage": "run-a"},
+    )
+    assert not await any_inbox.reopen(a, "outage", "run-a")  # already dispatched
+    # the succeeded step is still reused; the on_failure one will tell on-call again
+    assert await any_inbox.completed_steps("s", "a", "outage") == {"alert": {"ts": "1.2"}}
+    assert await any_inbox.reopen(b, "outage", "run-b")

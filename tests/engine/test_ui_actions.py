@@ -1,0 +1,113 @@
+"""Prefect UI actions are Hookline actions: what the UI's Retry and "Mark as" do to a run,
+through the same API calls the UI makes, is reflected in the inbox (and so in metrics and
+`hookline events`)."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import State, StateType
+from prefect.states import Completed, Failed
+
+from tests.engine.conftest import sample
+from tests.engine.harness import EngineHarness
+from tests.fakes import FakeVendors
+from tests.fakes.slack import channel_id
+
+pytestmark = pytest.mark.anyio
+
+
+async def _run(engine: EngineHarness, run_id: str):  # type: ignore[no-untyped-def]
+    [run] = await engine.client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
+    )
+    return run
+
+
+async def _wait_status(engine: EngineHarness, entry_id: int, status: str, timeout: float = 60):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        entry = await engine.inbox.get(entry_id)
+        assert entry is not None
+        if entry.status == status:
+            return entry
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"entry still {entry.status} after {timeout}s: {entry}")
+        await asyncio.sleep(0.05)
+
+
+async def _failed_outage(engine: EngineHarness, fakes: FakeVendors) -> tuple[int, str]:
+    """An outage event whose run posted its alert, then failed on ServiceNow."""
+    fakes.servicenow.fail_next(100, status=500, path="/api/now/table/incident")
+    entry = await engine.run(sample(current_status="outage", impact="high"))
+    assert entry.status == "failed"
+    fakes.servicenow.reset()
+    return entry.id, entry.flow_runs["outage"]
+
+
+async def test_retry_from_the_ui_reuses_finished_steps_and_settles_the_event_done(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    entry_id, run_id = await _failed_outage(engine, fakes)
+    assert (await engine.inbox.counts())["failed"] == 1
+
+    # exactly what the UI's Retry button sends (prefect-ui-library `retryFlowRun`)
+    await engine.client.set_flow_run_state(
+        UUID(run_id),
+        State(type=StateType.SCHEDULED, name="AwaitingRetry", message="Retry from the UI"),
+        force=False,
+    )
+    entry = await _wait_status(engine, entry_id, "done")
+
+    assert entry.flow_runs["outage"] == run_id  # the same run, retried: no second run
+    run = await _run(engine, run_id)
+    assert run.state.is_completed()
+    assert run.run_count == 2
+    assert (await engine.inbox.counts())["failed"] == 0
+    assert len(fakes.servicenow.incidents) == 1
+    alerts = [
+        m
+        for m in fakes.slack.messages
+        if m["channel"] == channel_id("#alerts") and "thread_ts" not in m
+    ]
+    assert len(alerts) == 1, "the retry posted the alert again instead of reusing it"
+    links = [m for m in fakes.slack.messages if m.get("thread_ts") == alerts[0]["ts"]]
+    assert len(links) == 1  # the link step ran once, in the retry
+
+
+async def test_a_run_marked_by_hand_in_the_ui_settles_its_event_to_match(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    engine.dispatcher.recover_seconds = 0.2  # the reconcile runs with the recovery check
+    entry_id, run_id = await _failed_outage(engine, fakes)
+
+    # the UI's "Mark as Completed" on the failed run: a forced state, nothing is executed
+    await engine.client.set_flow_run_state(
+        UUID(run_id), Completed(message="fixed in ServiceNow by hand"), force=True
+    )
+    entry = await _wait_status(engine, entry_id, "done", timeout=10)
+    assert len(fakes.servicenow.incidents) == 0  # nothing ran
+
+    await engine.client.set_flow_run_state(
+        UUID(run_id), Failed(message="it was not fixed after all"), force=True
+    )
+    entry = await _wait_status(engine, entry_id, "failed", timeout=10)
+    assert "it was not fixed after all" in (entry.last_error or "")
+
+
+async def test_an_event_failed_for_its_own_reason_is_not_settled_by_its_old_runs(
+    engine: EngineHarness, fakes: FakeVendors
+) -> None:
+    """Only a run state newer than the event's last change counts: old Completed runs of an
+    event that failed later (here: marked failed by hand in the inbox) leave it failed."""
+    entry = await engine.run(sample(current_status="outage", impact="high"))
+    assert entry.status == "done"
+    await asyncio.sleep(0.01)
+    assert await engine.inbox.mark_failed(entry.id, "failed for another reason", expect="done")
+
+    assert await engine.dispatcher.reconcile_once() == 0
+    entry = await engine.inbox.get(entry.id)  # type: ignore[assignment]
+    assert entry is not None and entry.status == "failed"
