@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from hookline.engine.deployment import WORK_POOL
 from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context
 from hookline.recipes.errors import EventError, RecipeError
+from hookline.retry import RetryPolicy
 
 log = logging.getLogger("hookline.dispatcher")
 
@@ -113,13 +113,17 @@ class Dispatcher:
     follow_seconds: float = 0.5
     """How often dispatched events are followed (their runs read from Prefect). A run that
     ends in a process that can tell (`notify_finished`) is followed at once."""
-    max_backoff: float = 60.0
+    unavailable_retry: RetryPolicy = RetryPolicy(
+        attempts=None, backoff=1.0, max_delay=60.0, jitter=0.0
+    )
+    """While Prefect is unreachable: the dispatcher pauses 1, 2, 4... up to 60 s between
+    tries, and its events wait in the inbox, pending, for as long as it takes."""
     client_retries: int = 0
     """Prefect client retries per call. Its default (5, with 2^n s backoff) can hold a call
     for a minute and turns every SQLite "database is locked" 503 into a 2 s stall; the
-    dispatcher retries a 503 itself within milliseconds (`fast_retries`) and leaves anything
-    longer to its own backoff, with the entry kept pending."""
-    fast_retries: int = 6
+    dispatcher retries a 503 itself within milliseconds (`locked_retry`) and leaves anything
+    longer to `unavailable_retry`, with the entry kept pending."""
+    locked_retry: RetryPolicy = RetryPolicy(attempts=7, backoff=0.02, jitter=0.5)
     stuck_margin: float = 120.0
     """Added to a recipe's longest possible run, for runs no worker claimed in the inbox."""
     max_auto_retries: int = 3
@@ -362,15 +366,16 @@ class Dispatcher:
     async def _create(
         self, entry: InboxEntry, event: Event, recipe: str, replay_of: str | None
     ) -> Any:
-        for attempt in range(self.fast_retries + 1):
+        failures = 0
+        while True:
             try:
                 return await self._create_once(entry, event, recipe, replay_of)
             except httpx.HTTPStatusError as exc:  # PrefectHTTPStatusError is one
-                if exc.response.status_code != 503 or attempt == self.fast_retries:
-                    raise
+                failures += 1
                 # "database is locked": another write finishes within milliseconds
-                await asyncio.sleep(0.02 * 2**attempt * random.uniform(0.5, 1.5))
-        raise AssertionError("unreachable")  # pragma: no cover
+                if exc.response.status_code != 503 or not self.locked_retry.retries_after(failures):
+                    raise
+                await asyncio.sleep(self.locked_retry.delay(failures))
 
     async def _create_once(
         self, entry: InboxEntry, event: Event, recipe: str, replay_of: str | None
@@ -391,7 +396,7 @@ class Dispatcher:
     async def _prefect_unavailable(self, entry: InboxEntry, exc: BaseException) -> None:
         self._failures += 1
         self.stats.prefect_errors += 1
-        delay = min(self.max_backoff, 0.5 * 2 ** min(self._failures, 10))
+        delay = self.unavailable_retry.delay(self._failures)
         self._pause_until = self.clock() + delay
         message = f"Prefect API unavailable: {type(exc).__name__}: {exc}"
         log.warning(
@@ -652,10 +657,5 @@ def _event(entry: InboxEntry) -> Event:
 
 
 def longest_run_seconds(recipe: Any) -> float:
-    """An upper bound on one run of ``recipe``: every attempt of every step times out."""
-    total = 0.0
-    for step in [*recipe.steps, *recipe.on_failure]:
-        attempts = int(step.retries) + 1
-        backoff = sum(min(300.0, float(step.retry_backoff) * 2**i * 1.25) for i in range(attempts))
-        total += float(step.timeout) * attempts + backoff
-    return total
+    """An upper bound on one run of ``recipe``: every step at its longest (`Step.retry`)."""
+    return float(sum(step.longest_seconds() for step in [*recipe.steps, *recipe.on_failure]))

@@ -46,7 +46,6 @@ from hookline.recipes import Event, Recipe, Step, build_context, evaluate, rende
 from hookline.recipes.matcher import match_recipe
 
 FLOW_NAME = "hookline-recipe"
-MAX_DELAY_SECONDS = 300.0
 #: How long past its timeout a vendor call may take to end by its client's own timeout
 #: before the step gives up on it (and does not retry: the call might still go through).
 LATE_CALL_GRACE_SECONDS = 10.0
@@ -78,17 +77,6 @@ class StepRecord:
 def step_key(source: str, event_id: str, recipe: str, step_id: str) -> str:
     """The idempotency key a connector receives: stable across retries and replays."""
     return f"{source}:{event_id}:{recipe}:{step_id}"
-
-
-def backoff_delay(
-    step: Step, failures: int, retry_after: float | None, rnd: random.Random
-) -> float:
-    """Exponential backoff with ±25% jitter, never shorter than the vendor's Retry-After."""
-    base = float(step.retry_backoff) * (2 ** (failures - 1))
-    delay = min(base * rnd.uniform(0.75, 1.25), MAX_DELAY_SECONDS)
-    if retry_after is not None:
-        delay = max(delay, min(float(retry_after), MAX_DELAY_SECONDS))
-    return float(delay)
 
 
 async def _client(rt: runtime.Runtime, connector: str, timeout: float) -> Any:
@@ -138,7 +126,7 @@ async def _attempts(
 ) -> dict[str, Any]:
     logger = get_run_logger()
     rnd = random.Random()
-    total = int(step.retries) + 1
+    policy = step.retry
     timeout = float(step.timeout)
     while True:
         record.attempts += 1
@@ -155,14 +143,14 @@ async def _attempts(
             else:
                 message = str(exc)
                 retry_after = exc.retry_after
-            if record.attempts >= total:
+            if not policy.retries_after(record.attempts):
                 record.error = message
                 raise
-            delay = backoff_delay(step, record.attempts, retry_after, rnd)
+            delay = policy.delay(record.attempts, retry_after=retry_after, rnd=rnd)
             logger.warning(
                 "attempt %d/%d failed (%s); retrying in %.1fs",
                 record.attempts,
-                total,
+                policy.attempts,
                 message,
                 delay,
             )

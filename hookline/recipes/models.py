@@ -24,6 +24,7 @@ from pydantic import (
 
 from hookline.recipes.errors import RecipeEvalError, RecipeRenderError
 from hookline.recipes.templating import Expression, Template, _describe
+from hookline.retry import RetryPolicy
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
@@ -230,6 +231,15 @@ class Step:
 
     def __repr__(self) -> str:
         return f"<Step {self.recipe}.{self.id} uses={self.uses} ({self.path}:{self.line})>"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How the step's vendor calls are retried (`retries` + 1 attempts in all)."""
+        return RetryPolicy(attempts=self.retries + 1, backoff=self.retry_backoff)
+
+    def longest_seconds(self) -> float:
+        """An upper bound on the step: every attempt times out, every wait is the longest."""
+        return self.retry.longest(self.timeout)
 
     def where(self) -> str:
         """``recipe 'x' step 'y' (file:line)`` for messages."""

@@ -12,6 +12,7 @@ import pytest
 
 from hookline.config import HooklineConfig
 from hookline.engine.prefect_server import PrefectServer
+from hookline.retry import RetryPolicy
 from tests.engine.conftest import sample
 from tests.engine.harness import running_engine
 from tests.fakes import FakeVendors
@@ -42,7 +43,9 @@ async def test_prefect_down_mid_stream_loses_and_duplicates_nothing(
             HooklineConfig(env=[]),
             {**os.environ, **fakes.env},
         ) as eng:
-            eng.dispatcher.max_backoff = 2.0
+            eng.dispatcher.unavailable_retry = RetryPolicy(
+                attempts=None, backoff=1.0, max_delay=2.0, jitter=0.0
+            )
             ids = [await eng.put(sample(current_status="degraded")) for _ in range(6)]
             await asyncio.sleep(1.0)  # some are running now
             await asyncio.to_thread(own_server.stop)
