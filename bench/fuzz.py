@@ -21,7 +21,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hookline.engine.prefect_server import free_port
 from hookline.receiver.openapi import openapi_schema
 
 SECRET = "fuzz-secret-0123456789"
@@ -152,13 +152,6 @@ header_values = st.one_of(
         max_size=80,
     ).map(str.strip),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def main() -> None:

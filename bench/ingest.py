@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from hookline.engine.prefect_server import free_port
 
 SECRET = "bench-secret-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,13 +105,6 @@ function done(summary, latency, requests)
   end
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def make_requests(path: Path, count: int, run: str) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.docs.conftest import Proc, free_port, start
+from hookline.engine.prefect_server import free_port
+from tests.docs.conftest import Proc, start
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 

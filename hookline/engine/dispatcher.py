@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -152,6 +152,7 @@ class Dispatcher:
     stats: DispatcherStats = field(default_factory=DispatcherStats)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _pause_until: float = 0.0
+    _held: int = 0
     _next_recover: float = 0.0
     _next_follow: float = 0.0
     _failures: int = 0
@@ -217,9 +218,20 @@ class Dispatcher:
 
     # -- dispatch ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Dispatch nothing inside the block (events wait in the inbox, following goes on);
+        dispatch at once after it. For a maintenance window, or to let a burst arrive."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            self.notify()
+
     async def dispatch_once(self) -> int:
         """Claim due entries and create their flow runs; return how many were claimed."""
-        if self.clock() < self._pause_until:
+        if self._held or self.clock() < self._pause_until:
             return 0
         uses_lanes = any(r.order_by or r.coalesce for r in self.recipes.recipes)
         entries = await self.inbox.claim(

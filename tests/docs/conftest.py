@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,13 +51,6 @@ def code_block(doc: str, lang: str, index: int = 0) -> str:
     text = (REPO / doc).read_text(encoding="utf-8")
     blocks = re.findall(rf"^```{lang}\n(.*?)^```$", text, flags=re.S | re.M)
     return str(blocks[index])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from hookline.config import get_settings, load_config
+from hookline.engine.prefect_server import free_port
 from hookline.engine.send import send
 from hookline.receiver.sources import load_receiver_config, load_sources
 from hookline.receiver.verify import sign_solveforce
@@ -34,7 +35,6 @@ from tests.docs.conftest import (
     clean_env,
     code_block,
     console_block,
-    free_port,
     start,
 )
 from tests.fakes import FakeVendors

@@ -18,6 +18,7 @@ import pytest
 
 from hookline import samples
 from hookline.config import load_config
+from hookline.engine.prefect_server import free_port
 from hookline.receiver.verify import sign_solveforce
 from hookline.recipes import Event, build_context, load_recipes, render_params
 from tests.docs.conftest import (
@@ -27,7 +28,6 @@ from tests.docs.conftest import (
     clean_env,
     code_block,
     console_block,
-    free_port,
     start,
 )
 from tests.fakes import FakeVendors

@@ -244,24 +244,40 @@ async def test_run_left_running_by_a_dead_worker_is_crashed_and_sent_again(
 
 
 async def test_readiness_fails_while_prefect_is_unreachable(engine: EngineHarness) -> None:
+    from prefect.client.orchestration import PrefectClient
+
     assert "pending" in await engine.dispatcher.readiness()
-    engine.dispatcher._pause_until = time.time() + 60
-    with pytest.raises(RuntimeError, match="Prefect API unavailable"):
-        await engine.dispatcher.readiness()
-    engine.dispatcher._pause_until = 0.0
+    real = engine.dispatcher.client
+    async with PrefectClient("http://127.0.0.1:9/api") as down:  # nothing listens there
+        engine.dispatcher.client = down
+        try:
+            entry_id = await engine.put(sample(current_status="degraded"))
+            for _ in range(200):
+                try:
+                    await engine.dispatcher.readiness()
+                except RuntimeError as exc:
+                    assert "Prefect API unavailable" in str(exc)
+                    assert "1 event(s) pending, kept in the inbox" in str(exc)
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("readiness never failed")
+        finally:
+            engine.dispatcher.client = real
+    # kept pending, and dispatched once Prefect answers again (after the dispatcher's pause)
+    assert (await engine.wait_final(entry_id)).status == "done"
+    assert "pending" in await engine.dispatcher.readiness()
 
 
 async def test_order_by_lane_runs_one_at_a_time_in_event_time_order(
     engine: EngineHarness, fakes: FakeVendors
 ) -> None:
-    engine.dispatcher._pause_until = time.time() + 60  # let all three arrive first
     ids = []
-    for title, ts in (("third", "12:00:03"), ("first", "12:00:01"), ("second", "12:00:02")):
-        payload = sample("service.maintenance.scheduled", title=title)
-        payload["timestamp"] = f"2024-01-10T{ts}Z"
-        ids.append(await engine.put(payload))
-    engine.dispatcher._pause_until = 0.0
-    engine.dispatcher.notify()
+    with engine.dispatcher.paused():  # let all three arrive first
+        for title, ts in (("third", "12:00:03"), ("first", "12:00:01"), ("second", "12:00:02")):
+            payload = sample("service.maintenance.scheduled", title=title)
+            payload["timestamp"] = f"2024-01-10T{ts}Z"
+            ids.append(await engine.put(payload))
     entries = [await engine.wait_final(i) for i in ids]
 
     assert [e.status for e in entries] == ["done"] * 3
@@ -280,15 +296,13 @@ async def test_order_by_lane_is_shared_by_recipes(
 ) -> None:
     """Two recipes ordering by the same key: the later event's run waits for the earlier
     event's run of the other recipe (as ticket created -> resolved in the shipped recipes)."""
-    engine.dispatcher._pause_until = time.time() + 60  # let both arrive first
     fakes.slack.fail_next(status=None, delay=1.0)  # the earlier event's run is slow
     first = sample("service.maintenance.scheduled", title="scheduled")
     first["timestamp"] = "2024-01-10T12:00:01Z"
     second = sample("webhook.test", maintenance_id=first["data"]["maintenance_id"])
     second["timestamp"] = "2024-01-10T12:00:02Z"
-    ids = [await engine.put(second), await engine.put(first)]
-    engine.dispatcher._pause_until = 0.0
-    engine.dispatcher.notify()
+    with engine.dispatcher.paused():  # let both arrive first
+        ids = [await engine.put(second), await engine.put(first)]
     later, earlier = [await engine.wait_final(i) for i in ids]
 
     assert (earlier.status, later.status) == ("done", "done")

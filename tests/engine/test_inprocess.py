@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -60,11 +61,7 @@ async def test_embedded_server_queues_concurrent_writes_instead_of_answering_503
     """A default SQLite Prefect answers 503 "database is locked" to overlapping writes
     (transactions that read before they write cannot wait for the lock); the embedded profile
     begins them IMMEDIATE, so they wait their turn (hookline/engine/prefect_serve.py)."""
-    assert prefect_server.command()[:3] == [
-        prefect_server.command()[0],
-        "-m",
-        "hookline.engine.prefect_serve",
-    ]
+    assert prefect_server.command()[:3] == [sys.executable, "-m", "hookline.engine.prefect_serve"]
     assert await _write_storm(40) == []
 
 

@@ -42,9 +42,10 @@ import pytest
 import yaml
 
 from hookline.config import CoreSettings
+from hookline.engine.prefect_server import free_port
 from hookline.engine.send import send
 from hookline.inbox import InboxEntry, open_inbox
-from tests.docs.conftest import Proc, clean_env, free_port, start
+from tests.docs.conftest import Proc, clean_env, start
 from tests.stack import PG, pg, pg_available, prefect_on_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

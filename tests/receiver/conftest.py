@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from hookline.config import CoreSettings, HooklineConfig
+from hookline.engine.prefect_server import free_port
 from hookline.inbox import Inbox, PostgresInbox, SQLiteInbox
 from hookline.receiver.app import create_app
 from hookline.receiver.verify import sign_solveforce
@@ -167,13 +168,6 @@ async def any_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 
 # -- real uvicorn ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

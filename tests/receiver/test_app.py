@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -443,7 +444,9 @@ def test_json_log_lines_carry_the_event_id() -> None:
     rec.source = "solveforce"
     line = json.loads(JsonFormatter().format(rec))
     assert line["event_id"] == "evt_1" and line["msg"] == "accepted" and line["level"] == "INFO"
-    assert time.time() > 0
+    logged = datetime.fromisoformat(line["time"].replace("Z", "+00:00"))
+    assert logged.tzinfo is not None
+    assert abs(logged.timestamp() - rec.created) < 0.001  # the record's own time, in UTC
 
 
 def test_shipped_hookline_yaml(tmp_path: Path) -> None:
