@@ -16,6 +16,7 @@ from hookline.retry import RetryPolicy
 from tests.engine.conftest import sample
 from tests.engine.harness import running_engine
 from tests.fakes import FakeVendors
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -47,10 +48,18 @@ async def test_prefect_down_mid_stream_loses_and_duplicates_nothing(
                 attempts=None, backoff=1.0, max_delay=2.0, jitter=0.0
             )
             ids = [await eng.put(sample(current_status="degraded")) for _ in range(6)]
-            await asyncio.sleep(1.0)  # some are running now
+            await wait_until(lambda: fakes.slack.messages, what="a first run's alert")
             await asyncio.to_thread(own_server.stop)
             ids += [await eng.put(sample(current_status="degraded")) for _ in range(6)]
-            await asyncio.sleep(2.0)
+
+            async def dispatcher_sees_prefect_down() -> bool:
+                try:
+                    await eng.dispatcher.readiness()
+                except RuntimeError:
+                    return True
+                return False
+
+            await wait_until(dispatcher_sees_prefect_down, what="the dispatcher noticing")
             await asyncio.to_thread(own_server.start)
             entries = [await eng.wait_final(i, timeout=120) for i in ids]
 

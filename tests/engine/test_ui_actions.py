@@ -16,6 +16,7 @@ from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
 from tests.fakes import FakeVendors
 from tests.fakes.slack import channel_id
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -28,15 +29,11 @@ async def _run(engine: EngineHarness, run_id: str):  # type: ignore[no-untyped-d
 
 
 async def _wait_status(engine: EngineHarness, entry_id: int, status: str, timeout: float = 60):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def reached():  # type: ignore[no-untyped-def]
         entry = await engine.inbox.get(entry_id)
-        assert entry is not None
-        if entry.status == status:
-            return entry
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"entry still {entry.status} after {timeout}s: {entry}")
-        await asyncio.sleep(0.05)
+        return entry if entry is not None and entry.status == status else None
+
+    return await wait_until(reached, timeout=timeout, what=f"entry {entry_id} {status}")
 
 
 async def _failed_outage(engine: EngineHarness, fakes: FakeVendors) -> tuple[int, str]:
