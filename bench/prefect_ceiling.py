@@ -33,14 +33,15 @@ async def ceiling(
 ) -> dict[str, float]:
     """Create ``runs`` flow runs and execute them in-process, ``concurrency`` at a time.
 
-    ``shared``: with what `hookline worker` shares between runs (hookline/engine/inprocess.py:
-    one client pair, one suspension observer, a local result storage); otherwise each run
+    ``shared``: with what `hookline worker` shares between runs (`shared_run_context` in
+    hookline/engine/prefect_internals.py: one client pair, one suspension observer, a local
+    result storage); otherwise each run
     does what Prefect does for a run on its own."""
     if shared:
         import tempfile
         from pathlib import Path
 
-        from hookline.engine.inprocess import local_result_storage, shared_run_context
+        from hookline.engine.prefect_internals import local_result_storage, shared_run_context
 
         async with shared_run_context():
             return await _ceiling(

@@ -48,7 +48,7 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     from hookline.engine.deployment import ensure_deployment
-    from hookline.engine.prefect_compat import check_prefect
+    from hookline.engine.prefect_internals import check_prefect
     from hookline.flows import runtime
     from hookline.inbox import open_inbox
     from hookline.recipes import load_recipes

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
@@ -55,6 +55,9 @@ from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context
 from hookline.recipes.errors import EventError, RecipeError
 from hookline.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
 
 log = logging.getLogger("hookline.dispatcher")
 
@@ -101,7 +104,7 @@ class DispatcherStats:
 class Dispatcher:
     inbox: Inbox
     recipes: RecipeSet
-    client: Any  # prefect.client.orchestration.PrefectClient
+    client: PrefectClient
     deployment_id: UUID
     concurrency: int = 4
     """Flow-run creates at once. 4 measured best with `bench/e2e.py` on the embedded SQLite

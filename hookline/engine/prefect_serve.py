@@ -21,35 +21,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
-from typing import Any
+
+from hookline.engine.prefect_internals import immediate_sqlite_transactions
 
 IMMEDIATE_ENV = "HOOKLINE_PREFECT_SQLITE_IMMEDIATE"
 """Set to 1 in the server's environment to apply `immediate_sqlite_transactions`."""
-
-
-def immediate_sqlite_transactions() -> bool:
-    """Make Prefect's SQLite transactions begin IMMEDIATE; False if this Prefect has no hook."""
-    from prefect.server.database import configurations
-
-    config = getattr(configurations, "AioSqliteConfiguration", None)
-    original = getattr(config, "begin_transaction", None)
-    if config is None or original is None:
-        return False
-    if getattr(original, "__hookline_immediate__", False):
-        return True
-
-    @asynccontextmanager
-    async def begin_transaction(
-        self: Any, session: Any, with_for_update: bool = False
-    ) -> AsyncGenerator[Any, None]:
-        async with original(self, session, with_for_update=True) as transaction:
-            yield transaction
-
-    begin_transaction.__hookline_immediate__ = True  # type: ignore[attr-defined]
-    config.begin_transaction = begin_transaction
-    return True
 
 
 def main() -> None:

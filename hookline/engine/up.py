@@ -107,7 +107,7 @@ def _configured(connector: str) -> bool:
 
 
 def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
-    from hookline.engine.prefect_compat import check_prefect
+    from hookline.engine.prefect_internals import check_prefect
 
     check_prefect()  # before the Prefect server starts: the internals Hookline uses
     settings = get_settings()

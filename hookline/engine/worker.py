@@ -32,23 +32,27 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from prefect.exceptions import Abort
-from prefect.flow_engine import run_flow_async
-from prefect.states import Pending
-from prefect.utilities.engine import propose_state
-
 from hookline.engine.deployment import WORK_POOL
-from hookline.engine.inprocess import local_result_storage, shared_run_context
+from hookline.engine.prefect_internals import (
+    cancellation_observer,
+    claim_pending,
+    local_result_storage,
+    run_in_process,
+    shared_run_context,
+    with_client_retries,
+)
 from hookline.flows.recipe_flow import recipe_flow
 from hookline.flows.runtime import forget_cancel, request_cancel
 from hookline.inbox import Inbox, InboxError
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
 
 log = logging.getLogger("hookline.worker")
 
@@ -63,7 +67,7 @@ class WorkerStats:
 
 @dataclass
 class Worker:
-    client: Any  # prefect.client.orchestration.PrefectClient
+    client: PrefectClient
     work_pool: str = WORK_POOL
     name: str = field(default_factory=lambda: f"hookline-{socket.gethostname()}-{os.getpid()}")
     limit: int = 8
@@ -126,18 +130,14 @@ class Worker:
             await self._poll_loop(stop, shared)
 
     async def _share(self, shared: contextlib.AsyncExitStack) -> None:
-        """Enter `shared_run_context` where runs start from now on (see inprocess.py), and
-        watch the runs this worker executes for the UI's Cancel."""
-        from prefect._internal.observers import FlowRunCancellingObserver
-
+        """Enter `shared_run_context` where runs start from now on (see prefect_internals),
+        and watch the runs this worker executes for the UI's Cancel."""
         await shared.enter_async_context(shared_run_context())
-        self._cancels = await shared.enter_async_context(
-            FlowRunCancellingObserver(on_cancelling=_request_cancel)
-        )
+        self._cancels = await shared.enter_async_context(cancellation_observer(_request_cancel))
         self._context = contextvars.copy_context()
 
     async def _poll_loop(self, stop: asyncio.Event, shared: contextlib.AsyncExitStack) -> None:
-        few_retries = _with_client_retries(1)
+        few_retries = with_client_retries(1)
         beat = asyncio.create_task(self._heartbeats(stop))
         sharing = False
         try:
@@ -191,7 +191,7 @@ class Worker:
         return started
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
-        few_retries = _with_client_retries(1)
+        few_retries = with_client_retries(1)
         while not stop.is_set():
             try:
                 with few_retries():
@@ -254,19 +254,16 @@ class Worker:
             if not await self._claim(flow_run):
                 self.stats.lost_claims += 1
                 return
+            # the Pending state names this worker: the run's state history says who ran it,
+            # at no extra API write (bench/README.md, "Scale-out")
             try:
-                # the Pending state names this worker: the run's state history says who ran
-                # it, at no extra API write (bench/README.md, "Scale-out")
-                state = await propose_state(
-                    self.client, Pending(message=f"claimed by {self.name}"), flow_run_id=flow_run.id
+                state = await claim_pending(
+                    self.client, flow_run.id, message=f"claimed by {self.name}"
                 )
-            except Abort:
-                self.stats.lost_claims += 1
-                return
             except Exception as exc:
                 log.warning("cannot claim flow run %s: %s", flow_run.id, exc)
                 return
-            if not state.is_pending():  # another worker claimed it first
+            if state is None or not state.is_pending():  # another worker claimed it first
                 self.stats.lost_claims += 1
                 return
             self.stats.claimed += 1
@@ -274,12 +271,7 @@ class Worker:
             if self._cancels is not None:
                 self._cancels.add_in_flight_flow_run_id(flow_run.id)
             try:
-                final = await run_flow_async(
-                    self._recipe_flow(),
-                    flow_run=flow_run,
-                    parameters=dict(flow_run.parameters),
-                    return_type="state",
-                )
+                final = await run_in_process(self._recipe_flow(), flow_run)
             except Exception:  # the engine already reported the crash to Prefect
                 log.exception("flow run %s crashed in the worker", flow_run.id)
                 self.stats.failed += 1
@@ -290,29 +282,10 @@ class Worker:
                 forget_cancel(str(flow_run.id))
                 if self.on_finished is not None:
                     self.on_finished(flow_run.id)
-            if getattr(final, "is_completed", lambda: False)():
+            if final.is_completed():
                 self.stats.completed += 1
             else:
                 self.stats.failed += 1
-
-
-def _with_client_retries(retries: int) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    """A context manager factory: Prefect's current settings with ``retries`` client retries.
-
-    The settings are built once, here. `temporary_settings` rebuilds them on every entry,
-    and that is not cheap: pydantic-settings stats a dozen files, and each stat gives up the
-    GIL. With a busy thread beside it (a heavy render) each stat waits out a GIL switch
-    interval, and one poll stalled the event loop for half a second."""
-    import prefect.context
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
-
-    current = prefect.context.get_settings_context()
-    settings = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: retries})
-
-    def enter() -> contextlib.AbstractContextManager[Any]:
-        return prefect.context.SettingsContext(profile=current.profile, settings=settings)
-
-    return enter
 
 
 def _prefect_version() -> str:

@@ -359,8 +359,8 @@ async def test_run_suspended_from_the_ui_stops_at_its_next_step_and_resumes_with
     engine: EngineHarness, fakes: FakeVendors
 ) -> None:
     """The worker watches every run it executes for suspension with one shared observer
-    (hookline/engine/inprocess.py): suspending a running run through the API, as the UI does,
-    stops it before its next step; resuming it runs the rest once."""
+    (hookline/engine/prefect_internals.py): suspending a running run through the API, as the
+    UI does, stops it before its next step; resuming it runs the rest once."""
     from prefect.flow_runs import aresume_flow_run
     from prefect.states import Suspended
 

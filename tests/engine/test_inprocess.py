@@ -69,7 +69,7 @@ async def test_worker_builds_no_prefect_client_per_run(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each client Prefect builds costs a TLS context (~20 ms of CPU); the worker's runs share
-    one pair (hookline/engine/inprocess.py)."""
+    one pair (hookline/engine/prefect_internals.py)."""
     from prefect.client import orchestration
 
     await engine.run(sample(current_status="degraded"))  # the worker has set up its sharing

@@ -1,4 +1,5 @@
-"""The start-up check of the Prefect internals Hookline uses (issue 11, item 18)."""
+"""The Prefect internals Hookline uses: all in hookline/engine/prefect_internals.py, all
+checked at start-up (issue 11, item 18; issue 13, item 6)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hookline.engine.prefect_compat import (
+from hookline.engine.prefect_internals import (
     INTERNALS,
     PrefectCompatError,
     check_prefect,
@@ -27,6 +28,63 @@ def test_the_installed_prefect_has_every_internal_hookline_uses() -> None:
         "FlowRunSuspendingObserver",
         "AioSqliteConfiguration.begin_transaction",
     } <= names
+
+
+#: Prefect modules Hookline may import from anywhere: its documented API.
+PUBLIC = {
+    "prefect",
+    "prefect.artifacts",
+    "prefect.blocks.system",
+    "prefect.cache_policies",
+    "prefect.cli",  # the `prefect` command itself (prefect_serve runs it)
+    "prefect.client.orchestration",
+    "prefect.client.schemas.filters",
+    "prefect.client.schemas.objects",
+    "prefect.client.schemas.actions",
+    "prefect.client.schemas.responses",
+    "prefect.client.schemas.sorting",
+    "prefect.context",
+    "prefect.deployments",
+    "prefect.exceptions",
+    "prefect.flow_runs",
+    "prefect.logging",
+    "prefect.logging.handlers",
+    "prefect.settings",
+    "prefect.states",
+}
+
+
+def _prefect_imports(path: Path) -> set[tuple[str, str]]:
+    import ast
+
+    found: set[tuple[str, str]] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prefect"):
+            found |= {(node.module or "", alias.name) for alias in node.names}
+    return found
+
+
+def test_every_prefect_internal_is_used_from_one_module_and_checked_at_start_up() -> None:
+    import hookline
+
+    package = Path(hookline.__file__).parent
+    internals = package / "engine" / "prefect_internals.py"
+    elsewhere = {
+        (str(path.relative_to(package)), module, name)
+        for path in package.rglob("*.py")
+        if path != internals
+        for module, name in _prefect_imports(path)
+        if module not in PUBLIC
+    }
+    assert elsewhere == set(), "Prefect internals used outside prefect_internals.py"
+    checked = {(i.module, i.name.split(".")[0]) for i in INTERNALS}
+    used = {(m, n) for m, n in _prefect_imports(internals) if m not in PUBLIC}
+    # what the module reaches into, other than types for annotations, is checked at start-up
+    modules = {i.module for i in INTERNALS}  # `from prefect.x import y` where y is a module
+    unchecked = {(m, n) for m, n in used if (m, n) not in checked and f"{m}.{n}" not in modules} - {
+        ("prefect._internal.observers", "OnCancellingCallback")
+    }
+    assert unchecked == set()
 
 
 def test_a_changed_signature_fails_loudly_and_says_what_to_do(
