@@ -2,11 +2,15 @@
 
     HooklineError
     ├── ConfigError                      hookline.yaml or settings are wrong (hookline.config)
-    ├── receiver.errors.ReceiverError    signature, envelope, inbox (hookline.receiver)
+    ├── receiver.errors.ReceiverError    signature, envelope (hookline.receiver)
+    ├── inbox.InboxError                 the inbox cannot store or read now (hookline.inbox)
     ├── recipes.errors.RecipeError       loading, validating, rendering recipes (hookline.recipes)
-    └── connectors.errors.ConnectorError vendor calls (hookline.connectors)
-        ├── TransientError               retry: timeouts, connection errors, 429, 5xx
-        └── PermanentError               fail fast: auth, validation, not found, other 4xx
+    ├── connectors.errors.ConnectorError vendor calls (hookline.connectors)
+    │   ├── TransientError               retry: timeouts, connection errors, 429, 5xx
+    │   └── PermanentError               fail fast: auth, validation, not found, other 4xx
+    ├── flows.errors.FlowError           a recipe run failed or was refused (hookline.flows)
+    └── engine.errors.EngineError        Prefect unavailable or incompatible, `hookline up` and
+                                         `send` (hookline.engine)
 
 Each layer defines its own branch in its own package; this module holds only the root,
 so that a connector never has to import the receiver to share an error type.

@@ -51,6 +51,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.exceptions import PrefectHTTPStatusError
 
 from hookline.engine.deployment import WORK_POOL
+from hookline.engine.errors import PrefectUnavailable
 from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context
 from hookline.recipes.errors import EventError, RecipeError
@@ -161,11 +162,15 @@ class Dispatcher:
     _failures: int = 0
 
     async def readiness(self) -> str:
-        """The `/readyz` check `hookline up` adds: fails while Prefect is unreachable."""
+        """The `/readyz` check `hookline up` adds.
+
+        Raises:
+            PrefectUnavailable: while Prefect is unreachable.
+        """
         counts = await self.inbox.counts()
         pending = counts.get("pending", 0)
         if self.clock() < self._pause_until:
-            raise RuntimeError(
+            raise PrefectUnavailable(
                 f"Prefect API unavailable (last {self.stats.prefect_errors} error(s)); "
                 f"{pending} event(s) pending, kept in the inbox"
             )

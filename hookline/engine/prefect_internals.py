@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from hookline.errors import HooklineError
+from hookline.engine.errors import EngineError
 
 if TYPE_CHECKING:
     from prefect import Flow
@@ -66,7 +66,7 @@ FIX = (
 )
 
 
-class PrefectCompatError(HooklineError):
+class PrefectCompatError(EngineError):
     """The installed Prefect lacks an internal Hookline uses, or changed its signature."""
 
 

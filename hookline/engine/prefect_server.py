@@ -38,8 +38,8 @@ from pathlib import Path
 
 import httpx
 
+from hookline.engine.errors import EngineError
 from hookline.engine.prefect_serve import IMMEDIATE_ENV
-from hookline.errors import HooklineError
 
 EMBEDDED_PROFILE: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -62,7 +62,7 @@ EMBEDDED_PROFILE: dict[str, str] = {
 }
 
 
-class PrefectServerError(HooklineError):
+class PrefectServerError(EngineError):
     """The embedded Prefect server did not start; the message points at its log."""
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 
-from hookline.errors import HooklineError
+from hookline.engine.errors import EngineError
 
 
-class SendError(HooklineError):
+class SendError(EngineError):
     """The event could not be built or sent; the message says why."""
 
 

@@ -23,11 +23,12 @@ import click
 import uvicorn
 
 from hookline.config import get_settings, private_dir, private_file
+from hookline.engine.errors import EngineError
 from hookline.engine.prefect_server import PrefectServer, port_is_free
 from hookline.errors import HooklineError
 
 
-class AlreadyRunningError(HooklineError):
+class AlreadyRunningError(EngineError):
     """Another `hookline up` owns this HOOKLINE_HOME."""
 
 

@@ -40,8 +40,8 @@ from prefect.states import Cancelled, Completed
 
 from hookline.connectors import Action, get_action
 from hookline.connectors.errors import NotConfiguredError, PermanentError, TransientError
-from hookline.errors import HooklineError
 from hookline.flows import runtime
+from hookline.flows.errors import FlowError
 from hookline.recipes import Event, Recipe, Step, build_context, evaluate, render_params
 from hookline.recipes.matcher import match_recipe
 
@@ -51,7 +51,7 @@ FLOW_NAME = "hookline-recipe"
 LATE_CALL_GRACE_SECONDS = 10.0
 
 
-class RecipeRunError(HooklineError):
+class RecipeRunError(FlowError):
     """A recipe run failed; the message names the step and the vendor's error."""
 
 

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from hookline.config import HooklineConfig
 from hookline.connectors import build_client
-from hookline.errors import HooklineError
+from hookline.flows.errors import FlowError
 
 if TYPE_CHECKING:
     from hookline.inbox import Inbox
     from hookline.recipes import RecipeSet
 
 
-class RuntimeMissingError(HooklineError):
+class RuntimeMissingError(FlowError):
     """A recipe flow ran in a process that did not install a Runtime."""
 
 

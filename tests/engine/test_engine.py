@@ -9,6 +9,7 @@ from uuid import UUID
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 
+from hookline.engine.errors import PrefectUnavailable
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
 from tests.fakes import FakeVendors
@@ -255,7 +256,7 @@ async def test_readiness_fails_while_prefect_is_unreachable(engine: EngineHarnes
             for _ in range(200):
                 try:
                     await engine.dispatcher.readiness()
-                except RuntimeError as exc:
+                except PrefectUnavailable as exc:
                     assert "Prefect API unavailable" in str(exc)
                     assert "1 event(s) pending, kept in the inbox" in str(exc)
                     break

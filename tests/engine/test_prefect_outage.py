@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hookline.config import HooklineConfig
+from hookline.engine.errors import PrefectUnavailable
 from hookline.engine.prefect_server import PrefectServer
 from hookline.retry import RetryPolicy
 from tests.engine.conftest import sample
@@ -55,7 +56,7 @@ async def test_prefect_down_mid_stream_loses_and_duplicates_nothing(
             async def dispatcher_sees_prefect_down() -> bool:
                 try:
                     await eng.dispatcher.readiness()
-                except RuntimeError:
+                except PrefectUnavailable:
                     return True
                 return False
 
