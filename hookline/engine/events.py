@@ -188,15 +188,14 @@ def note_of(e: InboxEntry) -> str | None:
     return e.note if e.status == "done" else None
 
 
-def _state(view: PrefectView, run_id: str) -> str | None:
-    run = view.runs.get(run_id)
-    return run.state.name if run is not None and run.state is not None else None
-
-
-def _state_text(view: PrefectView, run_id: str) -> str:
+def _run_line(recipe: str, run_id: str, view: PrefectView, address: PrefectAddress) -> str:
+    """``recipe: State  link``; no state when Prefect was not asked or did not answer."""
+    link = address.run_url(run_id) or run_id
     if view.problem is not None:
-        return ""
-    return _state(view, run_id) or "(not found in Prefect)"
+        return f"{recipe}: {link}"
+    run = view.runs.get(run_id)
+    state = run.state.name if run is not None and run.state is not None else None
+    return f"{recipe}: {state or '(not found in Prefect)'}  {link}"
 
 
 def _run_json(view: PrefectView, address: PrefectAddress, run_id: str) -> dict[str, Any]:
@@ -244,22 +243,13 @@ def entry_lines(
         lines.append(f"    superseded by {superseded_by} (one run covered both)")
     if note_of(e):
         lines.append(f"    {note_of(e)}")
-    lines += _run_lines(e, view, address, "    ")
+    lines += [f"    {_run_line(r, rid, view, address)}" for r, rid in sorted(e.flow_runs.items())]
     error, previous = split_error(e)
     if error:
         lines.append(f"    error: {error}")
     elif previous and e.status in RETRYING:
         lines.append(f"    previous error: {previous}")
     return lines
-
-
-def _run_lines(e: InboxEntry, view: PrefectView, address: PrefectAddress, indent: str) -> list[str]:
-    out = []
-    for recipe, run_id in sorted(e.flow_runs.items()):
-        state = _state_text(view, run_id)
-        link = address.run_url(run_id) or run_id
-        out.append(f"{indent}{recipe}: " + (f"{state}  {link}" if state else link))
-    return out
 
 
 # -- hookline events show ---------------------------------------------------------------------
@@ -398,7 +388,9 @@ def detail_lines(
     if data["error"]:
         rows.append(("error", data["error"]))
     elif data["previous_error"]:
-        label = "previous error" if e.status in RETRYING else "earlier error (resolved)"
+        label = "earlier error (resolved)" if e.status == "done" else "earlier error"
+        if e.status in RETRYING:
+            label = "previous error"
         rows.append((label, data["previous_error"]))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
@@ -409,9 +401,7 @@ def detail_lines(
     ]
     lines += ["", "runs:" if e.flow_runs else "runs: none"]
     for recipe, run in data["runs"].items():
-        state = _state_text(view, run["id"])
-        link = run["url"] or run["id"]
-        lines.append(f"  {recipe}: " + (f"{state}  {link}" if state else link))
+        lines.append(f"  {_run_line(recipe, run['id'], view, address)}")
         steps = run["steps"]
         w = max((len(s["id"]) for s in steps), default=0)
         for s in steps:
