@@ -140,6 +140,8 @@ class InboxEntry:
     """0: not sequenced into lanes yet; 2: likewise, and never late (a replay); 1: sequenced."""
     superseded_by: int | None = None
     """The entry whose run covered this one (status ``superseded``, by ``coalesce``)."""
+    note: str | None = None
+    """Why it ended ``done`` without a run ("no recipe matched"), set by `mark_done`."""
 
 
 def _to_epoch(value: datetime | None) -> float | None:
@@ -257,8 +259,12 @@ class Inbox(ABC):
         """
 
     @abstractmethod
-    async def mark_done(self, entry_id: int, *, expect: str | None = None) -> bool:
-        """Set status ``done``, clear the lease, leave its lanes (see `mark_dispatched`)."""
+    async def mark_done(
+        self, entry_id: int, *, expect: str | None = None, note: str | None = None
+    ) -> bool:
+        """Set status ``done``, clear the lease, leave its lanes (see `mark_dispatched`);
+        ``note`` (None clears it) says why it is done without a run, e.g. no recipe matched.
+        ``last_error`` is kept: the last failure before it succeeded (history)."""
 
     @abstractmethod
     async def mark_failed(self, entry_id: int, error: str, *, expect: str | None = None) -> bool:
@@ -499,7 +505,8 @@ def _is_late(
 
 _COLUMNS = (
     "id, source, event_id, event_type, received_at, event_time, body, headers, status, "
-    "attempts, last_error, flow_runs, not_before, lease_until, updated_at, seq, superseded_by"
+    "attempts, last_error, flow_runs, not_before, lease_until, updated_at, seq, superseded_by,"
+    " note"
 )
 
 
@@ -522,6 +529,7 @@ def _sqlite_row(row: tuple[Any, ...]) -> InboxEntry:
         updated_at=_from_epoch(row[14]),
         seq=row[15],
         superseded_by=row[16],
+        note=row[17],
     )
 
 
@@ -754,6 +762,8 @@ class SQLiteInbox(Inbox):
             conn.execute("ALTER TABLE inbox ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
         if "superseded_by" not in columns:
             conn.execute("ALTER TABLE inbox ADD COLUMN superseded_by INTEGER")
+        if "note" not in columns:
+            conn.execute("ALTER TABLE inbox ADD COLUMN note TEXT")
         conn.execute(_SQLITE_SEQ_INDEX)
         if self.writer == "loop":
             conn.execute("PRAGMA busy_timeout = 0")
@@ -1096,11 +1106,13 @@ class SQLiteInbox(Inbox):
             expect,
         )
 
-    async def mark_done(self, entry_id: int, *, expect: str | None = None) -> bool:
+    async def mark_done(
+        self, entry_id: int, *, expect: str | None = None, note: str | None = None
+    ) -> bool:
         return await self._transition(
             entry_id,
-            "status = 'done', lease_until = NULL, updated_at = ?",
-            (self._clock(),),
+            "status = 'done', lease_until = NULL, updated_at = ?, note = ?",
+            (self._clock(), note),
             expect,
             leave_lanes=True,
         )
@@ -1323,7 +1335,7 @@ def _set_exception_if_pending(fut: asyncio.Future[None], exc: BaseException) -> 
 # ------------------------------------------------------------------------------------------
 
 
-PG_SCHEMA_VERSION = "2"
+PG_SCHEMA_VERSION = "3"
 """Bump when `_pg_schema` changes: processes then apply it (idempotently) once."""
 
 
@@ -1362,6 +1374,7 @@ CREATE TABLE IF NOT EXISTS "{schema}".inbox_steps (
 CREATE TABLE IF NOT EXISTS "{schema}".inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS seq SMALLINT NOT NULL DEFAULT 0;
 ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS superseded_by BIGINT;
+ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS note TEXT;
 CREATE TABLE IF NOT EXISTS "{schema}".inbox_coalesce (
     key         TEXT             NOT NULL,
     entry_id    BIGINT           NOT NULL,
@@ -1417,6 +1430,7 @@ def _pg_row(row: Mapping[str, Any]) -> InboxEntry:
         updated_at=row["updated_at"],
         seq=row["seq"],
         superseded_by=row["superseded_by"],
+        note=row["note"],
     )
 
 
@@ -1863,11 +1877,13 @@ class PostgresInbox(Inbox):
             expect,
         )
 
-    async def mark_done(self, entry_id: int, *, expect: str | None = None) -> bool:
+    async def mark_done(
+        self, entry_id: int, *, expect: str | None = None, note: str | None = None
+    ) -> bool:
         return await self._transition(
             entry_id,
-            "status = 'done', lease_until = NULL, updated_at = $1",
-            (_dt(self._clock()),),
+            "status = 'done', lease_until = NULL, updated_at = $1, note = $2",
+            (_dt(self._clock()), note),
             expect,
             leave_lanes=True,
         )

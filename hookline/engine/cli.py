@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from hookline.config import HooklineConfig, get_settings, load_config
+from hookline.engine.events import ui_url_from_api
 from hookline.errors import HooklineError
 from hookline.inbox import STATUSES
 
@@ -23,13 +24,6 @@ from hookline.inbox import STATUSES
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
-
-
-def ui_url_from_api(api_url: str | None) -> str | None:
-    """Prefect's UI address for an API address (``http://host:4200/api`` -> ``http://host:4200``)."""
-    if not api_url:
-        return None
-    return api_url[: -len("/api")] if api_url.rstrip("/").endswith("/api") else api_url
 
 
 @dataclass
@@ -335,42 +329,38 @@ def _parse_since(value: str | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _event_json(e: Any, ui: str | None, superseded_by: str | None) -> dict[str, Any]:
-    """One `hookline events --json` line: what scripts and dashboards need of an entry."""
-    return {
-        "event_id": e.event_id,
-        "source": e.source,
-        "event_type": e.event_type,
-        "status": e.status,
-        "received_at": e.received_at.isoformat(),
-        "event_time": e.event_time.isoformat() if e.event_time else None,
-        "attempts": e.attempts,
-        "runs": {
-            recipe: {"id": rid, "url": f"{ui}/runs/flow-run/{rid}" if ui else None}
-            for recipe, rid in sorted(e.flow_runs.items())
-        },
-        "superseded_by": superseded_by,
-        "error": e.last_error,
-    }
+def _known_secrets() -> list[str]:
+    """Secret values to mask in what `hookline events show` prints: the environment's
+    secret-looking variables and the development signing secret of `hookline up`."""
+    from hookline.recipes.dryrun import secret_values
+
+    return secret_values({**os.environ, "HOOKLINE_DEV_SECRET": default_secret() or ""})
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--status", type=click.Choice(list(STATUSES)))
 @click.option("--since", default=None, help="30m, 2h, 1d or an ISO 8601 time.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def events(status: str | None, since: str | None, limit: int, as_json: bool) -> None:
-    """List inbox entries with their runs and Prefect UI links."""
+@click.pass_context
+def events(
+    ctx: click.Context, status: str | None, since: str | None, limit: int, as_json: bool
+) -> None:
+    """List inbox entries with their runs' Prefect states and UI links.
+
+    `hookline events show EVENT_ID` shows one event: payload, runs and steps.
+    """
     import json
 
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
-
+    from hookline.engine import events as view
     from hookline.inbox import open_inbox
 
-    ui = PREFECT_UI_URL.value() or ui_url_from_api(PREFECT_API_URL.value())
+    if ctx.invoked_subcommand is not None:
+        return
     since_dt = _parse_since(since)
+    address = view.prefect_address(get_settings().home)
 
-    async def main() -> tuple[list[Any], dict[int, str]]:
+    async def main() -> tuple[list[Any], dict[int, str], view.PrefectView]:
         inbox = await open_inbox(get_settings())
         try:
             entries: list[Any] = await inbox.list(status=status, since=since_dt, limit=limit)
@@ -379,31 +369,59 @@ def events(status: str | None, since: str | None, limit: int, as_json: bool) -> 
                 if e.superseded_by is not None and e.superseded_by not in covering:
                     by = await inbox.get(e.superseded_by)
                     covering[e.superseded_by] = by.event_id if by else str(e.superseded_by)
-            return entries, covering
         finally:
             await inbox.close()
+        runs = [rid for e in entries for rid in e.flow_runs.values()]
+        return entries, covering, await view.read_prefect(address, runs)
 
-    entries, covering = asyncio.run(main())
-    if as_json:
-        for e in entries:
-            by = covering.get(e.superseded_by) if e.superseded_by is not None else None
-            click.echo(json.dumps(_event_json(e, ui, by), separators=(",", ":")))
-        return
-    if not entries:
-        click.echo("no events" + (f" with status {status}" if status else ""))
-        return
+    entries, covering, prefect = asyncio.run(main())
+    if prefect.problem:
+        click.echo(prefect.problem, err=True)
     for e in entries:
-        click.echo(
-            f"{e.received_at:%Y-%m-%d %H:%M:%S}  {e.status:<10} {e.source}:{e.event_id}  "
-            f"{e.event_type}  attempts={e.attempts}"
-        )
-        if e.superseded_by is not None:
-            click.echo(f"    superseded by {covering.get(e.superseded_by)} (one run covered both)")
-        for recipe, run_id in sorted(e.flow_runs.items()):
-            link = f"{ui}/runs/flow-run/{run_id}" if ui else run_id
-            click.echo(f"    {recipe}: {link}")
-        if e.last_error:
-            click.echo(f"    error: {e.last_error}")
+        by = covering.get(e.superseded_by) if e.superseded_by is not None else None
+        if as_json:
+            line = view.entry_json(e, prefect, address, by)
+            click.echo(json.dumps(line, separators=(",", ":")))
+        else:
+            click.echo("\n".join(view.entry_lines(e, prefect, address, by)))
+    if not entries and not as_json:
+        click.echo("no events" + (f" with status {status}" if status else ""))
+
+
+@events.command("show")
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def events_show(event_id: str, as_json: bool) -> None:
+    """One event: its metadata, payload (secrets masked), runs with their Prefect states and
+    links, and each step's outcome. EVENT_ID may be SOURCE:EVENT_ID when sources share ids."""
+    import json
+
+    from hookline.engine import events as view
+    from hookline.inbox import open_inbox
+
+    address = view.prefect_address(get_settings().home)
+
+    async def main() -> tuple[view.Detail, view.PrefectView]:
+        inbox = await open_inbox(get_settings())
+        try:
+            detail = await view.load_detail(inbox, await view.resolve(inbox, event_id))
+        finally:
+            await inbox.close()
+        runs = detail.entry.flow_runs.values()
+        return detail, await view.read_prefect(address, runs, steps=True)
+
+    try:
+        detail, prefect = asyncio.run(main())
+    except HooklineError as exc:
+        _fail(str(exc))
+        return
+    if prefect.problem:
+        click.echo(prefect.problem, err=True)
+    secrets = _known_secrets()
+    if as_json:
+        click.echo(json.dumps(view.detail_json(detail, prefect, address, secrets), indent=2))
+    else:
+        click.echo("\n".join(view.detail_lines(detail, prefect, address, secrets)))
 
 
 @click.command()

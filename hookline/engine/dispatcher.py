@@ -68,6 +68,8 @@ PREFECT_MAX_LIMIT = 200  # Prefect refuses a flow_runs/filter limit above this (
 _FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
 _LIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
 _PREFECT_ERRORS = (httpx.HTTPError, PrefectHTTPStatusError, OSError)
+NO_RECIPE_MATCHED = "no recipe matched"
+"""The inbox note of an event that is ``done`` because no recipe matched it (no run)."""
 
 
 def idempotency_key(source: str, event_id: str, recipe: str, replay_of: str | None) -> str:
@@ -343,7 +345,7 @@ class Dispatcher:
                     entry.event_id,
                     extra={"event_id": entry.event_id},
                 )
-                await self.inbox.mark_done(entry.id)
+                await self.inbox.mark_done(entry.id, note=NO_RECIPE_MATCHED)
                 self.stats.done += 1
             return
         runs: dict[str, str] = {}

@@ -42,15 +42,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def up_state(home: Path) -> dict[str, Any]:
+    """What a running `hookline up` wrote to HOOKLINE_HOME/up.json (receiver_url,
+    prefect_ui_url, prefect_api_url, pid); empty if there is none. It is removed when `up`
+    stops, so it names the Prefect server `up` runs (or ran, if it was killed)."""
+    try:
+        state = json.loads((home / "up.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def claim_home(home: Path, info: dict[str, Any]) -> Path:
     """Write HOOKLINE_HOME/up.json, or raise if a live `hookline up` already wrote it."""
     private_dir(home)
     state = home / "up.json"
     if state.exists():
-        try:
-            old = json.loads(state.read_text())
-        except (OSError, ValueError):
-            old = {}
+        old = up_state(home)
         pid = old.get("pid")
         if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
             raise AlreadyRunningError(
@@ -122,7 +130,9 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
     else:
         server = PrefectServer(home / "prefect", host="127.0.0.1", port=prefect_port)
         api_url, ui_url = server.api_url, server.ui_url
-    claim_home(home, {"receiver_url": receiver_url, "prefect_ui_url": ui_url})
+    claim_home(
+        home, {"receiver_url": receiver_url, "prefect_ui_url": ui_url, "prefect_api_url": api_url}
+    )
     try:
         if not port_is_free(port, host):
             raise HooklineError(f"port {port} on {host} is in use; pass --port")

@@ -43,6 +43,7 @@ RUN_BY: dict[str, str] = {
     "curl -s http://127.0.0.1:8000/readyz": "test_operations.py::test_health_checks",
     "curl -s http://127.0.0.1:8000/metrics": METRICS,
     "hookline events --status failed": REPLAY,
+    "hookline events show evt_1234567890": REPLAY,
     "hookline replay evt_1234567890": REPLAY,
     "hookline replay --all-failed": REPLAY,
     "hookline events --since 1h": REPLAY,

@@ -58,12 +58,16 @@ def rotation_variables() -> tuple[str, str]:
 
 
 def hookline(*args: str, env: dict[str, str]) -> Result:
-    """A one-shot `hookline` command, in-process (fast); settings re-read for ``env``."""
+    """A one-shot `hookline` command, in-process (fast); settings re-read for ``env``, and
+    its Prefect server, not the one another test's session fixture may have installed."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from hookline.cli import main
 
     get_settings.cache_clear()
     try:
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
     finally:
         get_settings.cache_clear()
 
@@ -259,10 +263,23 @@ def test_failed_event_oncall_page_and_replay(stack: Stack) -> None:
     assert page["channel"] == channel_id("#oncall")
     assert "failed at step incident" in page["text"] and "/runs/flow-run/" in page["text"]
 
-    failed_cmd, replay_cmd, replay_all, since = console_block(DOC, "hookline events --status")[0]
+    commands = console_block(DOC, "hookline events --status")[0]
+    failed_cmd, show_cmd, replay_cmd, replay_all, since = commands
     out = hookline(*shlex.split(failed_cmd)[1:], env=stack.env).output
-    assert f"failed     solveforce:{event_id}  security.alert.created" in out
-    assert "security-alert: " in out and "error: " in out
+    assert f"failed     solveforce:{event_id}  security.alert.created  (1 failed try)" in out
+    assert "    security-alert: Failed  http://127.0.0.1:" in out and "    error: " in out
+    show = shlex.split(show_cmd.replace("evt_1234567890", event_id))[1:]
+
+    def shown(step: str) -> str:
+        """`hookline events show`, once Prefect recorded the step (task runs reach the
+        server after their flow run ended)."""
+        deadline = time.monotonic() + 15
+        while not re.search(step, out := hookline(*show, env=stack.env).output, flags=re.M):
+            assert time.monotonic() < deadline, out
+            time.sleep(0.2)
+        return out
+
+    shown(r"^    incident +Failed ")
 
     f.servicenow.reset()  # ServiceNow is back
     alerts_before = [m for m in f.slack.messages if "security alert (critical)" in m["text"]]
@@ -277,6 +294,9 @@ def test_failed_event_oncall_page_and_replay(stack: Stack) -> None:
     assert r.exit_code == 0 and "0 event(s) requeued" in r.output, r.output
     out = hookline(*shlex.split(since)[1:], env=stack.env).output
     assert f"done       solveforce:{event_id}" in out
+    out = shown(r"^    incident +Completed$")
+    assert "status                    done (after 1 failed try)" in out
+    assert "earlier error (resolved)  security-alert: failed: " in out
 
 
 def test_metrics_are_the_documented_ones(stack: Stack) -> None:

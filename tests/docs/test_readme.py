@@ -124,7 +124,9 @@ def wait_settled(clone: Path, timeout: float = 60) -> dict[str, str]:
         time.sleep(0.1)
 
 
-def test_walkthrough(up: tuple[Proc, int], clone: Path, fakes: FakeVendors) -> None:
+def test_walkthrough(
+    up: tuple[Proc, int], clone: Path, fakes: FakeVendors, prefect_api: str
+) -> None:
     proc, port = up
     url = f"http://127.0.0.1:{port}/webhooks/solveforce"
     assert f"Hookline receiver  http://127.0.0.1:{port}/webhooks/solveforce" in proc.output()
@@ -161,6 +163,11 @@ def test_walkthrough(up: tuple[Proc, int], clone: Path, fakes: FakeVendors) -> N
         events
     )
     assert events.count("    service-outage: ") == (2 if first == "done" else 1)
+    # no PREFECT_* setting in this shell: the run's state and link come from `hookline up`
+    ui = re.escape(prefect_api.removesuffix("/api"))
+    assert re.search(
+        rf"^    service-outage: Completed  {ui}/runs/flow-run/[0-9a-f-]{{36}}$", events, re.M
+    ), events
 
     # The curl'd outage (impact high) opened a priority-1 incident; one alert for the service
     # (the later event edits it in place), in the default alerts channel, linking its run.

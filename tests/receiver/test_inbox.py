@@ -129,6 +129,75 @@ async def test_steps_for_replay(any_inbox: Inbox) -> None:
     assert await any_inbox.completed_steps("s", "zzz", "outage") == {}
 
 
+async def test_done_keeps_a_note_and_the_error_it_recovered_from(any_inbox: Inbox) -> None:
+    _, a = await any_inbox.put("s", "a", "webhook.test", b"{}", {}, None)
+    await any_inbox.claim(10, lease_seconds=30)
+    assert await any_inbox.mark_done(a, note="no recipe matched")
+    ea = await any_inbox.get(a)
+    assert ea is not None and (ea.status, ea.note) == ("done", "no recipe matched")
+    assert [e.note for e in await any_inbox.list()] == ["no recipe matched"]
+
+    # replayed, it fails, is replayed again and succeeds with a run: the note is gone, and
+    # the error stays as the one it recovered from (`hookline events` labels it so)
+    await any_inbox.requeue(a)
+    await any_inbox.claim(10, lease_seconds=30)
+    await any_inbox.mark_failed(a, "outage: failed")
+    await any_inbox.requeue(a)
+    await any_inbox.claim(10, lease_seconds=30)
+    await any_inbox.mark_dispatched(a, {"outage": "run-2"})
+    assert await any_inbox.mark_done(a, expect="dispatched")
+    ea = await any_inbox.get(a)
+    assert ea is not None
+    assert (ea.status, ea.note, ea.last_error, ea.attempts) == ("done", None, "outage: failed", 1)
+
+
+async def test_sqlite_inbox_of_an_older_version_gets_the_note_column(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    async with SQLiteInbox(path) as inbox:
+        _, a = await inbox.put("s", "a", "t", b"{}", {}, None)
+    with sqlite3.connect(path) as conn:  # as an inbox written before notes were kept
+        conn.execute("ALTER TABLE inbox DROP COLUMN note")
+    async with SQLiteInbox(path) as inbox:
+        old = await inbox.get(a)
+        assert old is not None and (old.status, old.note) == ("pending", None)
+        assert await inbox.mark_done(a, note="no recipe matched")
+        done = await inbox.get(a)
+        assert done is not None and done.note == "no recipe matched"
+
+
+@pytest.mark.postgres
+async def test_postgres_inbox_of_an_older_version_gets_the_note_column(pg_schema: str) -> None:
+    import asyncpg
+
+    from hookline.inbox import PG_SCHEMA_VERSION
+    from tests.receiver.conftest import PG_DSN
+
+    async with PostgresInbox(PG_DSN, schema=pg_schema) as inbox:
+        _, a = await inbox.put("s", "a", "t", b"{}", {}, None)
+    conn = await asyncpg.connect(PG_DSN)
+    try:  # as an inbox written by the previous version
+        await conn.execute(f'ALTER TABLE "{pg_schema}".inbox DROP COLUMN note')
+        await conn.execute(
+            f"UPDATE \"{pg_schema}\".inbox_meta SET value = '2' WHERE key = 'schema_version'"
+        )
+    finally:
+        await conn.close()
+    async with PostgresInbox(PG_DSN, schema=pg_schema) as inbox:
+        old = await inbox.get(a)
+        assert old is not None and (old.status, old.note) == ("pending", None)
+        assert await inbox.mark_done(a, note="no recipe matched")
+        done = await inbox.get(a)
+        assert done is not None and done.note == "no recipe matched"
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        version = await conn.fetchval(
+            f"SELECT value FROM \"{pg_schema}\".inbox_meta WHERE key = 'schema_version'"
+        )
+    finally:
+        await conn.close()
+    assert version == PG_SCHEMA_VERSION == "3"
+
+
 async def test_ping_and_bad_status(any_inbox: Inbox) -> None:
     await any_inbox.ping()
     with pytest.raises(ValueError, match="pending"):
