@@ -37,6 +37,12 @@ steps:
       channel: "{{ steps.alert.channel }}"
       thread_ts: "{{ steps.alert.ts }}"
       text: "see {{ steps.alert.permalink }}"
+on_failure:
+  - id: tell_oncall
+    uses: slack.post_message
+    with:
+      channel: "#oncall"
+      text: "{{ recipe.name }} failed at {{ failure.step }}: {{ failure.error }}"
 """
 
 
@@ -48,7 +54,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "outage.yaml").write_text(textwrap.dedent(GOOD), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SLACK_ALERT_CHANNEL", raising=False)
+    # the environment the recipe needs (the developer's shell must not leak into the tests)
+    monkeypatch.setenv("SLACK_ALERT_CHANNEL", "#from-env")
+    monkeypatch.setenv("API_TOKEN", "env-token-value")
     get_settings.cache_clear()
     return tmp_path
 
@@ -129,7 +137,7 @@ def test_try_shows_match_steps_params_and_masks_secrets(project: Path) -> None:
 def test_try_json_and_no_match(project: Path) -> None:
     r = run("try", "--sample", "service.status.changed", "--json", "outage")
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     (rec,) = doc["recipes"]
     assert rec["matched"] is False and "but when" in rec["reason"]
     assert doc["event"]["event_id"] == "evt_1234567890"
@@ -155,7 +163,7 @@ def test_test_recipes_pass_and_fail(project: Path) -> None:
         textwrap.dedent(
             """
             recipe: outage
-            env: {SLACK_ALERT_CHANNEL: "#noc"}
+            env: {SLACK_ALERT_CHANNEL: "#noc", API_TOKEN: t0k3n-value}
             outputs: {alert: {channel: C1, ts: "1.2"}}
             cases:
               - name: high impact opens an incident
