@@ -11,6 +11,10 @@ Steps that succeeded are written to the inbox's step log; a replay of the same e
 their outputs instead of calling the vendor again (a replay after a ServiceNow outage opens
 the incident without re-sending the Slack alert).
 
+What each step does (skipped by its ``if``, its parameters, or failed with which text) and how
+the steps follow each other are decided by `hookline.recipes.steps`, the code the dry run
+(``hookline try``, ``hookline test-recipes``) uses too; this module adds what only a run has.
+
 A vendor call runs in a worker thread, which cannot be cancelled: the vendor client gets the
 step's timeout as its own (so the call itself ends), and a retry never starts while the
 previous attempt's thread is still running. Templates are rendered in a thread too, under the

@@ -73,7 +73,10 @@ def check(paths: tuple[Path, ...], fmt: str, env_pairs: tuple[str, ...]) -> None
         _fail(str(exc))
         return
     for w in result.warnings:
-        click.echo(f"warning: {w}", err=True)
+        if fmt == "github":  # an annotation on the pull request, as the errors
+            click.echo(f"::warning::{_github(w)}")
+        else:
+            click.echo(f"warning: {w}", err=True)
     if fmt == "json":
         click.echo(
             json.dumps(

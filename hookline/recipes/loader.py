@@ -189,7 +189,8 @@ def on_failure_warnings(recipe: Recipe) -> list[str]:
         f"recipe '{recipe.name}' ({recipe.path}:{recipe.line}) has no on_failure: when one "
         "of its steps fails, the run ends Failed and nobody is told. Add an on_failure step "
         'that tells on-call, e.g. slack.post_message with text "{{ recipe.name }} failed at '
-        '{{ failure.step }}: {{ failure.error }} {{ run.url }}" (docs/recipes.md#on_failure)'
+        '{{ failure.step }}: {{ failure.error }} {{ run.url }}" '
+        "(docs/recipes.md#steps-what-runs-what-stops-a-run)"
     ]
 
 

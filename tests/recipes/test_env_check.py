@@ -164,3 +164,6 @@ def test_check_warns_of_a_recipe_without_on_failure_and_still_passes(
         "ends Failed and nobody is told. Add an on_failure step that tells on-call"
     )
     assert "ok: 2 recipes" in r.stdout
+    r = CliRunner().invoke(main, ["check", "--format", "github", "r.yaml"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("::warning::recipe 'r' (r.yaml:1) has no on_failure: ")
