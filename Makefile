@@ -11,6 +11,7 @@ export DO_NOT_TRACK := 1
 # constraints.txt pins every package to the versions the tests passed with: a fresh clone
 # installs exactly those (`make lock` updates them).
 $(STAMP): pyproject.toml constraints.txt
+	@echo "Installing Hookline and its pinned dependencies into $(VENV) (the first run takes about a minute)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'

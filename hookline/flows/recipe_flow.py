@@ -11,6 +11,10 @@ Steps that succeeded are written to the inbox's step log; a replay of the same e
 their outputs instead of calling the vendor again (a replay after a ServiceNow outage opens
 the incident without re-sending the Slack alert).
 
+What each step does (skipped by its ``if``, its parameters, or failed with which text) and how
+the steps follow each other are decided by `hookline.recipes.steps`, the code the dry run
+(``hookline try``, ``hookline test-recipes``) uses too; this module adds what only a run has.
+
 A vendor call runs in a worker thread, which cannot be cancelled: the vendor client gets the
 step's timeout as its own (so the call itself ends), and a retry never starts while the
 previous attempt's thread is still running. Templates are rendered in a thread too, under the
@@ -42,8 +46,9 @@ from hookline.connectors import Action, get_action
 from hookline.connectors.errors import NotConfiguredError, PermanentError, TransientError
 from hookline.flows import runtime
 from hookline.flows.errors import FlowError
-from hookline.recipes import Event, Recipe, Step, build_context, evaluate, render_params
+from hookline.recipes import Event, Recipe, Step
 from hookline.recipes.matcher import match_recipe
+from hookline.recipes.steps import Chain, decide
 
 FLOW_NAME = "hookline-recipe"
 #: How long past its timeout a vendor call may take to end by its client's own timeout
@@ -160,16 +165,6 @@ async def _attempts(
             raise
 
 
-def _render_here(step: Step, context: dict[str, Any]) -> dict[str, Any]:
-    """`render_params`, in the calling (worker) thread to the end: a render stopped at a
-    limit leaves a traceback holding the template's frames and partial output; it is dropped
-    here, so freeing them never runs on (and stalls) the event loop."""
-    try:
-        return render_params(step, context)
-    except Exception as exc:
-        raise exc.with_traceback(None) from None
-
-
 @task(name="step", persist_result=False, cache_policy=NO_CACHE, retries=0)
 async def _step(
     step: Step,
@@ -188,22 +183,17 @@ async def _step(
             record.reason = "already succeeded for this event; outputs reused"
             logger.info("step %r already succeeded for this event; not repeated", step.id)
             return Completed(name="Replayed", message=record.reason, data=already)
-        # Templates render in a thread (under their own time limit): a hostile payload
-        # must not stall the worker's event loop, which runs every other recipe run.
-        if step.if_ is not None:
-            try:
-                go = await asyncio.to_thread(evaluate, step.if_, context)
-            except Exception as exc:
-                record.status, record.error = "failed", f"if: {exc}"
-                raise
-            if not go:
-                record.status, record.reason = "skipped", f"if: {step.if_} was false"
-                return Completed(name="Skipped", message=record.reason)
-        try:
-            params = await asyncio.to_thread(_render_here, step, context)
-        except Exception as exc:
-            record.status, record.error = "failed", f"with: {exc}"
-            raise
+        # `if` and `with` are decided as the dry run decides them (hookline.recipes.steps), in
+        # a thread, under the template time limits: a hostile payload must not stall the
+        # worker's event loop, which runs every other recipe run.
+        decision = await asyncio.to_thread(decide, step, context)
+        if decision.outcome == "skip":
+            record.status, record.reason = "skipped", decision.reason
+            return Completed(name="Skipped", message=record.reason)
+        if decision.error is not None:
+            record.status, record.error = "failed", decision.message
+            raise decision.error
+        params = decision.params
         action = get_action(step.uses)
         kwargs = dict(params)
         if "idempotency_key" in action.params.parameters:
@@ -239,37 +229,26 @@ async def _step(
 
 
 async def _run_steps(
+    chain: Chain,
     steps: list[Step],
     *,
-    event: Event,
-    recipe: Recipe,
-    run: dict[str, Any],
     rt: runtime.Runtime,
     done: dict[str, dict[str, Any]],
-    failure: dict[str, Any] | None,
     prefix: str = "",
-    covered: list[Event] | None = None,
 ) -> tuple[list[StepRecord], dict[str, Any] | None]:
-    """Run ``steps`` in order; stop at the first failure not marked continue_on_error."""
-    outputs: dict[str, dict[str, Any]] = {}
+    """Run one section of ``chain`` (its steps, or its on_failure steps with ``prefix``
+    "on_failure."): in order, until the first failure not marked continue_on_error
+    (hookline.recipes.steps has the rules). Returns the records and, for ``steps``, the
+    failure or the cancellation that stopped it."""
     records: list[StepRecord] = []
-    env = rt.recipe_env()
-    for step in steps:
+    event, recipe, run = chain.event, chain.recipe, chain.run or {}
+    for step, context in chain.walk(steps):
         name = f"{prefix}{step.id}"
-        if not prefix and run["id"] and runtime.cancel_requested(run["id"]):
+        if not prefix and run.get("id") and runtime.cancel_requested(run["id"]):
             # cancelled from Prefect (the UI's Cancel): stop between steps, never mid-call
             return records, {"step": step.id, "uses": step.uses, "cancelled": True}
         record = StepRecord(id=name, uses=step.uses)
         records.append(record)
-        context = build_context(
-            event,
-            recipe=recipe,
-            steps=outputs,
-            run=run,
-            failure=failure,
-            environ=env,
-            covered=covered or (),
-        )
         key = step_key(event.source, event.event_id, recipe.name, name)
         # on_failure steps are in the step log too (as "on_failure.<id>"): a run executed
         # twice, or resent after its worker died, tells on-call once; `hookline replay`
@@ -286,23 +265,15 @@ async def _run_steps(
             return_state=True,
         )
         if state.is_completed() and record.status in ("completed", "replayed", "preview"):
-            outputs[step.id] = record.outputs
+            chain.ran(step, record.outputs)
             continue
         if record.status == "skipped":
             continue
         if record.status != "failed":  # crashed or cancelled under us
             record.status = "failed"
             record.error = record.error or (state.message or state.type.value)
-        if step.continue_on_error:
-            record.reason = "continue_on_error: the recipe went on"
-            continue
-        return records, {
-            "step": step.id,
-            "uses": step.uses,
-            "error": record.error,
-            "attempts": record.attempts,
-        }
-    return records, None
+        record.reason = chain.failed(step, record.error or "", record.attempts)
+    return records, None if prefix else chain.failure
 
 
 def _outcome(failure: dict[str, Any] | None) -> str:
@@ -431,16 +402,8 @@ async def recipe_flow(
     rec, event = await _verified(rt, entry_id, source, event_id, recipe)
     covered = [_event_of(e) for e in await rt.inbox.covered(entry_id)]
     done = await rt.inbox.completed_steps(source, event_id, recipe)
-    records, failure = await _run_steps(
-        list(rec.steps),
-        event=event,
-        recipe=rec,
-        run=run,
-        rt=rt,
-        done=done,
-        failure=None,
-        covered=covered,
-    )
+    chain = Chain(rec, event, environ=rt.recipe_env(), run=run, covered=covered)
+    records, failure = await _run_steps(chain, list(rec.steps), rt=rt, done=done)
     if failure is not None and failure.get("cancelled"):
         message = f"cancelled before step {failure['step']!r}"
         await acreate_markdown_artifact(
@@ -450,15 +413,7 @@ async def recipe_flow(
         return Cancelled(message=message)
     if failure is not None and rec.on_failure:
         more, _ = await _run_steps(
-            list(rec.on_failure),
-            event=event,
-            recipe=rec,
-            run=run,
-            rt=rt,
-            done=done,
-            failure={**failure, "run": run},
-            prefix="on_failure.",
-            covered=covered,
+            chain, list(rec.on_failure), rt=rt, done=done, prefix="on_failure."
         )
         records += more
     await acreate_markdown_artifact(

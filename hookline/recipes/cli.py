@@ -21,6 +21,26 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
+    """This process's environment, with ``--env NAME=VALUE`` pairs on top."""
+    environ = dict(os.environ)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            _fail(f"--env {pair!r}: expected NAME=VALUE", 2)
+        environ[name] = value
+    return environ
+
+
+_ENV_OPTION = click.option(
+    "--env",
+    "env_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set an env.NAME value, as if this environment had it (repeatable).",
+)
+
+
 def _github(text: str) -> str:
     # GitHub workflow commands: '%', CR and LF must be escaped in the message.
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
@@ -36,20 +56,27 @@ def _github(text: str) -> str:
     show_default=True,
     help="github: one ::error annotation per problem, for GitHub Actions.",
 )
-def check(paths: tuple[Path, ...], fmt: str) -> None:
+@_ENV_OPTION
+def check(paths: tuple[Path, ...], fmt: str, env_pairs: tuple[str, ...]) -> None:
     """Validate recipes (default: HOOKLINE_RECIPES, else ./recipes); list every problem.
 
-    Exits 1 if any recipe has a problem.
+    Also checks every env.NAME a template reads without `| default(...)` or `is defined` is
+    set in this environment (plus --env), as a run needs. Exits 1 if any recipe has a
+    problem; warnings (such as a recipe without on_failure) do not change the exit status.
     """
     from hookline.recipes.loader import check_recipes
 
+    environ = _environ(env_pairs)
     try:
-        result = check_recipes(list(paths) or None)
+        result = check_recipes(list(paths) or None, environ=environ)
     except HooklineError as exc:
         _fail(str(exc))
         return
     for w in result.warnings:
-        click.echo(f"warning: {w}", err=True)
+        if fmt == "github":  # an annotation on the pull request, as the errors
+            click.echo(f"::warning::{_github(w)}")
+        else:
+            click.echo(f"warning: {w}", err=True)
     if fmt == "json":
         click.echo(
             json.dumps(
@@ -128,13 +155,7 @@ def _default_source(config: HooklineConfig | None) -> str:
 @click.option("--sample", help="A packaged SolveForce sample instead of --event, by event type.")
 @click.option("--source", help="The event's source (default: the first in hookline.yaml).")
 @click.option("--type", "event_type", help="Override the event type (default: from the body).")
-@click.option(
-    "--env",
-    "env_pairs",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Set an env.NAME value for this dry run (repeatable).",
-)
+@_ENV_OPTION
 @click.option("--all", "show_all", is_flag=True, help="Also preview steps of unmatched recipes.")
 @click.option(
     "-v", "--verbose", is_flag=True, help="List recipes for other event types one by one."
@@ -205,12 +226,7 @@ def try_(
             ]
             _fail(f"no recipe named {', '.join(hints)}; recipes: {', '.join(sorted(known))}")
         chosen = [r for r in chosen if r.name in names]
-    environ = dict(os.environ)
-    for pair in env_pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            _fail(f"--env {pair!r}: expected NAME=VALUE", 2)
-        environ[name] = value
+    environ = _environ(env_pairs)
     secrets = secret_values(environ)
     previews = [preview(r, event, environ=environ, force=show_all) for r in chosen]
     if as_json:

@@ -1,30 +1,29 @@
 """Dry runs: what a recipe would do for an event, with no side effect and no network.
 
-`preview` matches the recipe, evaluates each step's ``if`` and renders its parameters
-exactly as the engine would, except that connector actions are never called: the outputs of
-earlier steps are placeholders (``<steps.alert.ts>``) unless the caller supplies fakes (recipe
-tests do). Used by ``hookline try`` and ``hookline test-recipes``.
+`preview` matches the recipe and walks its steps with the engine's own step semantics
+(`hookline.recipes.steps`): each step's ``if``, its parameters rendered and converted, its
+errors (with the text a real run would record), what stops the recipe and what
+``on_failure`` would send. Only the connector calls are left out: the outputs of earlier
+steps are placeholders (``<steps.alert.ts>``) unless the caller supplies fakes (recipe tests
+do), and so are ``run.*`` and, when nothing failed, ``failure.*``. ``env.NAME`` is read as
+the engine reads it: unset, it is missing (an error unless a template guards it with
+``| default(...)`` or ``is defined``). Used by ``hookline try`` and ``hookline test-recipes``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from hookline.recipes.errors import RecipeError
 from hookline.recipes.event import Event
 from hookline.recipes.matcher import MatchResult, match_recipe
 from hookline.recipes.models import Recipe, Step
-from hookline.recipes.templating import (
-    Mrkdwn,
-    UnsetPlaceholder,
-    _describe,
-    build_context,
-    render_value,
-)
+from hookline.recipes.steps import Chain, decide
+from hookline.recipes.templating import Mrkdwn, build_context
 
 MASK = "••••••"
 _SECRET_NAME = re.compile(
@@ -41,10 +40,10 @@ class Placeholder(Mrkdwn):
 
 
 def _contains_placeholder(value: Any) -> bool:
-    if isinstance(value, Placeholder | UnsetPlaceholder):
+    if isinstance(value, Placeholder):
         return True
     if isinstance(value, str):
-        return any(m in value for m in ("<steps.", "<run.", "<failure.", "<env."))
+        return any(m in value for m in ("<steps.", "<run.", "<failure."))
     if isinstance(value, Mapping):
         return any(_contains_placeholder(v) for v in value.values())
     if isinstance(value, list | tuple):
@@ -113,45 +112,31 @@ def placeholders(step: Step) -> dict[str, Any]:
     return {n: Placeholder(f"<steps.{step.id}.{n}>") for n in names}
 
 
-def dry_environ(recipe: Recipe, environ: Mapping[str, str]) -> dict[str, Any]:
-    """``environ`` plus a placeholder for each allowed variable that is not set: it renders as
-    ``<env.NAME: not set>`` but is absent for ``| default`` and ``is defined``, as in a run."""
-    env: dict[str, Any] = dict(environ)
-    for name in recipe.env_allowed:
-        if name not in env:
-            env[name] = UnsetPlaceholder(name=name)
-    return env
-
-
-def _preview_step(
-    step: Step,
-    ctx: dict[str, Any],
+def _preview_section(
+    chain: Chain,
+    steps: Sequence[Step],
     fakes: Mapping[str, Mapping[str, Any]],
-) -> StepPreview:
-    try:
-        go = step.should_run(ctx)
-    except RecipeError as exc:
-        return StepPreview(step, "error", error=str(exc))
-    if not go:
-        return StepPreview(step, "skipped", reason=f'if "{step.if_}" is false')
-    params: dict[str, Any] = {}
-    for name, compiled in step.compiled_with.items():
-        where = f"{step.where()}: with.{name}"
-        try:
-            value = render_value(compiled, ctx)
-        except Exception as exc:
-            return StepPreview(step, "error", params=params, error=f"{where}: {_describe(exc)}")
-        try:
-            params[name] = step.coerce(name, value, where=where)
-        except RecipeError as exc:
-            if _contains_placeholder(value):
-                params[name] = value  # the real value is known only at run time
-            else:
-                return StepPreview(step, "error", params=params, error=str(exc))
-    outputs = dict(placeholders(step))
-    outputs.update(fakes.get(step.id, {}))
-    reason = f'if "{step.if_}" is true' if step.if_ is not None else ""
-    return StepPreview(step, "run", reason=reason, params=params, outputs=outputs)
+    errors: list[str],
+    failure: Mapping[str, Any] | None = None,
+) -> list[StepPreview]:
+    out: list[StepPreview] = []
+    for step, ctx in chain.walk(steps, failure=failure):
+        d = decide(step, ctx, keep=_contains_placeholder)
+        if d.outcome == "skip":
+            out.append(StepPreview(step, "skipped", reason=d.reason))
+        elif d.outcome == "run":
+            outputs = {**placeholders(step), **fakes.get(step.id, {})}
+            chain.ran(step, outputs)
+            out.append(StepPreview(step, "run", reason=d.reason, params=d.params, outputs=outputs))
+        else:
+            errors.append(d.message)
+            # a dry run makes no attempt: failure.attempts is 0, as for a real run that
+            # fails before calling the vendor
+            went_on = chain.failed(step, d.message, attempts=0)
+            out.append(StepPreview(step, "error", reason=went_on or "", error=d.message))
+    later, why = chain.not_reached(steps)
+    out.extend(StepPreview(step, "not reached", reason=why) for step in later)
+    return out
 
 
 def preview(
@@ -165,57 +150,30 @@ def preview(
     """Dry-run ``recipe`` for ``event``.
 
     Args:
-        environ: source of ``env.NAME`` (default ``os.environ``); allowed names that are
-            unset render as ``<env.NAME: not set>``.
+        environ: source of ``env.NAME`` (default ``os.environ``), as the engine's.
         outputs: fake step outputs ``{step_id: {name: value}}``; the rest are placeholders.
         force: preview the steps even when the recipe does not match.
     """
-    # values may be UnsetPlaceholder: build_context copies them as they are
-    env = cast(Mapping[str, str], dry_environ(recipe, os.environ if environ is None else environ))
+    env = os.environ if environ is None else environ
     fakes = outputs or {}
     result = RecipePreview(recipe, match_recipe(recipe, event, environ=env))
     if result.match.error is not None:
         result.errors.append(str(result.match.error))
     if not result.match.matched and not force:
         return result
-    run = {k: Placeholder(f"<run.{k}>") for k in ("id", "name", "url")}
     base = build_context(event, recipe=recipe, environ=env)
     try:
         result.order_key = recipe.order_key(base)
         result.coalesce_key = recipe.coalesce_key(base)
     except RecipeError as exc:
         result.errors.append(str(exc))
-    done: dict[str, dict[str, Any]] = {}
-    failure: dict[str, Any] | None = None
-    for step in recipe.steps:
-        if failure is not None:
-            result.steps.append(
-                StepPreview(step, "not reached", reason=f"step '{failure['step']}' failed")
-            )
-            continue
-        ctx = build_context(event, recipe=recipe, steps=done, run=run, environ=env)
-        sp = _preview_step(step, ctx, fakes)
-        result.steps.append(sp)
-        if sp.status == "run":
-            done[step.id] = sp.outputs
-        elif sp.status == "error":
-            result.errors.append(sp.error or "")
-            if not step.continue_on_error:
-                failure = {"step": step.id, "uses": step.uses, "error": sp.error, "attempts": 1}
-                result.failed_step = step.id
-    if failure is None:
-        failure = {k: Placeholder(f"<failure.{k}>") for k in ("step", "uses", "error", "attempts")}
-    fdone = dict(done)
-    for step in recipe.on_failure:
-        ctx = build_context(
-            event, recipe=recipe, steps=fdone, run=run, failure=failure, environ=env
-        )
-        sp = _preview_step(step, ctx, fakes)
-        result.on_failure.append(sp)
-        if sp.status == "run":
-            fdone[step.id] = sp.outputs
-        elif sp.status == "error":
-            result.errors.append(sp.error or "")
+    run = {k: Placeholder(f"<run.{k}>") for k in ("id", "name", "url")}
+    chain = Chain(recipe, event, environ=env, run=run)
+    result.steps = _preview_section(chain, recipe.steps, fakes, result.errors)
+    if chain.failure is not None:
+        result.failed_step = chain.failure["step"]
+    unknown = {k: Placeholder(f"<failure.{k}>") for k in ("step", "uses", "error", "attempts")}
+    result.on_failure = _preview_section(chain, recipe.on_failure, fakes, result.errors, unknown)
     return result
 
 

@@ -181,6 +181,19 @@ def url_host_warnings(recipe: Recipe) -> list[str]:
     return out
 
 
+def on_failure_warnings(recipe: Recipe) -> list[str]:
+    """A warning when an enabled recipe has no ``on_failure``: a failed run tells nobody."""
+    if recipe.on_failure or not recipe.enabled:
+        return []
+    return [
+        f"recipe '{recipe.name}' ({recipe.path}:{recipe.line}) has no on_failure: when one "
+        "of its steps fails, the run ends Failed and nobody is told. Add an on_failure step "
+        'that tells on-call, e.g. slack.post_message with text "{{ recipe.name }} failed at '
+        '{{ failure.step }}: {{ failure.error }} {{ run.url }}" '
+        "(docs/recipes.md#steps-what-runs-what-stops-a-run)"
+    ]
+
+
 @dataclass
 class LoadResult:
     """Everything `check_recipes` found."""
@@ -212,9 +225,14 @@ def check_recipes(
     *,
     config: HooklineConfig | None = None,
     actions: Mapping[str, ActionLike] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Load and validate; return recipes, every problem and warnings (never raises for
-    recipe problems). ``hookline check`` prints this."""
+    recipe problems). ``hookline check`` prints this.
+
+    ``environ``: also check that every ``env.NAME`` read without a guard (``| default``,
+    ``is defined``) is set in it, as a run needs (`hookline.recipes.envcheck`).
+    """
     warnings: list[str] = []
     if config is None:
         config, env_source = _config_or_default()
@@ -243,7 +261,12 @@ def check_recipes(
         file_problems = [Problem(f, i.line, i.column, i.message, hint=i.hint) for i in doc.issues]
         if doc.data is not None or not doc.issues:
             checker = FileChecker(
-                f, doc, env_allowed=env_allowed, env_source=env_source, actions=actions
+                f,
+                doc,
+                env_allowed=env_allowed,
+                env_source=env_source,
+                actions=actions,
+                environ=environ,
             )
             checker.check()
             file_problems.extend(checker.problems)
@@ -273,6 +296,7 @@ def check_recipes(
         recipe = _build(f, doc, spec, env_allowed=env_allowed, actions=actions)
         recipes.append(recipe)
         warnings.extend(url_host_warnings(recipe))
+        warnings.extend(on_failure_warnings(recipe))
     problems.sort(key=lambda p: (str(p.path), p.line, p.column))
     return LoadResult(recipes, problems, warnings, files, digest.hexdigest())
 
@@ -304,4 +328,10 @@ def load_recipes(
     return RecipeSet(result.recipes, fingerprint=result.fingerprint)
 
 
-__all__ = ["LoadResult", "check_recipes", "discover", "load_recipes"]
+__all__ = [
+    "LoadResult",
+    "check_recipes",
+    "discover",
+    "load_recipes",
+    "on_failure_warnings",
+]

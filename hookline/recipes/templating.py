@@ -344,23 +344,8 @@ def is_template(value: object) -> bool:
     return isinstance(value, str) and any(m in value for m in _MARKERS)
 
 
-class UnsetPlaceholder(Undefined):
-    """Dry runs only: an allowed ``env.NAME`` that is not set. It behaves like a missing value
-    (falsy, ``is defined`` is false, ``| default(...)`` replaces it) but renders as
-    ``<env.NAME: not set>`` instead of failing, so a preview still shows the rest."""
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return f"<env.{self._undefined_name}: not set>"
-
-    __repr__ = __str__
-
-
 def _check_defined(value: Any, depth: int = 0) -> Any:
     """Fail on an undefined value, also inside lists and dicts; reject bare functions."""
-    if isinstance(value, UnsetPlaceholder):
-        return value
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
     if depth == 0:
@@ -591,8 +576,8 @@ class _Explained(dict[str, Any]):
 class EnvVars(_Explained):
     def explain(self, key: str) -> str:
         return (
-            f"env.{key} is not set in this process's environment (or not allowed by the "
-            "env: list of hookline.yaml)"
+            f"env.{key} is not set: the environment has no {key} (or the env: list of "
+            f"hookline.yaml does not allow it); set it, or write env.{key} | default(...)"
         )
 
 
@@ -816,12 +801,15 @@ def build_context(
     return ctx
 
 
-def render_params(step: Step, context: Mapping[str, Any]) -> dict[str, Any]:
+def render_params(
+    step: Step, context: Mapping[str, Any], *, keep: Callable[[Any], bool] | None = None
+) -> dict[str, Any]:
     """Render a step's ``with`` for ``context`` and coerce each value to the parameter's type.
 
     A value the parameter's type accepts is passed through that type (lax pydantic rules:
     ``"2"`` becomes ``2`` for an ``int`` parameter); a non-string value for a parameter that
-    takes text is turned into text.
+    takes text is turned into text. ``keep``: values passed as they are when their type is
+    wrong (a dry run's stand-ins for what only a real run knows, ``<steps.x.number>``).
 
     Raises:
         RecipeRenderError: naming recipe, step and parameter.
@@ -834,7 +822,12 @@ def render_params(step: Step, context: Mapping[str, Any]) -> dict[str, Any]:
                 value = render_value(compiled, context)
             except Exception as exc:
                 raise RecipeRenderError(f"{where}: {_describe(exc)}") from exc
-            out[name] = step.coerce(name, value, where=where)
+            try:
+                out[name] = step.coerce(name, value, where=where)
+            except RecipeRenderError:
+                if keep is None or not keep(value):
+                    raise
+                out[name] = value
     return out
 
 

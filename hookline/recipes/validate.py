@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from hookline.recipes.actions import (
     required_params,
     takes_any_keyword,
 )
+from hookline.recipes.envcheck import known_truth, unguarded
 from hookline.recipes.errors import Problem
 from hookline.recipes.models import (
     ActionLike,
@@ -83,6 +84,7 @@ class _Scope:
     prior: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
     later: frozenset[str] = frozenset()
     current: str | None = None
+    runs: bool = True  # False: the step's `if` is false in this environment
 
 
 def _chain(node: nodes.Node) -> tuple[str, list[str], int] | None:
@@ -117,12 +119,19 @@ class FileChecker:
         env_allowed: frozenset[str],
         env_source: str,
         actions: Mapping[str, ActionLike] | None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.path = path
         self.doc = doc
         self.env_allowed = env_allowed
         self.env_source = env_source
         self.actions = actions
+        # the variables recipes may read that are set; None: env.NAME is not checked
+        self.env_set = (
+            None
+            if environ is None
+            else {name: environ[name] for name in env_allowed if name in environ}
+        )
         self.problems: list[Problem] = []
         self._seen: set[str] = set()
 
@@ -217,8 +226,45 @@ class FileChecker:
             )
             return
         self._check_names(path, tree, scope)
+        self._check_env_set(path, tree, scope)
         if not expression:
             self._check_text_for_typed_param(path, tree)
+
+    def _check_env_set(self, path: Path_, tree: nodes.Template, scope: _Scope) -> None:
+        """An ``env.NAME`` read without a guard must be set: a run fails without it."""
+        if self.env_set is None or not scope.runs:
+            return
+        for name, lineno in unguarded(tree, self.env_set):
+            if name not in self.env_allowed or name in self.env_set:
+                continue  # not allowed: reported by _check_ref
+            skip = (
+                f", or skip the step without it: if: env.{name} is defined"
+                if scope.where in ("step", "on_failure")
+                else ""
+            )
+            self.add(
+                path,
+                f"env.{name} is not set, and nothing guards it: a run that gets here fails "
+                f'with "env.{name} is not set"',
+                hint=f"set {name} where Hookline runs (hookline check --env {name}=VALUE "
+                f"checks for another environment), or give it a default: "
+                f"env.{name} | default('...'){skip}",
+                line_offset=self._template_line(path, lineno),
+            )
+
+    def _may_run(self, cond: Any) -> bool:
+        """False when a step's ``if`` is false in this environment, whatever the event."""
+        if self.env_set is None or cond is True or cond is None:
+            return True
+        if cond is False:
+            return False
+        if not isinstance(cond, str):
+            return True
+        try:
+            expr = ast_expression(cond)
+        except TemplateSyntaxError:
+            return True  # reported where the `if` is checked
+        return known_truth(expr, self.env_set) is not False
 
     def _check_text_for_typed_param(self, path: Path_, tree: nodes.Template) -> None:
         """``priority: "P{{ x }}"`` always renders text: an error for a parameter that does
@@ -513,6 +559,7 @@ class FileChecker:
                     self.check_template((section, i, "if"), cond, scope, expression=True)
                 with_ = item.get("with")
                 if isinstance(with_, dict):
+                    scope = replace(scope, runs=self._may_run(cond))
                     for k, v in with_.items():
                         self.check_value((section, i, "with", k), v, scope)
 

@@ -142,7 +142,7 @@ def test_walkthrough(
     # hookline send, then hookline events (HOOKLINE_URL points send at the test's port).
     commands, _ = console_block("README.md", ".venv/bin/hookline send")
     assert commands == [
-        ".venv/bin/hookline send service.status.changed",
+        ".venv/bin/hookline send service.status.changed --set data.current_status=outage",
         ".venv/bin/hookline events",
     ]
     env = clean_env(HOOKLINE_URL=url)
@@ -152,6 +152,15 @@ def test_walkthrough(
         sent,
     )
     assert m and m.group(1) == m.group(2), sent
+    # ... and what it sent is an event the README's recipe reacts to
+    with sqlite3.connect(clone / ".hookline" / "inbox.sqlite3") as db:
+        [(body,)] = db.execute("SELECT body FROM inbox WHERE event_id = ?", (m.group(1),))
+    readme_recipe = clone / "readme-recipe" / "outage-to-slack.yaml"
+    readme_recipe.parent.mkdir()
+    readme_recipe.write_text(code_block("README.md", "yaml"), encoding="utf-8")
+    recipes = load_recipes([readme_recipe.parent], config=load_config(REPO / "hookline.yaml"))
+    [match] = recipes.match(Event.from_body(source="solveforce", body=body))
+    assert match.matched, match.reason
     # Both are about one service: sent within the outage recipe's quiet period (3 s) they are
     # one burst, run once for the later event (the curl'd one is then `superseded`).
     settled = wait_settled(clone)

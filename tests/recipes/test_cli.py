@@ -37,6 +37,12 @@ steps:
       channel: "{{ steps.alert.channel }}"
       thread_ts: "{{ steps.alert.ts }}"
       text: "see {{ steps.alert.permalink }}"
+on_failure:
+  - id: tell_oncall
+    uses: slack.post_message
+    with:
+      channel: "#oncall"
+      text: "{{ recipe.name }} failed at {{ failure.step }}: {{ failure.error }}"
 """
 
 
@@ -48,7 +54,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "outage.yaml").write_text(textwrap.dedent(GOOD), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SLACK_ALERT_CHANNEL", raising=False)
+    # the environment the recipe needs (the developer's shell must not leak into the tests)
+    monkeypatch.setenv("SLACK_ALERT_CHANNEL", "#from-env")
+    monkeypatch.setenv("API_TOKEN", "env-token-value")
     get_settings.cache_clear()
     return tmp_path
 
@@ -129,7 +137,7 @@ def test_try_shows_match_steps_params_and_masks_secrets(project: Path) -> None:
 def test_try_json_and_no_match(project: Path) -> None:
     r = run("try", "--sample", "service.status.changed", "--json", "outage")
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     (rec,) = doc["recipes"]
     assert rec["matched"] is False and "but when" in rec["reason"]
     assert doc["event"]["event_id"] == "evt_1234567890"
@@ -155,7 +163,7 @@ def test_test_recipes_pass_and_fail(project: Path) -> None:
         textwrap.dedent(
             """
             recipe: outage
-            env: {SLACK_ALERT_CHANNEL: "#noc"}
+            env: {SLACK_ALERT_CHANNEL: "#noc", API_TOKEN: t0k3n-value}
             outputs: {alert: {channel: C1, ts: "1.2"}}
             cases:
               - name: high impact opens an incident
@@ -238,3 +246,63 @@ def test_schema_command_check(project: Path) -> None:
     out.write_text("{}", encoding="utf-8")
     r = run("schema", "-o", str(out), "--check")
     assert r.exit_code == 1 and "out of date" in r.output
+
+
+def test_test_recipes_sees_an_unset_variable_fail_as_a_run_would(project: Path) -> None:
+    """The case env is the whole environment: a variable it leaves out is unset, and a step
+    reading it without a guard is an error (the run's text), the next steps not reached."""
+    tests = project / "recipes" / "tests"
+    tests.mkdir()
+    (tests / "outage.yaml").write_text(
+        textwrap.dedent(
+            """
+            recipe: outage
+            env: {API_TOKEN: t0k3n-value}
+            cases:
+              - name: without the channel the alert fails and on-call hears of it
+                sample: service.status.changed
+                set: {data: {current_status: outage, impact: high}}
+                expect:
+                  steps:
+                    alert: {error: "with.channel: env.SLACK_ALERT_CHANNEL is not set"}
+                    incident: not reached
+                  on_failure:
+                    tell_oncall: {with: {channel: "#oncall"}}
+              - name: with it, it runs
+                sample: service.status.changed
+                set: {data: {current_status: outage, impact: high}}
+                env: {SLACK_ALERT_CHANNEL: "#noc", API_TOKEN: t0k3n-value}
+                expect:
+                  steps: {alert: run, incident: run}
+              - name: expecting it to run without the channel fails
+                sample: service.status.changed
+                set: {data: {current_status: outage}}
+                expect:
+                  steps: {alert: run}
+            """
+        ),
+        encoding="utf-8",
+    )
+    r = run("test-recipes")
+    assert r.exit_code == 1
+    assert "2 passed, 1 failed" in r.output
+    assert (
+        "step 'alert': expected run, got error: recipe 'outage' step 'alert' "
+        "(recipes/outage.yaml:6): with.channel: env.SLACK_ALERT_CHANNEL is not set"
+    ) in r.output
+
+
+def test_try_of_an_unset_variable_is_the_runs_error(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLACK_ALERT_CHANNEL")
+    body = '{"event_type": "service.status.changed", "event_id": "e1", "data": '
+    body += '{"service_name": "Voice", "current_status": "outage", "impact": "high"}}'
+    r = run("try", "--event", "-", input=body)
+    assert r.exit_code == 1, r.output
+    assert "1. alert (slack.post_message): ERROR" in r.output
+    assert "with.channel: env.SLACK_ALERT_CHANNEL is not set" in r.output
+    assert "2. incident (servicenow.create_incident): not reached (step 'alert' failed)" in r.output
+    assert "on_failure (runs because step 'alert' failed):" in r.output
+    r = run("try", "--event", "-", "--env", "SLACK_ALERT_CHANNEL=#noc", input=body)
+    assert r.exit_code == 0, r.output

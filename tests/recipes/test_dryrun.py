@@ -99,7 +99,7 @@ def test_try_collapses_recipes_for_other_event_types(monkeypatch: pytest.MonkeyP
     assert "[no match] service-outage" in r.output
 
 
-def test_unset_env_in_a_dry_run_behaves_as_in_a_real_run(write: Write) -> None:
+def test_unset_env_in_a_dry_run_is_missing_as_in_a_real_run(write: Write) -> None:
     text = """
     name: r
     on: service.status.changed
@@ -113,14 +113,29 @@ def test_unset_env_in_a_dry_run_behaves_as_in_a_real_run(write: Write) -> None:
         with: {channel: "{{ env.SLACK_ALERT_CHANNEL | default('#fallback') }}"}
       - id: c
         uses: slack.post_message
+        with:
+          channel: "{{ env.SLACK_ALERT_CHANNEL if env.SLACK_ALERT_CHANNEL is defined else '#c' }}"
+      - id: d
+        uses: slack.post_message
         with: {channel: "{{ env.SLACK_ONCALL_CHANNEL }}/x"}
+      - id: e
+        uses: slack.post_message
+        with: {channel: "#e"}
     """
     cfg = HooklineConfig(env=["SLACK_ALERT_CHANNEL", "SLACK_ONCALL_CHANNEL"])
     rs = load_recipes([write("r.yaml", text)], config=cfg, actions=ACTIONS)
     event = Event.from_envelope(samples.load("service.status.changed"), source="solveforce")
-    a, b, c = preview(rs.recipes[0], event, environ={}).steps
+    p = preview(rs.recipes[0], event, environ={})
+    a, b, c, d, e = p.steps
     assert a.status == "skipped"
-    assert b.params == {"channel": "#fallback"}
-    assert c.params == {"channel": "<env.SLACK_ONCALL_CHANNEL: not set>/x"}
-    a, b, c = preview(rs.recipes[0], event, environ={"SLACK_ALERT_CHANNEL": "#a"}).steps
-    assert a.params == b.params == {"channel": "#a"}
+    assert (b.params, c.params) == ({"channel": "#fallback"}, {"channel": "#c"})
+    assert d.status == "error" and e.status == "not reached" and not p.ok
+    assert d.error == (
+        f"recipe 'r' step 'd' ({rs.recipes[0].path}:15): with.channel: env.SLACK_ONCALL_CHANNEL "
+        "is not set: the environment has no SLACK_ONCALL_CHANNEL (or the env: list of "
+        "hookline.yaml does not allow it); set it, or write env.SLACK_ONCALL_CHANNEL | default(...)"
+    )
+    a, b, c, d, e = preview(rs.recipes[0], event, environ={"SLACK_ALERT_CHANNEL": "#a"}).steps
+    assert a.params == b.params == c.params == {"channel": "#a"}
+    p = preview(rs.recipes[0], event, environ={"SLACK_ONCALL_CHANNEL": "#o"})
+    assert p.ok and p.steps[3].params == {"channel": "#o/x"}

@@ -148,11 +148,18 @@ def test_check_warns_when_a_urls_host_comes_from_the_event(tmp_path: Path) -> No
     result = CliRunner().invoke(
         main,
         ["check", str(path)],
-        env={"HOOKLINE_CONFIG": str(tmp_path / "hookline.yaml")},
+        env={
+            "HOOKLINE_CONFIG": str(tmp_path / "hookline.yaml"),
+            "ACCOUNTING_API_URL": "https://accounting.example.com",
+        },
     )
 
     assert result.exit_code == 0, result.output
-    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    warnings = [
+        line
+        for line in result.output.splitlines()
+        if line.startswith("warning:") and "with.url" in line
+    ]
     assert len(warnings) == 2, result.output
     assert "step 'from_data'" in warnings[0] and "comes from the event (data)" in warnings[0]
     assert "step 'host_from_data'" in warnings[1]

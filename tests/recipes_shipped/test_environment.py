@@ -1,6 +1,5 @@
-"""What the shipped recipes do with the environment at run time (the engine's context, not the
-dry run: `hookline try` shows an unset variable as a placeholder, the engine applies the
-recipe's `default`)."""
+"""What the shipped recipes do with the environment at run time: every variable may be unset
+(a fresh clone, CI), and each recipe still renders, falling back to its defaults."""
 
 from __future__ import annotations
 
