@@ -5,6 +5,7 @@ previewed by a flow in preview mode, and run by the engine against a fake API.""
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 import uuid
@@ -166,6 +167,14 @@ def test_registering_declares_the_action_its_settings_and_its_errors(
     assert info.value.unset
     with pytest.raises(ValueError, match="'pager' is already registered"):
         register(CONNECTOR)
+
+
+def test_the_editor_schema_knows_its_parameters(pager: Connector[PagerSettings]) -> None:
+    from hookline.recipes.schema import recipe_schema
+
+    text = json.dumps(recipe_schema())
+    assert '"const": "pager.page"' in text
+    assert "Literal['critical', 'error', 'warning', 'info']" in text
 
 
 def test_unregistering_forgets_it(pager: Connector[PagerSettings]) -> None:
