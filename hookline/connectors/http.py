@@ -1,10 +1,10 @@
 """``http.request``: any HTTP API (accounting systems and everything else) over `httpx.Client`.
 
-`make_client` builds the client: TLS verified (a private CA
-via ``SSL_CERT_FILE``), no redirects followed silently, no retries (the step runner owns them),
-and every request's host checked by a `HostPolicy` (``connections.http.allow_hosts`` /
-``deny_hosts`` in hookline.yaml): link-local and cloud metadata addresses are refused unless
-allowed by name, so a URL taken from a payload cannot reach ``169.254.169.254``.
+`make_client` builds the client: TLS verified (a private CA via ``SSL_CERT_FILE``), no
+redirects followed silently, no retries (the step runner owns them), and every request's host
+checked by a `HostPolicy` (``connections.http.allow_hosts`` / ``deny_hosts`` in hookline.yaml):
+link-local and cloud metadata addresses are refused unless allowed by name, so a URL taken from
+a payload cannot reach ``169.254.169.254``.
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def _permalink(client: WebClient, channel: str, ts: str, thread_ts: str | None) 
     # so a permalink that cannot be had is None (the reason logged), not an error.
     try:
         workspace = workspace_url(client)
-    except ConnectorError as exc:
+    except (ConnectorError, OSError) as exc:
         log.warning("slack: message %s posted in %s without a permalink: %s", ts, channel, exc)
         return None
     return permalink(workspace, channel, ts, thread_ts)

@@ -169,6 +169,23 @@ def test_registering_declares_the_action_its_settings_and_its_errors(
         register(CONNECTOR)
 
 
+def test_a_wrong_declaration_is_refused_saying_why() -> None:
+    with pytest.raises(ValueError, match=r"requires unknown settings \['tokn'\]; valid: timeout, "):
+        Connector(
+            name="pager",
+            settings=PagerSettings,
+            client=make_client,
+            requires=("tokn",),
+            actions=(page,),
+        )
+    other = Connector(
+        name="pager", section="slack", settings=PagerSettings, client=make_client, actions=(page,)
+    )
+    with pytest.raises(ValueError, match="connections.slack is read with SlackSettings already"):
+        register(other)
+    assert "pager" not in CONNECTORS and "slack.page" not in ACTIONS
+
+
 def test_the_editor_schema_knows_its_parameters(pager: Connector[PagerSettings]) -> None:
     from hookline.recipes.schema import recipe_schema
 
