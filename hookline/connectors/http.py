@@ -1,10 +1,10 @@
 """``http.request``: any HTTP API (accounting systems and everything else) over `httpx.Client`.
 
-The client is built by `hookline.connectors.build_client("http")`: TLS verified (a private CA
-via ``SSL_CERT_FILE``), no redirects followed silently, no retries (the step runner owns them),
-and every request's host checked by a `HostPolicy` (``connections.http.allow_hosts`` /
-``deny_hosts`` in hookline.yaml): link-local and cloud metadata addresses are refused unless
-allowed by name, so a URL taken from a payload cannot reach ``169.254.169.254``.
+`make_client` builds the client: TLS verified (a private CA via ``SSL_CERT_FILE``), no
+redirects followed silently, no retries (the step runner owns them), and every request's host
+checked by a `HostPolicy` (``connections.http.allow_hosts`` / ``deny_hosts`` in hookline.yaml):
+link-local and cloud metadata addresses are refused unless allowed by name, so a URL taken from
+a payload cannot reach ``169.254.169.254``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 import httpx
+from pydantic import Field
 
 from hookline.connectors._http import (
     error_for_exception,
@@ -25,6 +26,8 @@ from hookline.connectors._http import (
     safe_url,
 )
 from hookline.connectors.errors import PermanentError
+from hookline.connectors.registry import ClientContext, Connector
+from hookline.connectors.settings import ConnectorSettings
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -159,6 +162,34 @@ class HostPolicy:
         self.check(request.url.host)
 
 
+class HttpSettings(ConnectorSettings):
+    """``connections.http``: defaults for http.request."""
+
+    timeout: float = Field(default=30.0, gt=0, description="Default seconds per request.")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="If set, the only hosts http.request may call: names, '*.example.com', "
+        "IPs or CIDRs.",
+        json_schema_extra={"env": None},
+    )
+    deny_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts http.request must never call, on top of link-local and cloud "
+        "metadata addresses (always refused unless allow_hosts names them).",
+        json_schema_extra={"env": None},
+    )
+
+
+def make_client(settings: HttpSettings, context: ClientContext) -> httpx.Client:
+    """An httpx client whose every request's host is checked by `HostPolicy`."""
+    policy = HostPolicy(settings.allow_hosts, settings.deny_hosts)
+    return httpx.Client(
+        verify=context.verify(),
+        timeout=settings.timeout,
+        event_hooks={"request": [policy.hook]},
+    )
+
+
 class RequestOutput(TypedDict):
     status: int
     headers: dict[str, str]
@@ -233,3 +264,6 @@ def request(
             "http", response.status_code, response.headers, _message(body), what=what
         )
     return {"status": response.status_code, "headers": dict(response.headers), "body": body}
+
+
+CONNECTOR = Connector(name="http", settings=HttpSettings, client=make_client, actions=(request,))

@@ -11,11 +11,38 @@ from typing import Any, Literal, TypedDict
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field, SecretStr
 
 from hookline.connectors._http import error_for_exception, error_for_status, json_or_text
 from hookline.connectors.errors import PermanentError
+from hookline.connectors.registry import ClientContext, Connector
+from hookline.connectors.settings import ConnectorSettings
 
 ServiceStatus = Literal["active", "provisioning", "suspended", "degraded", "outage", "retired"]
+
+
+class InventorySettings(ConnectorSettings):
+    """``connections.inventory``."""
+
+    url: str | None = Field(
+        default=None,
+        description="Inventory API base URL.",
+        json_schema_extra={"env": "INVENTORY_API_URL"},
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token.", json_schema_extra={"env": "INVENTORY_API_TOKEN"}
+    )
+
+
+def make_client(settings: InventorySettings, context: ClientContext) -> httpx.Client:
+    """An httpx client on the inventory API's base URL, with its bearer token."""
+    token = settings.token.get_secret_value() if settings.token else ""
+    return httpx.Client(
+        base_url=str(settings.url).rstrip("/") + "/",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        verify=context.verify(),
+        timeout=settings.timeout,
+    )
 
 
 class UpsertServiceOutput(TypedDict):
@@ -115,3 +142,12 @@ def remove_service(
         client, "DELETE", service_id, idempotency_key=idempotency_key, ok=(200, 204, 404)
     )
     return {"service_id": service_id, "removed": response.status_code != 404}
+
+
+CONNECTOR = Connector(
+    name="inventory",
+    settings=InventorySettings,
+    client=make_client,
+    requires=("url", "token"),
+    actions=(upsert_service, remove_service),
+)

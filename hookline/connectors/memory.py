@@ -18,6 +18,7 @@ import threading
 from typing import Any, Protocol, TypedDict
 
 from hookline.connectors.errors import PermanentError
+from hookline.connectors.registry import Connector
 
 #: Keys are short names such as ``slack-thread:ticket:tkt_456789``.
 MAX_KEY_LENGTH = 200
@@ -137,3 +138,12 @@ def recall(
     if value is None:
         return RecallOutput(found=False, value={})
     return RecallOutput(found=True, value=dict(value))
+
+
+CONNECTOR: Connector[Any] = Connector(
+    name="memory",
+    actions=(remember, recall),
+    # the store lives in the worker's inbox database; only the worker can hand it out
+    provided_by="the memory store is provided by the Hookline worker (hookline worker / "
+    "hookline up), backed by its inbox database",
+)

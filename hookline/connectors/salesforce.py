@@ -1,8 +1,8 @@
 """Salesforce actions over an injected `simple_salesforce.Salesforce` (REST sObject API).
 
-The client is built by `hookline.connectors.build_client("salesforce")` on a requests session
-with a timeout, no urllib3 retries (the engine's step runner owns retries) and a hook that maps
-HTTP errors, Salesforce's ``[{"errorCode", "message", "fields"}]`` included, to our errors.
+`make_client` builds the client on a requests session with a timeout, no urllib3 retries (the
+engine's step runner owns retries) and a hook that maps HTTP errors, Salesforce's
+``[{"errorCode", "message", "fields"}]`` included, to our errors.
 """
 
 from __future__ import annotations
@@ -14,15 +14,24 @@ from typing import Any, TypedDict
 from urllib.parse import quote
 
 import requests
+from pydantic import Field, SecretStr
 from simple_salesforce.api import Salesforce, SFType
 from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
     SalesforceError,
     SalesforceExpiredSession,
     SalesforceGeneralError,
 )
 
-from hookline.connectors._http import error_for_exception, json_or_text, shorten
+from hookline.connectors._http import (
+    error_for_exception,
+    json_or_text,
+    requests_session,
+    shorten,
+)
 from hookline.connectors.errors import ConnectorError, PermanentError, TransientError
+from hookline.connectors.registry import ClientContext, Connector
+from hookline.connectors.settings import ConnectorSettings, anchor
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -52,6 +61,74 @@ def error_message(response: requests.Response) -> str:
         if parts:
             return "; ".join(parts)
     return str(body)
+
+
+class SalesforceSettings(ConnectorSettings):
+    """``connections.salesforce``."""
+
+    instance_url: str | None = Field(default=None, description="https://<my>.my.salesforce.com")
+    session_id: SecretStr | None = Field(default=None, description="OAuth access token.")
+    username: str | None = Field(default=None, description="API user (password login).")
+    password: SecretStr | None = Field(default=None, description="Its password.")
+    security_token: SecretStr | None = Field(default=None, description="Its security token.")
+    domain: str = Field(default="login", description="'login', 'test' or a My Domain prefix.")
+    api_version: str = Field(default="59.0", description="REST API version, e.g. 59.0.")
+
+
+def make_client(settings: SalesforceSettings, context: ClientContext) -> Salesforce:
+    """simple-salesforce's client: with ``instance_url`` + ``session_id`` if given, else
+    after a SOAP login with username, password and security token.
+
+    Raises:
+        PermanentError: the login was refused (``INVALID_LOGIN``).
+        TransientError: the login failed with a 429/5xx or a network error.
+    """
+    session = requests_session(
+        "salesforce", timeout=settings.timeout, environ=context.environ, message_of=error_message
+    )
+    if settings.instance_url is not None and settings.session_id is not None:
+        return Salesforce(
+            instance_url=settings.instance_url,
+            session_id=settings.session_id.get_secret_value(),
+            session=session,
+            version=settings.api_version,
+        )
+    # The SOAP login answers a bad password with HTTP 500 and a fault that simple-salesforce
+    # turns into SalesforceAuthenticationFailed; our 5xx-is-transient hook must not see it.
+    hooks = list(session.hooks["response"])
+    session.hooks["response"].clear()
+    try:
+        return Salesforce(
+            username=settings.username,
+            password=settings.password.get_secret_value() if settings.password else "",
+            security_token=(
+                settings.security_token.get_secret_value() if settings.security_token else ""
+            ),
+            domain=settings.domain,
+            session=session,
+            version=settings.api_version,
+        )
+    except SalesforceAuthenticationFailed as exc:
+        # A non-SOAP answer (a 503 page) leaves the HTTP status as the code: that is transient.
+        if isinstance(exc.code, int) and (exc.code == 429 or exc.code >= 500):
+            raise TransientError(
+                f"salesforce: login failed: HTTP {exc.code}",
+                connector="salesforce",
+                status=exc.code,
+            ) from None
+        raise PermanentError(
+            f"salesforce: login as {settings.username} failed: {exc.code}: "
+            f"{shorten(exc.auth_message)} "
+            f"({anchor('salesforce')})",
+            connector="salesforce",
+        ) from None
+    except OSError as exc:
+        mapped = error_for_exception("salesforce", exc, what="login")
+        if mapped is None:
+            raise
+        raise mapped from None
+    finally:
+        session.hooks["response"].extend(hooks)
 
 
 @contextmanager
@@ -158,3 +235,14 @@ def update_account(
         **(fields or {}),
     }
     return update_record(client, object="Account", id=account_id, fields=values)
+
+
+CONNECTOR = Connector(
+    name="salesforce",
+    settings=SalesforceSettings,
+    client=make_client,
+    # a password login, or an OAuth session; a missing setting is named from the group most
+    # nearly given (the password login, if neither is begun)
+    requires=(("username", "password"), ("instance_url", "session_id")),
+    actions=(update_record, upsert, update_account),
+)

@@ -5,8 +5,8 @@ reserved ``idempotency_key``) among open incidents, so a retry of the same step 
 incident it opened instead of opening a second one, while a per-service correlation id
 (``solveforce:svc_voice_001``) opens a new incident once the previous one is resolved.
 
-The client is built by `hookline.connectors.build_client("servicenow")` with pysnc's mounted
-urllib3 retries turned off (``auto_retry=False``): the engine's step runner owns retries.
+`make_client` builds the client with pysnc's mounted urllib3 retries turned off
+(``auto_retry=False``): the engine's step runner owns retries.
 """
 
 from __future__ import annotations
@@ -17,19 +17,23 @@ from contextlib import contextmanager
 from typing import Any, TypedDict
 
 import requests
+from pydantic import Field, SecretStr
 from pysnc import ServiceNowClient
 from pysnc.exceptions import (
     AuthenticationException,
     DeleteException,
     InsertException,
+    InstanceException,
     NotFoundException,
     RequestException,
     RoleException,
     UpdateException,
 )
 
-from hookline.connectors._http import error_for_exception, json_or_text, shorten
+from hookline.connectors._http import error_for_exception, json_or_text, requests_session, shorten
 from hookline.connectors.errors import ConnectorError, PermanentError
+from hookline.connectors.registry import ClientContext, Connector
+from hookline.connectors.settings import ConnectorSettings
 
 #: ServiceNow's incident.correlation_id is a string(100).
 CORRELATION_MAX = 100
@@ -71,6 +75,35 @@ def error_message(response: requests.Response) -> str:
         detail = body["error"].get("detail")
         return f"{message} ({detail})" if detail else message
     return str(body)
+
+
+class ServiceNowSettings(ConnectorSettings):
+    """``connections.servicenow``."""
+
+    instance: str | None = Field(
+        default=None, description="https://<name>.service-now.com, another https URL, or a name."
+    )
+    username: str | None = Field(default=None, description="Integration user.")
+    password: SecretStr | None = Field(default=None, description="Its password.")
+
+
+def make_client(settings: ServiceNowSettings, context: ClientContext) -> ServiceNowClient:
+    """pysnc's client over a requests session with a timeout and no retries.
+
+    Raises:
+        NotConfiguredError: pysnc refuses the instance (an ``http://`` URL).
+    """
+    session = requests_session(
+        "servicenow", timeout=settings.timeout, environ=context.environ, message_of=error_message
+    )
+    password = settings.password.get_secret_value() if settings.password else ""
+    session.auth = (str(settings.username), password)
+    try:
+        # auto_retry=False: pysnc would mount urllib3 retries (429/5xx, 4 attempts) on the
+        # instance URL; the engine's step runner owns retries (docs/connectors.md#retries).
+        return ServiceNowClient(str(settings.instance), auth=session, auto_retry=False)
+    except InstanceException as exc:
+        raise context.misconfigured("instance", str(exc)) from None
 
 
 @contextmanager
@@ -327,3 +360,12 @@ def create_record(
         "number": str(number) if number else None,
         "link": str(record.get_link(no_stack=True)),
     }
+
+
+CONNECTOR = Connector(
+    name="servicenow",
+    settings=ServiceNowSettings,
+    client=make_client,
+    requires=("instance", "username", "password"),
+    actions=(create_incident, update_incident, resolve_incident, create_record),
+)

@@ -1,19 +1,22 @@
 """Connection settings: the ``connections:`` section of hookline.yaml, or the environment alone.
 
-Each connection has built-in defaults that read the conventional environment variables
-(``SLACK_BOT_TOKEN``, ``SERVICENOW_INSTANCE``, ...). Keys given in hookline.yaml override those
-defaults key by key, so ``connections: {}`` or no section at all still works from the
-environment. Values are resolved (``${NAME}`` / ``${NAME:-default}``) when a client is built,
-so a missing secret fails the step that needs it, naming the variable.
+Each connector declares its settings model next to its actions (``SlackSettings`` in
+``connectors/slack.py``); the model's fields name the environment variables they read by
+default (``SLACK_BOT_TOKEN``, ``SERVICENOW_INSTANCE``, ...; see `ConnectorSettings`). Keys
+given in hookline.yaml override those defaults key by key, so ``connections: {}`` or no
+section at all still works from the environment. Values are resolved (``${NAME}`` /
+``${NAME:-default}``) when a client is built, so a missing secret fails the step that needs
+it, naming the variable.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hookline.config import HooklineConfig, resolve
 from hookline.connectors._http import error_for_exception
@@ -28,7 +31,15 @@ from hookline.errors import ConfigError
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
-class _Settings(BaseModel):
+class ConnectorSettings(BaseModel):
+    """Base of every connection's settings model (``connections.<section>`` in hookline.yaml).
+
+    Each field reads the environment variable ``<SECTION>_<FIELD>`` (``SLACK_TIMEOUT``) when
+    hookline.yaml does not set it; a field names another variable with
+    ``Field(json_schema_extra={"env": "SLACK_BOT_TOKEN"})``, or none (hookline.yaml only) with
+    ``{"env": None}``. `env_defaults` turns that into the ``${NAME:-default}`` defaults.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timeout: float = Field(default=10.0, gt=0, description="Seconds before a call times out.")
@@ -39,107 +50,38 @@ class _Settings(BaseModel):
         return None if value == "" else value
 
 
-class SlackSettings(_Settings):
-    """``connections.slack``."""
+def env_defaults(section: str, model: type[ConnectorSettings]) -> dict[str, str]:
+    """What each setting of ``connections.<section>`` reads when hookline.yaml does not say:
+    ``{"token": "${SLACK_BOT_TOKEN:-}", "timeout": "${SLACK_TIMEOUT:-10}", ...}``.
 
-    token: SecretStr | None = Field(default=None, description="Bot token (xoxb-...).")
-    api_url: str = Field(
-        default="https://slack.com/api/", description="Web API base URL, ending in /api/."
-    )
-    webhook_url: SecretStr | None = Field(
-        default=None, description="Incoming-webhook URL for slack.post_webhook."
-    )
-
-    @field_validator("api_url")
-    @classmethod
-    def _slash(cls, value: str) -> str:
-        return value if value.endswith("/") else value + "/"
-
-
-class ServiceNowSettings(_Settings):
-    """``connections.servicenow``."""
-
-    instance: str | None = Field(
-        default=None, description="https://<name>.service-now.com, another https URL, or a name."
-    )
-    username: str | None = Field(default=None, description="Integration user.")
-    password: SecretStr | None = Field(default=None, description="Its password.")
-
-
-class SalesforceSettings(_Settings):
-    """``connections.salesforce``."""
-
-    instance_url: str | None = Field(default=None, description="https://<my>.my.salesforce.com")
-    session_id: SecretStr | None = Field(default=None, description="OAuth access token.")
-    username: str | None = Field(default=None, description="API user (password login).")
-    password: SecretStr | None = Field(default=None, description="Its password.")
-    security_token: SecretStr | None = Field(default=None, description="Its security token.")
-    domain: str = Field(default="login", description="'login', 'test' or a My Domain prefix.")
-    api_version: str = Field(default="59.0", description="REST API version, e.g. 59.0.")
+    Raises:
+        ValueError: a field that reads a variable has a default no variable can spell (a list:
+            give it ``json_schema_extra={"env": None}``).
+    """
+    out: dict[str, str] = {}
+    for key, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        name = extra.get("env", f"{section}_{key}".upper())
+        if name is None:
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, bool):
+            text = str(default).lower()
+        elif isinstance(default, float):
+            text = f"{default:g}"
+        elif default is None or isinstance(default, str | int):
+            text = "" if default is None else str(default)
+        else:
+            raise ValueError(
+                f"{model.__name__}.{key}: a {type(default).__name__} default cannot come from "
+                f"the environment variable {name}; give the field "
+                '`json_schema_extra={"env": None}` (set in hookline.yaml only)'
+            )
+        out[key] = f"${{{name}:-{text}}}"
+    return out
 
 
-class InventorySettings(_Settings):
-    """``connections.inventory``."""
-
-    url: str | None = Field(default=None, description="Inventory API base URL.")
-    token: SecretStr | None = Field(default=None, description="Bearer token.")
-
-
-class HttpSettings(_Settings):
-    """``connections.http``: defaults for http.request."""
-
-    timeout: float = Field(default=30.0, gt=0, description="Default seconds per request.")
-    allow_hosts: list[str] = Field(
-        default_factory=list,
-        description="If set, the only hosts http.request may call: names, '*.example.com', "
-        "IPs or CIDRs.",
-    )
-    deny_hosts: list[str] = Field(
-        default_factory=list,
-        description="Hosts http.request must never call, on top of link-local and cloud "
-        "metadata addresses (always refused unless allow_hosts names them).",
-    )
-
-
-SETTINGS: dict[str, type[_Settings]] = {
-    "slack": SlackSettings,
-    "servicenow": ServiceNowSettings,
-    "salesforce": SalesforceSettings,
-    "inventory": InventorySettings,
-    "http": HttpSettings,
-}
-
-#: What each connection reads when hookline.yaml does not say otherwise.
-ENV_DEFAULTS: dict[str, dict[str, str]] = {
-    "slack": {
-        "token": "${SLACK_BOT_TOKEN:-}",
-        "api_url": "${SLACK_API_URL:-https://slack.com/api/}",
-        "webhook_url": "${SLACK_WEBHOOK_URL:-}",
-        "timeout": "${SLACK_TIMEOUT:-10}",
-    },
-    "servicenow": {
-        "instance": "${SERVICENOW_INSTANCE:-}",
-        "username": "${SERVICENOW_USERNAME:-}",
-        "password": "${SERVICENOW_PASSWORD:-}",
-        "timeout": "${SERVICENOW_TIMEOUT:-10}",
-    },
-    "salesforce": {
-        "instance_url": "${SALESFORCE_INSTANCE_URL:-}",
-        "session_id": "${SALESFORCE_SESSION_ID:-}",
-        "username": "${SALESFORCE_USERNAME:-}",
-        "password": "${SALESFORCE_PASSWORD:-}",
-        "security_token": "${SALESFORCE_SECURITY_TOKEN:-}",
-        "domain": "${SALESFORCE_DOMAIN:-login}",
-        "api_version": "${SALESFORCE_API_VERSION:-59.0}",
-        "timeout": "${SALESFORCE_TIMEOUT:-10}",
-    },
-    "inventory": {
-        "url": "${INVENTORY_API_URL:-}",
-        "token": "${INVENTORY_API_TOKEN:-}",
-        "timeout": "${INVENTORY_TIMEOUT:-10}",
-    },
-    "http": {"timeout": "${HTTP_TIMEOUT:-30}"},
-}
+_env_defaults = functools.cache(env_defaults)  # read at every client build; models are frozen
 
 
 #: ``token: prefect-secret:slack-bot-token`` reads the Prefect Secret block ``slack-bot-token``.
@@ -190,9 +132,11 @@ def anchor(connection: str) -> str:
     return f"docs/connectors.md#{connection}"
 
 
-def raw_settings(connection: str, config: HooklineConfig | None) -> dict[str, Any]:
+def raw_settings(
+    connection: str, model: type[ConnectorSettings], config: HooklineConfig | None
+) -> dict[str, Any]:
     """The unresolved settings: built-in env defaults overridden by hookline.yaml, key by key."""
-    raw: dict[str, Any] = dict(ENV_DEFAULTS[connection])
+    raw: dict[str, Any] = dict(_env_defaults(connection, model))
     if config is not None:
         raw.update(config.connections.get(connection) or {})
     return raw
@@ -206,22 +150,21 @@ def variable_for(raw: Mapping[str, Any], key: str, connection: str) -> str:
 
 def load_settings(
     connection: str,
+    model: type[ConnectorSettings],
     config: HooklineConfig | None = None,
     environ: Mapping[str, str] | None = None,
     secrets: SecretLoader | None = None,
-) -> _Settings:
-    """Resolve and validate one connection's settings.
+) -> ConnectorSettings:
+    """Resolve and validate ``connections.<connection>`` into ``model``.
 
     A value ``prefect-secret:<block name>`` is read with ``secrets(<block name>)``; the caller
     (the flow layer) supplies that loader so that connectors import nothing of Prefect.
 
     Raises:
-        KeyError: ``connection`` is not one of `SETTINGS`.
         NotConfiguredError: a referenced variable is unset, a secret cannot be loaded, or a
             value is invalid; the message names the variable or the secret.
     """
-    model = SETTINGS[connection]
-    raw = raw_settings(connection, config)
+    raw = raw_settings(connection, model, config)
     try:
         values = resolve(raw, where=f"connections.{connection}", environ=environ)
     except ConfigError as exc:
@@ -249,18 +192,26 @@ def load_settings(
         ) from None
 
 
-def require(
+def check_required(
     connection: str,
-    settings: _Settings,
+    settings: ConnectorSettings,
     raw: Mapping[str, Any],
-    *keys: str,
+    alternatives: tuple[tuple[str, ...], ...],
 ) -> None:
-    """Raise `NotConfiguredError` naming the variables behind the unset ``keys``."""
+    """Raise `NotConfiguredError` unless one of ``alternatives`` (groups of settings that
+    together suffice) is complete; it names the variables missing from the group most nearly
+    given (the first, if none is begun). ``unset``: no setting of any group is given.
+    """
+    if not alternatives:
+        return
+    given = [sum(getattr(settings, k) is not None for k in keys) for keys in alternatives]
+    if any(n == len(keys) for n, keys in zip(given, alternatives, strict=True)):
+        return
+    keys = alternatives[given.index(max(given))]
     missing = [k for k in keys if getattr(settings, k) is None]
-    if missing:
-        names = " and ".join(variable_for(raw, k, connection) for k in missing)
-        raise NotConfiguredError(
-            f"{connection} is not configured: set {names} ({anchor(connection)})",
-            connector=connection,
-            unset=len(missing) == len(keys),
-        )
+    names = " and ".join(variable_for(raw, k, connection) for k in missing)
+    raise NotConfiguredError(
+        f"{connection} is not configured: set {names} ({anchor(connection)})",
+        connector=connection,
+        unset=max(given) == 0,
+    )

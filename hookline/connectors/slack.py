@@ -1,22 +1,35 @@
 """Slack actions over an injected `slack_sdk.WebClient` (or `WebhookClient` for webhooks).
 
-The client is built by `hookline.connectors.build_client("slack")` with ``retry_handlers=[]``:
-slack_sdk would otherwise retry connection errors itself, and the engine's step runner already
-retries `TransientError` (one retry layer per step; see docs/connectors.md#retries).
+`web_client` builds the client with ``retry_handlers=[]``: slack_sdk would otherwise retry
+connection errors itself, and the engine's step runner already retries `TransientError` (one
+retry layer per step; see docs/connectors.md#retries).
+
+Permalinks are built here, not asked for: ``chat.getPermalink`` per message is one more call
+on a rate-limited method in a storm. A client looks its workspace URL up once
+(``auth.test``, `workspace_url`) and each permalink is that URL, the channel id and the ts
+(`permalink`), in the format ``chat.getPermalink`` answers.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TypedDict
 
+from pydantic import Field, SecretStr, field_validator
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
 
 from hookline.connectors._http import error_for_exception, parse_retry_after, shorten
-from hookline.connectors.errors import PermanentError, TransientError
+from hookline.connectors.errors import ConnectorError, PermanentError, TransientError
+from hookline.connectors.registry import ClientContext, Connector
+from hookline.connectors.settings import ConnectorSettings
+
+log = logging.getLogger(__name__)
 
 # ok:false errors that a later retry may cure (https://docs.slack.dev/reference/methods).
 _TRANSIENT = {
@@ -123,6 +136,108 @@ def fallback_text(blocks: list[dict[str, Any]] | None, attachments: Any = None) 
     return shorten(" ".join(p for p in parts if p)) or "(message)"
 
 
+class SlackSettings(ConnectorSettings):
+    """``connections.slack``."""
+
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bot token (xoxb-...).",
+        json_schema_extra={"env": "SLACK_BOT_TOKEN"},
+    )
+    api_url: str = Field(
+        default="https://slack.com/api/", description="Web API base URL, ending in /api/."
+    )
+    webhook_url: SecretStr | None = Field(
+        default=None, description="Incoming-webhook URL for slack.post_webhook."
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+
+def web_client(settings: SlackSettings, context: ClientContext) -> WebClient:
+    """The Web API client (``connections.slack.token``)."""
+    token = settings.token.get_secret_value() if settings.token else ""
+    # retry_handlers=[]: slack_sdk retries connection errors by default; the engine's step
+    # runner owns retries, and two layers would multiply attempts (docs/connectors.md#retries).
+    # float seconds: slack_sdk hands its timeout to urllib, which takes fractions.
+    return WebClient(
+        token=token,
+        base_url=settings.api_url,
+        timeout=settings.timeout,  # type: ignore[arg-type]
+        ssl=context.ssl_context(),
+        retry_handlers=[],
+    )
+
+
+def webhook_client(settings: SlackSettings, context: ClientContext) -> WebhookClient:
+    """The incoming-webhook client (``connections.slack.webhook_url``)."""
+    url = settings.webhook_url.get_secret_value() if settings.webhook_url else ""
+    return WebhookClient(
+        url=url,
+        timeout=settings.timeout,  # type: ignore[arg-type]
+        ssl=context.ssl_context(),
+        retry_handlers=[],
+    )
+
+
+class _Workspace:
+    """One client's workspace URL, looked up at most once at a time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.url: str | None = None
+
+
+_workspaces: weakref.WeakKeyDictionary[WebClient, _Workspace] = weakref.WeakKeyDictionary()
+_workspaces_lock = threading.Lock()
+
+
+def workspace_url(client: WebClient) -> str:
+    """The workspace URL (``https://acme.slack.com/``) of ``client``'s token, from one
+    ``auth.test`` per client, kept for the client's life. A failure is not kept: the next
+    call asks again.
+
+    Raises:
+        TransientError: rate limited, Slack down, network trouble.
+        PermanentError: the token is refused, or Slack's answer has no ``url``.
+    """
+    with _workspaces_lock:
+        workspace = _workspaces.setdefault(client, _Workspace())
+    with workspace.lock:  # concurrent first posts on one client ask once
+        if workspace.url is None:
+            with _errors("auth.test"):
+                response = client.auth_test()
+            url = response.get("url")
+            if not url:
+                raise PermanentError("slack auth.test: the answer has no url", connector="slack")
+            workspace.url = str(url)
+        return workspace.url
+
+
+def permalink(workspace: str, channel: str, ts: str, thread_ts: str | None = None) -> str:
+    """The permalink of message ``ts`` in ``channel`` (its id), as ``chat.getPermalink`` gives
+    it: ``<workspace>/archives/<channel>/p<ts without the dot>``; a reply in a thread also
+    names its thread: ``?thread_ts=<thread_ts>&cid=<channel>``."""
+    link = f"{workspace.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
+    if thread_ts and thread_ts != ts:
+        link += f"?thread_ts={thread_ts}&cid={channel}"
+    return link
+
+
+def _permalink(client: WebClient, channel: str, ts: str, thread_ts: str | None) -> str | None:
+    # The message is already posted: failing the step now would make a retry post it twice,
+    # so a permalink that cannot be had is None (the reason logged), not an error.
+    try:
+        workspace = workspace_url(client)
+    except (ConnectorError, OSError) as exc:
+        log.warning("slack: message %s posted in %s without a permalink: %s", ts, channel, exc)
+        return None
+    return permalink(workspace, channel, ts, thread_ts)
+
+
 def post_message(
     client: WebClient,
     *,
@@ -158,18 +273,8 @@ def post_message(
     with _errors("chat.postMessage"):
         response = client.chat_postMessage(**args)
     ts, channel_id = str(response["ts"]), str(response["channel"])
-    return {"ts": ts, "channel": channel_id, "permalink": _permalink(client, channel_id, ts)}
-
-
-def _permalink(client: WebClient, channel: str, ts: str) -> str | None:
-    # The message is already posted: failing the step now would make a retry post it twice,
-    # so a permalink that cannot be had is None, not an error.
-    try:
-        response = client.chat_getPermalink(channel=channel, message_ts=ts)
-    except (SlackClientError, OSError):
-        return None
-    link = response.get("permalink")
-    return str(link) if link else None
+    link = _permalink(client, channel_id, ts, thread_ts)
+    return {"ts": ts, "channel": channel_id, "permalink": link}
 
 
 def update_message(
@@ -315,3 +420,24 @@ def post_webhook(
             )
         raise PermanentError(message, connector="slack", status=status)
     return {"status": status}
+
+
+CONNECTOR = Connector(
+    name="slack",
+    settings=SlackSettings,
+    client=web_client,
+    requires=("token",),
+    actions=(post_message, update_message, post_alert, update_alert),
+    mrkdwn=MRKDWN_PARAMS,
+)
+
+#: The incoming webhook is another client, from the same ``connections.slack`` settings.
+WEBHOOK_CONNECTOR = Connector(
+    name="slack_webhook",
+    section="slack",
+    settings=SlackSettings,
+    client=webhook_client,
+    requires=("webhook_url",),
+    actions=(post_webhook,),
+    mrkdwn=MRKDWN_PARAMS,
+)

@@ -22,7 +22,7 @@ from typing import Any
 import click
 import uvicorn
 
-from hookline.config import get_settings, private_dir, private_file
+from hookline.config import HooklineConfig, get_settings, private_dir, private_file
 from hookline.engine.errors import EngineError
 from hookline.engine.prefect_server import PrefectServer, port_is_free
 from hookline.errors import HooklineError
@@ -102,19 +102,6 @@ class _NotifyingInbox:
         return getattr(self._inbox, name)
 
 
-def _configured(connector: str) -> bool:
-    from hookline.connectors import build_client
-    from hookline.connectors.errors import NotConfiguredError
-
-    try:
-        build_client(connector)
-    except NotConfiguredError as exc:
-        return not exc.unset  # half-configured is configured, wrongly: the step says why
-    except Exception:
-        return True  # configured, but wrongly: the step will say why
-    return True
-
-
 def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
     from hookline.engine.prefect_internals import check_prefect
 
@@ -158,9 +145,18 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
         (home / "up.json").unlink(missing_ok=True)
 
 
-def _print_banner(receiver_url: str, ui_url: str, recipes: int, secret: str, preview: bool) -> None:
+def _print_banner(
+    receiver_url: str,
+    ui_url: str,
+    recipes: int,
+    secret: str,
+    preview: bool,
+    config: HooklineConfig | None = None,
+) -> None:
     """What `hookline up` prints once its receiver listens: where things are, what to try."""
-    previews = [c for c in ("slack", "servicenow", "salesforce", "inventory") if not _configured(c)]
+    from hookline.connectors import unconfigured
+
+    previews = unconfigured(config)
     click.echo("")
     click.echo(f"  Hookline receiver  {receiver_url}/webhooks/solveforce")
     click.echo(f"  Prefect UI         {ui_url}")
@@ -245,5 +241,7 @@ async def _serve(
         while not server.started and not jobs.done() and not stop.is_set():
             await asyncio.sleep(0.05)
         if server.started:
-            _print_banner(receiver_url, ui_url, len(eng.recipes.recipes), secret, preview)
+            _print_banner(
+                receiver_url, ui_url, len(eng.recipes.recipes), secret, preview, eng.config
+            )
         await jobs

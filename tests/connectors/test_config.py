@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from hookline.config import load_config
-from hookline.connectors import build_client, slack
+from hookline.connectors import build_client, configured, servicenow, slack
 from hookline.connectors.errors import NotConfiguredError, PermanentError, TransientError
-from hookline.connectors.settings import SlackSettings, load_settings
+from hookline.connectors.settings import load_settings
+from hookline.connectors.slack import SlackSettings
 from tests.fakes import FakeVendors
 
 
@@ -58,7 +59,7 @@ def test_yaml_section_overrides_env_defaults_key_by_key(tmp_path: Path) -> None:
     config = load_config(path)
     env = {"HOOKLINE_SLACK_TOKEN": "xoxb-1", "SLACK_API_URL": "https://slack.test/api"}
 
-    settings = load_settings("slack", config, env)
+    settings = load_settings("slack", SlackSettings, config, env)
 
     assert settings.model_dump(mode="json")["token"] == "**********"
     assert isinstance(settings, SlackSettings)
@@ -103,8 +104,9 @@ def test_instance_name_becomes_a_service_now_url() -> None:
 
 def test_secrets_never_show_in_settings_repr() -> None:
     env = {"SERVICENOW_INSTANCE": "dev1", "SERVICENOW_USERNAME": "u", "SERVICENOW_PASSWORD": "pw-1"}
-    assert "pw-1" not in repr(load_settings("servicenow", None, env))
-    assert "pw-1" not in str(load_settings("servicenow", None, env))
+    settings = load_settings("servicenow", servicenow.ServiceNowSettings, None, env)
+    assert "pw-1" not in repr(settings)
+    assert "pw-1" not in str(settings)
 
 
 def test_repo_hookline_yaml_works_from_the_environment(fakes: FakeVendors) -> None:
@@ -130,7 +132,7 @@ def test_our_ca_bundle_beats_the_process_requests_ca_bundle(
 
 def test_ssl_cert_file_alone_is_enough_for_every_client(fakes: FakeVendors) -> None:
     env = {k: v for k, v in fakes.env.items() if k != "REQUESTS_CA_BUNDLE"}
-    from hookline.connectors import http, salesforce, servicenow
+    from hookline.connectors import http, salesforce
 
     slack.post_message(build_client("slack", environ=env), channel="#a", text="x")
     servicenow.create_incident(build_client("servicenow", environ=env), short_description="x")
@@ -231,6 +233,23 @@ def test_only_a_connector_with_no_configuration_at_all_is_unset(
     with pytest.raises(NotConfiguredError) as info:
         build_client(connector, environ=environ)
     assert info.value.unset is unset
+    assert configured(connector, environ=environ) is not unset  # what `hookline up` lists
+
+
+def test_configured_reads_settings_only(env: dict[str, str], fakes: FakeVendors) -> None:
+    """`hookline up` asks at start which connectors are configured: that reads no Prefect
+    Secret (a reference is configuration) and logs in nowhere (it used to build every
+    client, a Salesforce password login included)."""
+    assert configured("slack", environ={"SLACK_BOT_TOKEN": "prefect-secret:slack-bot-token"})
+    login = {
+        "SALESFORCE_USERNAME": "hookline@example.com",
+        "SALESFORCE_PASSWORD": "pw",
+        "SALESFORCE_DOMAIN": fakes.salesforce.login_domain(),
+        "SSL_CERT_FILE": env["SSL_CERT_FILE"],
+    }
+    assert configured("salesforce", environ=login)
+    assert fakes.salesforce.calls == []
+    assert configured("http", environ={}) and configured("memory", environ={})
 
 
 def test_the_step_timeout_lowers_the_client_timeout(fakes: FakeVendors) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -169,13 +171,86 @@ def test_connection_refused_is_transient(client: Client) -> None:
         slack.post_message(c, channel="#a", text="x")
 
 
-def test_permalink_failure_does_not_fail_the_posted_message(
+def test_permalinks_are_built_with_one_auth_test_per_client(
     client: Client, fakes: FakeVendors
 ) -> None:
-    fakes.slack.fail_next(1, status=500, path="chat.getPermalink")
-    out = slack.post_message(client("slack"), channel="#a", text="x")
+    """chat.getPermalink per message was one more call on a rate-limited method in a storm:
+    now N posts make no such call, and each client asks auth.test for its workspace once."""
+    first, second = client("slack"), client("slack")
+    outs = [slack.post_message(first, channel="#alerts", text=f"m{i}") for i in range(5)]
+    outs.append(slack.post_alert(second, channel="#alerts", title="down"))
+    outs.append(slack.post_message(second, channel="#alerts", text="again"))
+
+    assert fakes.slack.calls_to("chat.getPermalink") == []
+    assert len(fakes.slack.calls_to("auth.test")) == 2
+    assert len(fakes.slack.calls_to("chat.postMessage")) == 7
+    for out in outs:  # Slack's format: <workspace>/archives/<channel id>/p<ts without the dot>
+        assert out["permalink"] == (
+            f"{fakes.slack.url}/archives/{channel_id('#alerts')}/p{out['ts'].replace('.', '')}"
+        )
+        assert (
+            out["permalink"]
+            == first.chat_getPermalink(channel=out["channel"], message_ts=out["ts"])["permalink"]
+        )
+
+
+def test_a_thread_reply_s_permalink_names_its_thread(client: Client) -> None:
+    c = client("slack")
+    parent = slack.post_message(c, channel="#alerts", text="outage")
+    reply = slack.post_message(c, channel="#alerts", text="INC0010001", thread_ts=parent["ts"])
+
+    assert reply["permalink"] == (
+        f"{parent['permalink'].split('/p')[0]}/p{reply['ts'].replace('.', '')}"
+        f"?thread_ts={parent['ts']}&cid={parent['channel']}"
+    )
+    asked = c.chat_getPermalink(channel=reply["channel"], message_ts=reply["ts"])
+    assert reply["permalink"] == asked["permalink"]
+
+
+def test_concurrent_first_posts_of_one_client_ask_auth_test_once(
+    client: Client, fakes: FakeVendors
+) -> None:
+    c = client("slack")
+    fakes.slack.fail_next(1, status=None, delay=0.3, path="auth.test")  # a slow first answer
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda i: slack.post_message(c, channel="#a", text=str(i)), range(4)))
+    assert all(out["permalink"] for out in outs)
+    assert len(fakes.slack.calls_to("auth.test")) == 1
+
+
+def test_a_failed_auth_test_leaves_the_post_without_a_permalink_until_the_next(
+    client: Client, fakes: FakeVendors, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The message is posted before the workspace is looked up: a failed lookup must not fail
+    the step (a retry would post it twice). That post has no permalink, the log says why,
+    and the client's next post asks again."""
+    c = client("slack")
+    fakes.slack.fail_next(1, status=429, retry_after=30, path="auth.test")
+    with caplog.at_level(logging.WARNING, logger="hookline.connectors.slack"):
+        out = slack.post_message(c, channel="#a", text="x")
     assert out["permalink"] is None
     assert len(fakes.slack.messages) == 1
+    assert f"message {out['ts']} posted in {out['channel']} without a permalink" in caplog.text
+    assert "slack auth.test: ratelimited" in caplog.text
+
+    later = [slack.post_message(c, channel="#a", text=f"y{i}") for i in range(2)]
+    assert all(o["permalink"] and o["permalink"].endswith(o["ts"].replace(".", "")) for o in later)
+    assert len(fakes.slack.calls_to("auth.test")) == 2  # the failed one, then one for good
+
+
+def test_permalink_format() -> None:
+    """The shapes chat.getPermalink answers (docs.slack.dev/reference/methods/
+    chat.getPermalink: a message; a reply, whose query names its thread), built locally."""
+    workspace = "https://ghostbusters.slack.com/"
+    assert slack.permalink(workspace, "C1H9RESGA", "1358546515.000008") == (
+        "https://ghostbusters.slack.com/archives/C1H9RESGA/p1358546515000008"
+    )
+    assert slack.permalink(
+        workspace, "C1H9RESGL", "1358546517.000023", thread_ts="1358546515.000008"
+    ) == (
+        "https://ghostbusters.slack.com/archives/C1H9RESGL/p1358546517000023"
+        "?thread_ts=1358546515.000008&cid=C1H9RESGL"
+    )
 
 
 def test_untrusted_certificate_is_permanent(env: dict[str, str]) -> None:

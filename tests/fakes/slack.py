@@ -14,6 +14,7 @@ from typing import Any
 from tests.fakes.base import FakeServer, Request, Response
 
 TOKEN = "xoxb-hookline-fake-token"
+TEAM_ID = "T0HOOKLINE"
 WEBHOOK_PATH = "/services/T000HOOK/B000HOOK/hookline-fake-webhook-secret"
 
 
@@ -88,7 +89,17 @@ class FakeSlack(FakeServer):
         return Response(200, body)
 
     def _auth_test(self, args: dict[str, Any]) -> Response:
-        return Response(200, {"ok": True, "team": "Hookline", "user": "hookline", "url": self.url})
+        # Slack's answer for a bot token: the workspace URL ends in a slash
+        body = {
+            "ok": True,
+            "url": f"{self.url}/",
+            "team": "Hookline",
+            "user": "hookline",
+            "team_id": TEAM_ID,
+            "user_id": "U0HOOKLINE",
+            "bot_id": "B0HOOKLINE",
+        }
+        return Response(200, body)
 
     def _check_content(self, args: dict[str, Any]) -> Response | None:
         if not (args.get("text") or args.get("blocks") or args.get("attachments")):
@@ -144,6 +155,9 @@ class FakeSlack(FakeServer):
         if message is None:
             return self._error("message_not_found")
         link = f"{self.url}/archives/{message['channel']}/p{message['ts'].replace('.', '')}"
+        thread = message.get("thread_ts")
+        if thread and thread != message["ts"]:  # a reply also names its thread, as in Slack
+            link += f"?thread_ts={thread}&cid={message['channel']}"
         return Response(200, {"ok": True, "channel": message["channel"], "permalink": link})
 
     def _webhook(self, request: Request) -> Response:

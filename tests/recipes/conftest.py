@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from hookline.config import HooklineConfig, get_settings
+from hookline.connectors import ACTIONS
 from hookline.recipes.errors import Problem
 from hookline.recipes.loader import check_recipes
-from tests.recipes.actions import ACTIONS
 
 ENV_ALLOWED = ["SLACK_ALERT_CHANNEL", "SLACK_ONCALL_CHANNEL", "ACCOUNTING_API_URL"]
 

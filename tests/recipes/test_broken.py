@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from hookline.config import HooklineConfig
+from hookline.connectors import ACTIONS
 from hookline.recipes.loader import check_recipes
-from tests.recipes.actions import ACTIONS
 from tests.recipes.conftest import Problems
 
 # (id, recipe text, line, expected text in the message)
@@ -88,13 +88,14 @@ CASES: list[tuple[str, str, int, str]] = [
         on: service.status.changed
         steps:
           - id: a
-            uses: servicenow.create_incident
+            uses: slack.post_alert
             with:
-              short_description: x
-              priority: high
+              channel: "#alerts"
+              title: x
+              severity: high
         """,
-        8,
-        "with.priority: 'high' is not a valid Literal[1, 2, 3, 4, 5]",
+        9,
+        "with.severity: 'high' is not a valid Literal['critical', 'major', 'minor', 'warning',",
     ),
     (
         "jinja syntax error",

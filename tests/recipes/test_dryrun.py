@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from hookline import samples
 from hookline.cli import main
 from hookline.config import HooklineConfig
+from hookline.connectors import ACTIONS
 from hookline.recipes import Event, load_recipes
 from hookline.recipes.dryrun import MASK, mask, preview, secret_values
 from hookline.recipes.testing import deep_merge
-from tests.recipes.actions import ACTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 Write = Callable[[str, str], Path]

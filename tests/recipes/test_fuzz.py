@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hookline.config import HooklineConfig
+from hookline.connectors import ACTIONS
 from hookline.recipes.loader import check_recipes
 from hookline.recipes.models import parse_duration
-from tests.recipes.actions import ACTIONS
 
 KEYS = ["name", "on", "when", "steps", "id", "uses", "with", "if", "retries", "timeout",
         "on_failure", "defaults", "source", "order_by", "channel", "text", "bogus"]  # fmt: skip

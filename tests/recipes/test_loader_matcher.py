@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hookline.config import HooklineConfig, load_config
-from hookline.connectors import ACTIONS as REAL_ACTIONS
+from hookline.connectors import ACTIONS
 from hookline.recipes import (
     Event,
     EventError,
@@ -19,7 +19,6 @@ from hookline.recipes import (
 )
 from hookline.recipes.templating import Template
 from hookline.samples import load as sample
-from tests.recipes.actions import ACTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 Write = Callable[[str, str], Path]
@@ -47,7 +46,7 @@ def event(event_type: str = "service.status.changed", source: str = "solveforce"
 
 def test_shipped_recipes_pass_with_the_real_connectors() -> None:
     cfg = load_config(REPO / "hookline.yaml")
-    rs = load_recipes([REPO / "recipes"], config=cfg, actions=REAL_ACTIONS)
+    rs = load_recipes([REPO / "recipes"], config=cfg, actions=ACTIONS)
     assert rs.get("service-outage") is not None
 
 
@@ -64,7 +63,7 @@ def test_real_connectors_catch_a_bad_parameter(write: Write) -> None:
         """,
     )
     with pytest.raises(RecipeLoadError) as info:
-        load_recipes([path], config=HooklineConfig(), actions=REAL_ACTIONS)
+        load_recipes([path], config=HooklineConfig(), actions=ACTIONS)
     assert "takes no parameter 'txt'; did you mean 'text'?" in str(info.value)
 
 

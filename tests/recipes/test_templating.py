@@ -228,7 +228,7 @@ def test_render_params_shares_one_time_limit_across_parameters(
     hostile_ctx: dict[str, Any],
 ) -> None:
     """Ten parameters of 0.3 s each would take 3 s: the step's limit is for all of them."""
-    from tests.recipes.actions import ACTIONS
+    from hookline.connectors import ACTIONS
 
     slow = "{% for i in range(100000) %}{% for j in range(1) %}{% endfor %}{% endfor %}x"
     step = _step_with({f"p{i}": slow for i in range(10)}, ACTIONS)
