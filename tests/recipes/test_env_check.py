@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from hookline.cli import main
 from hookline.config import HooklineConfig
+from hookline.connectors import ACTIONS
 from hookline.recipes.loader import check_recipes
-from tests.recipes.actions import ACTIONS
 
 CONFIG = HooklineConfig(env=["A", "B"])
 
