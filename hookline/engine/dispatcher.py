@@ -149,8 +149,8 @@ class Dispatcher:
     """Optionally shared with an in-process worker: a flow-run create waits for the run being
     executed. For a plain SQLite Prefect server, where a create that overlaps a run's state
     writes gets "database is locked" (503) and a 2^n s client backoff. `hookline up`'s embedded
-    server does not need it (its transactions queue, see prefect_serve.py): measured with
-    `bench/e2e.py --gate on|off`, the gate costs it 6.2 vs 8.2 recipe runs/s."""
+    server does not need it (its transactions queue, see prefect_serve.py), and pays for it in
+    throughput (`bench/e2e.py --gate on|off`, figures in bench/README.md)."""
     on_created: Callable[[Any], object] | None = None
     """Called with each new flow run: `hookline up` hands it straight to its in-process
     worker instead of waiting for the worker's next poll."""

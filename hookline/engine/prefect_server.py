@@ -17,12 +17,9 @@ bench/README.md for the measurements):
 Its transactions also begin IMMEDIATE, so overlapping writes wait for the lock instead of
 failing into a 503 (see prefect_serve.py).
 
-Measured with bench/prefect_ceiling.py (40 sequential bare 3-task runs): default profile
-0.56 runs/s (p50 2.2 s: most creates meet a lock and a 2 s client backoff), these services
-1.1-3.2 runs/s (p50 0.31-0.36 s); with BEGIN IMMEDIATE 3.0, and 5.5 with what the worker
-shares between runs. Hookline end to end (bench/e2e.py): 8.8 recipe runs/s here, 1.3 on a
-default server. For Prefect's full feature set, run a PostgreSQL-backed server with its
-defaults and point PREFECT_API_URL at it.
+How much each of these buys is measured by bench/prefect_ceiling.py and bench/e2e.py; the
+figures are in bench/README.md. For Prefect's full feature set, run a PostgreSQL-backed
+server with its defaults and point PREFECT_API_URL at it.
 """
 
 from __future__ import annotations
