@@ -247,29 +247,27 @@ def story(
     notes: list[str] = []
     for r in records:
         details: list[str] = []
-        for k in ("number", "status", "ts", "id"):
-            if k in r.outputs and r.outputs[k] not in (None, ""):
-                details.append(_cell(f"{k}: {r.outputs[k]}"))
-        for k in ("link", "permalink"):
-            url = r.outputs.get(k)
-            if isinstance(url, str) and url.startswith(("https://", "http://")):
-                details.append(f"[{k}]({url.replace(')', '%29').replace(' ', '%20')})")
-        if r.reason:
-            details.append(_cell(r.reason))
-        if r.error:
-            is_failure = failure is not None and r.id == failure.get("step")
-            details.append("error: see Failure above" if is_failure else "error: see below")
-            if not is_failure:
-                notes += [
-                    f"- `{r.id}` failed after {r.attempts} attempt(s):",
-                    f"  {_wrapped(str(r.error), secret_list)}",
-                ]
+        if r.status != "preview":  # a previewed step's outputs are placeholders
+            for k in ("number", "status", "ts", "id"):
+                if r.outputs.get(k) not in (None, ""):
+                    details.append(_plain(_cut(f"{k}: {r.outputs[k]}", 40)))
+            for k in ("link", "permalink"):
+                url = r.outputs.get(k)
+                if isinstance(url, str) and url.startswith(("https://", "http://")):
+                    details.append(f"[{k}]({url.replace(')', '%29').replace(' ', '%20')})")
+        said: list[str] = [_plain(r.reason)] if r.reason else []
+        if r.error and failure is not None and r.id == failure.get("step"):
+            details.append("error: see Failure above")
+        elif r.error:
+            said.append(f"failed after {r.attempts} attempt(s): {_wrapped(r.error, secret_list)}")
         if r.params is not None:
-            details.append("would send: see below")
             sent = json.dumps(
                 mask(r.params, secret_list), default=str, sort_keys=True, ensure_ascii=False
             )
-            notes.append(f"- `{r.id}` would send: {_wrapped(sent, [])}")
+            said.append(f"would send: {_wrapped(sent, [])}")
+        if said:
+            details.append("see below")
+            notes.append(f"- `{r.id}`: " + "; ".join(said))
         lines.append(
             f"| {r.id} | `{r.uses}` | {r.status} | {r.attempts} | {'<br>'.join(details)} |"
         )
@@ -286,7 +284,7 @@ def story(
             "| event | type | time |",
             "|---|---|---|",
             *(
-                f"| {_cell(e.event_id)} | `{e.event_type}` | {e.timestamp_text or ''} |"
+                f"| {_plain(e.event_id)} | `{e.event_type}` | {e.timestamp_text or ''} |"
                 for e in shown
             ),
         ]
@@ -407,5 +405,6 @@ def _chunks(word: str, size: int) -> list[str]:
     return [word[i : i + size] for i in range(0, len(word), size)]
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _plain(text: str) -> str:
+    """``text`` as literal Markdown text on one line (``<x>`` would be a link, ``*`` emphasis)."""
+    return re.sub(r"([\\`*_\[\]<>|#~])", r"\\\1", " ".join(text.split()))

@@ -158,7 +158,12 @@ def test_a_failure_has_its_own_section_with_the_whole_error_wrapped(recipe: Reci
 def test_a_tolerated_failure_and_a_preview_are_said_in_the_outcome(recipe: Recipe) -> None:
     records = [
         StepRecord(
-            "alert", "slack.post_message", "preview", params={"channel": "#a", "text": "hi"}
+            "alert",
+            "slack.post_message",
+            "preview",
+            reason="preview: slack is not configured; nothing was sent",
+            outputs={"ts": "<preview:alert.ts>"},  # a placeholder: not shown (nor a link)
+            params={"channel": "#a", "text": "hi"},
         ),
         StepRecord("incident", "servicenow.create_incident", "failed", 1, error="HTTP 400: no"),
     ]
@@ -167,8 +172,13 @@ def test_a_tolerated_failure_and_a_preview_are_said_in_the_outcome(recipe: Recip
         "**Outcome**: PREVIEW: nothing was sent (slack is not configured); step(s) `incident` "
         "failed (see below)"
     ) in md
-    assert '- `alert` would send: `{"channel": "#a", "text": "hi"}`' in md
-    assert "- `incident` failed after 1 attempt(s):\n  `HTTP 400: no`" in md
+    assert "| alert | `slack.post_message` | preview | 0 | see below |" in md
+    assert (
+        "- `alert`: preview: slack is not configured; nothing was sent; would send: "
+        '`{"channel": "#a", "text": "hi"}`'
+    ) in md
+    assert "<preview:" not in md
+    assert "- `incident`: failed after 1 attempt(s): `HTTP 400: no`" in md
     real = [StepRecord("memo", "memory.remember", "completed", 1), records[0]]
     assert artifact.outcome(None, real) == (
         "PREVIEW: nothing was sent to slack (not configured); the other steps ran"
