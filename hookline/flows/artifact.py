@@ -4,10 +4,12 @@ It is what on-call opens first, so it answers on its own page:
 
 - **Outcome**: completed, ``PREVIEW: nothing was sent (slack is not configured)``, FAILED or
   CANCELLED;
-- **Failure**: the failed step's whole error in a code block (wrapped, never clipped in a table
-  cell) and a **Next:** line naming the fix (set a variable, fix credentials, wait for the
-  vendor, fix a template at ``file:line``) and the `hookline replay` command;
-- **Steps**: one row per step (outcome, attempts, vendor ids, what a previewed step would send);
+- **Failure**: the failed step's whole error, in its own paragraph (wrapped: Prefect's UI clips
+  table cells and scrolls code blocks sideways) and a **Next:** line naming the fix (set a
+  variable, fix credentials, wait for the vendor, fix a template at ``file:line``) and the
+  `hookline replay` command;
+- **Steps**: one short row per step (outcome, attempts, vendor ids and links), then what a
+  previewed step would have sent and the errors of steps that failed without stopping the run;
 - **Event**: type, source, id, time, account, ``order_by`` / ``coalesce`` key, and the payload as
   pretty JSON, masked (`PayloadSettings`, hookline.yaml ``artifacts:``) and bounded.
 
