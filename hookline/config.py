@@ -1,11 +1,12 @@
 """hookline.yaml and the core settings every layer shares.
 
-`hookline.yaml` has four sections, each validated by the layer that owns it:
+`hookline.yaml` has five sections, each validated by the layer that owns it:
 
 - ``sources``     (receiver): who may send webhooks and how they sign them;
 - ``connections`` (connectors): how to reach Slack, ServiceNow, Salesforce, ...;
 - ``env``         (recipes): the environment variables recipes may read as ``env.NAME``;
-- ``receiver``    (receiver): body limit and other HTTP settings.
+- ``receiver``    (receiver): body limit and other HTTP settings;
+- ``artifacts``   (flows): what each run's artifact shows of the event (payload, masking).
 
 Values may reference the environment as ``${NAME}`` or ``${NAME:-default}``; references are
 resolved when a layer asks for the value (`resolve`), so a missing secret is reported by the
@@ -76,6 +77,7 @@ class HooklineConfig(BaseModel):
     connections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     env: list[str] = Field(default_factory=list)
     receiver: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, Any] = Field(default_factory=dict)
     path: Path | None = Field(default=None, exclude=True)
 
 
@@ -105,7 +107,7 @@ def load_config(path: Path | str | None = None) -> HooklineConfig:
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(
-            f"{p}: {problems} (valid sections: sources, connections, env, receiver)"
+            f"{p}: {problems} (valid sections: sources, connections, env, receiver, artifacts)"
         ) from None
     cfg.path = p
     return cfg

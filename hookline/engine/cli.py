@@ -44,6 +44,7 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
     from hookline.engine.deployment import ensure_deployment
     from hookline.engine.prefect_internals import check_prefect
     from hookline.flows import runtime
+    from hookline.flows.artifact import payload_settings
     from hookline.inbox import open_inbox
     from hookline.recipes import load_recipes
 
@@ -57,6 +58,7 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
         )
     settings = get_settings()
     config = load_config(settings.config)
+    payload_settings(config)  # a bad `artifacts:` section fails here, not in every run
     recipes = load_recipes(settings.recipe_paths, config=config)
     inbox = await open_inbox(settings)
     try:

@@ -52,6 +52,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from hookline.engine.deployment import WORK_POOL
 from hookline.engine.errors import PrefectUnavailable
+from hookline.flows.recipe_flow import PREVIEW_STATE
 from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context
 from hookline.recipes.errors import EventError, RecipeError
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hookline.dispatcher")
 
-TERMINAL_OK = {"COMPLETED"}
+TERMINAL_OK = {"COMPLETED"}  # by state type: "Preview" (sent nothing) is a Completed state too
 TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
 PREFECT_MAX_LIMIT = 200  # Prefect refuses a flow_runs/filter limit above this (422)
 _FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
@@ -373,7 +374,8 @@ class Dispatcher:
         self.stats.last_dispatch_lag = max(0.0, self.clock() - entry.received_at.timestamp())
 
     async def _completed_runs(self, entry: InboxEntry, matched: list[Any]) -> dict[str, str]:
-        """recipe -> the entry's earlier run of it, for the ones that completed."""
+        """recipe -> the entry's earlier run of it, for the ones that completed (a "Preview"
+        run sent nothing: a replay runs it again, once its connectors are configured)."""
         earlier = {r.name: entry.flow_runs[r.name] for r in matched if r.name in entry.flow_runs}
         if not earlier:
             return {}
@@ -382,6 +384,7 @@ class Dispatcher:
             for r in await self._read_runs(
                 sorted(UUID(rid) for rid in earlier.values()), [StateType.COMPLETED]
             )
+            if r.state is None or r.state.name != PREVIEW_STATE
         }
         return {name: rid for name, rid in earlier.items() if rid in done}
 

@@ -33,6 +33,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
@@ -40,17 +41,22 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
-from prefect.states import Cancelled, Completed
+from prefect.states import Cancelled, Completed, Failed
 
 from hookline.connectors import Action, get_action
 from hookline.connectors.errors import NotConfiguredError, PermanentError, TransientError
-from hookline.flows import runtime
+from hookline.flows import artifact, runtime
 from hookline.flows.errors import FlowError
 from hookline.recipes import Event, Recipe, Step
+from hookline.recipes.dryrun import secret_values
 from hookline.recipes.matcher import match_recipe
 from hookline.recipes.steps import Chain, decide
 
 FLOW_NAME = "hookline-recipe"
+PREVIEW_STATE = "Preview"
+"""The name of the Completed state of a run in which a step's connector was not configured
+(`hookline up`'s preview mode): nothing was sent to it."""
+PREVIEW_TAG = "preview"
 #: How long past its timeout a vendor call may take to end by its client's own timeout
 #: before the step gives up on it (and does not retry: the call might still go through).
 LATE_CALL_GRACE_SECONDS = 10.0
@@ -276,63 +282,6 @@ async def _run_steps(
     return records, None if prefix else chain.failure
 
 
-def _outcome(failure: dict[str, Any] | None) -> str:
-    if failure is None:
-        return "completed"
-    if failure.get("cancelled"):
-        return f"CANCELLED before step `{failure['step']}` (`hookline replay` runs the rest)"
-    return f"FAILED at step `{failure['step']}`"
-
-
-def _story(
-    recipe: Recipe,
-    event: Event,
-    run: dict[str, Any],
-    records: list[StepRecord],
-    failure: dict[str, Any] | None,
-    covered: list[Event] | None = None,
-) -> str:
-    lines = [
-        f"# {recipe.name} / {event.event_id}",
-        "",
-        f"**Event** `{event.event_type}` from `{event.source}`"
-        + (f" at {event.timestamp}" if event.timestamp else ""),
-        "",
-        f"**Outcome**: {_outcome(failure)}",
-        "",
-        "| step | action | outcome | attempts | details |",
-        "|---|---|---|---|---|",
-    ]
-    for r in records:
-        details: list[str] = []
-        for k in ("number", "link", "permalink", "status", "ts", "id"):
-            if k in r.outputs and r.outputs[k] not in (None, ""):
-                details.append(f"{k}: {r.outputs[k]}")
-        if r.reason:
-            details.append(r.reason)
-        if r.error:
-            details.append(f"error: {r.error}")
-        if r.params is not None:
-            details.append(
-                "would send: `" + json.dumps(r.params, default=str, sort_keys=True)[:800] + "`"
-            )
-        cell = "<br>".join(d.replace("|", "\\|").replace("\n", " ") for d in details)
-        lines.append(f"| {r.id} | `{r.uses}` | {r.status} | {r.attempts} | {cell} |")
-    if covered:
-        lines += [
-            "",
-            f"**Coalesced**: this run also covers {len(covered)} earlier event(s) of its burst "
-            "(status `superseded`, `hookline events` lists them):",
-            "",
-            "| event | type | time |",
-            "|---|---|---|",
-            *(f"| {e.event_id} | `{e.event_type}` | {e.timestamp_text or ''} |" for e in covered),
-        ]
-    if run.get("url"):
-        lines += ["", f"[This run in Prefect]({run['url']})"]
-    return "\n".join(lines) + "\n"
-
-
 async def _verified(
     rt: runtime.Runtime, entry_id: Any, source: Any, event_id: Any, recipe: Any
 ) -> tuple[Recipe, Event]:
@@ -386,9 +335,7 @@ def _event_of(entry: Any) -> Event:
 
 
 @flow(name=FLOW_NAME, persist_result=False, validate_parameters=False, log_prints=False)
-async def recipe_flow(
-    entry_id: int, source: str, event_id: str, recipe: str
-) -> dict[str, str] | State[Any]:
+async def recipe_flow(entry_id: int, source: str, event_id: str, recipe: str) -> State[Any]:
     """Run recipe ``recipe`` for the inbox entry ``entry_id``."""
     rt = runtime.current()
     ctx = FlowRunContext.get()
@@ -405,24 +352,77 @@ async def recipe_flow(
     chain = Chain(rec, event, environ=rt.recipe_env(), run=run, covered=covered)
     records, failure = await _run_steps(chain, list(rec.steps), rt=rt, done=done)
     if failure is not None and failure.get("cancelled"):
-        message = f"cancelled before step {failure['step']!r}"
-        await acreate_markdown_artifact(
-            markdown=_story(rec, event, run, records, failure, covered),
-            description=f"{rec.name} for {event.event_type} {event.event_id}",
-        )
-        return Cancelled(message=message)
+        return await _finish(rt, rec, event, run, records, failure, covered)
     if failure is not None and rec.on_failure:
         more, _ = await _run_steps(
             chain, list(rec.on_failure), rt=rt, done=done, prefix="on_failure."
         )
         records += more
-    await acreate_markdown_artifact(
-        markdown=_story(rec, event, run, records, failure, covered),
-        description=f"{rec.name} for {event.event_type} {event.event_id}",
+    return await _finish(rt, rec, event, run, records, failure, covered)
+
+
+async def _finish(
+    rt: runtime.Runtime,
+    rec: Recipe,
+    event: Event,
+    run: dict[str, Any],
+    records: list[StepRecord],
+    failure: dict[str, Any] | None,
+    covered: list[Event],
+) -> State[Any]:
+    """Write the run's artifact and end the run: Cancelled, Failed, Preview (a Completed state
+    whose steps sent nothing to an unconfigured connector) or Completed.
+
+    A failure ends in a returned Failed state, not a raised error: the failed step's task run
+    already logged its traceback, and a raise would log a second, longer one for the flow.
+    """
+    markdown = await asyncio.to_thread(
+        artifact.story,
+        rec,
+        event,
+        run,
+        records,
+        failure,
+        covered,
+        settings=artifact.payload_settings(rt.config),
+        secrets=secret_values(rt.environ),
     )
+    await acreate_markdown_artifact(
+        key=artifact.artifact_key(rec.name, event.event_id),
+        markdown=markdown,
+        description=artifact.description(rec, event, failure, records),
+    )
+    statuses = {r.id: r.status for r in records}
+    if failure is not None and failure.get("cancelled"):
+        return Cancelled(message=f"cancelled before step {failure['step']!r}")
     if failure is not None:
-        raise RecipeRunError(
-            f"step {failure['step']!r} ({failure['uses']}) failed after "
-            f"{failure['attempts']} attempt(s): {failure['error']}"
+        return Failed(
+            message=f"step {failure['step']!r} ({failure['uses']}) failed after "
+            f"{failure['attempts']} attempt(s): {failure['error']}",
+            data=statuses,
         )
-    return {r.id: r.status for r in records}
+    preview = artifact.preview_summary(records)
+    if preview is None:
+        return Completed(data=statuses)
+    await _tag_preview(run["id"])
+    return Completed(
+        name=PREVIEW_STATE,
+        message=f"{preview}. Configure {', '.join(artifact.connectors_previewed(records))} "
+        f"(docs/connectors.md), restart, then `{artifact.replay_command(event)}` sends it",
+        data=statuses,
+    )
+
+
+async def _tag_preview(flow_run_id: str) -> None:
+    """Add the ``preview`` tag to the run, so the runs list can be filtered by it."""
+    if not flow_run_id:
+        return
+    from prefect import get_client
+
+    ctx = FlowRunContext.get()
+    tags = list(ctx.flow_run.tags) if ctx is not None and ctx.flow_run is not None else []
+    try:
+        async with get_client() as client:
+            await client.update_flow_run(UUID(flow_run_id), tags=[*tags, PREVIEW_TAG])
+    except Exception as exc:  # the state name says "Preview" anyway
+        get_run_logger().warning("could not tag the run %r: %s", PREVIEW_TAG, exc)

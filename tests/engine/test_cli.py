@@ -80,3 +80,23 @@ def test_events_show_names_the_sources_of_an_id_they_share(tmp_path: Path) -> No
     missing = show("github:evt_2")
     assert missing.returncode == 1
     assert "no event 'github:evt_2' in the inbox (see `hookline events`)" in missing.stderr
+
+
+def test_a_wrong_artifacts_section_stops_the_worker_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "hookline.yaml"
+    config.write_text((REPO / "hookline.yaml").read_text() + "  show_payload: true\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOOKLINE_"))}
+    # validated before Prefect is called: nothing listens on port 9
+    env.update(
+        HOOKLINE_HOME=str(tmp_path),
+        HOOKLINE_CONFIG=str(config),
+        PREFECT_API_URL="http://127.0.0.1:9/api",
+    )
+    done = subprocess.run(
+        [HOOKLINE, "worker"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert (
+        f"{config}: artifacts.show_payload: Extra inputs are not permitted (valid keys: "
+        "payload: true|false, mask: [key names])"
+    ) in done.stderr
