@@ -36,7 +36,7 @@ def ui_url_from_api(api_url: str | None) -> str | None:
 class Engine:
     config: HooklineConfig
     inbox: Any
-    recipes: Any
+    recipes: Any  # a RecipeSource: run `recipes.watch(stop)` beside the engine's jobs
     client: Any
     deployment_id: Any
 
@@ -51,7 +51,7 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
     from hookline.engine.prefect_compat import check_prefect
     from hookline.flows import runtime
     from hookline.inbox import open_inbox
-    from hookline.recipes import load_recipes
+    from hookline.recipes.reload import RecipeSource
 
     check_prefect()  # before anything starts: the Prefect internals the engine uses
     if not PREFECT_API_URL.value():
@@ -63,7 +63,9 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
         )
     settings = get_settings()
     config = load_config(settings.config)
-    recipes = load_recipes(settings.recipe_paths, config=config)
+    recipes = RecipeSource(
+        settings.recipe_paths, config=config, interval=settings.recipes_reload_seconds
+    )
     inbox = await open_inbox(settings)
     try:
         async with get_client() as client:
@@ -135,7 +137,7 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
                 home=get_settings().home,
                 inbox=eng.inbox,
             )
-            jobs = [w.run(stop)]
+            jobs = [w.run(stop), eng.recipes.watch(stop)]
             if dispatch:
                 d = Dispatcher(
                     eng.inbox,
@@ -199,7 +201,7 @@ def dispatch(concurrency: int, worker_timeout: float, lease: float, work_pool: s
                 work_pool=work_pool,
             )
             click.echo("dispatcher running")
-            await d.run(stop)
+            await asyncio.gather(d.run(stop), eng.recipes.watch(stop))
 
     try:
         asyncio.run(main())

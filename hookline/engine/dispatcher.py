@@ -54,6 +54,7 @@ from hookline.engine.deployment import WORK_POOL
 from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context
 from hookline.recipes.errors import EventError, RecipeError
+from hookline.recipes.reload import RecipeSource
 
 log = logging.getLogger("hookline.dispatcher")
 
@@ -88,7 +89,8 @@ class DispatcherStats:
 @dataclass
 class Dispatcher:
     inbox: Inbox
-    recipes: RecipeSet
+    recipes: RecipeSet | RecipeSource
+    """A `RecipeSource` reloads: each match uses the set active at that moment."""
     client: Any  # prefect.client.orchestration.PrefectClient
     deployment_id: UUID
     concurrency: int = 4

@@ -39,7 +39,8 @@ def _github(text: str) -> str:
 def check(paths: tuple[Path, ...], fmt: str) -> None:
     """Validate recipes (default: HOOKLINE_RECIPES, else ./recipes); list every problem.
 
-    Exits 1 if any recipe has a problem.
+    Exits 1 if any recipe has a problem. A valid set's fingerprint is the one the engine's
+    processes log: equal fingerprints, same recipes.
     """
     from hookline.recipes.loader import check_recipes
 
@@ -56,6 +57,7 @@ def check(paths: tuple[Path, ...], fmt: str) -> None:
                 {
                     "ok": not result.problems,
                     "recipes": sorted(r.name for r in result.recipes),
+                    "fingerprint": None if result.problems else result.fingerprint[:12],
                     "problems": [
                         {**dataclasses.asdict(p), "path": str(p.path), "text": str(p)}
                         for p in result.problems
@@ -88,7 +90,11 @@ def check(paths: tuple[Path, ...], fmt: str) -> None:
         sys.exit(1)
     names = ", ".join(r.name for r in sorted(result.recipes, key=lambda r: r.name))
     n = len(result.recipes)
-    click.echo(f"ok: {n} recipe{'s' if n != 1 else ''}" + (f" ({names})" if names else ""))
+    click.echo(
+        f"ok: {n} recipe{'s' if n != 1 else ''}"
+        + (f" ({names})" if names else "")
+        + f", fingerprint {result.fingerprint[:12]}"
+    )
 
 
 def _show(value: Any) -> str:
