@@ -75,11 +75,9 @@ class Runtime:
     async def recipe(self, name: str, *, look: bool = False) -> Recipe | None:
         """The active recipe ``name``. A `RecipeSource` looks at its files first when it has
         no such recipe or ``look`` is set: a dispatcher may have reloaded before this worker."""
-        if not isinstance(self.recipes, RecipeSource):
-            return self.recipes.get(name)
-        if look and self.recipes.interval > 0:
-            await self.recipes.refresh()
-        return await self.recipes.lookup(name)
+        if isinstance(self.recipes, RecipeSource):
+            return await self.recipes.lookup(name, look=look)
+        return self.recipes.get(name)
 
     def recipe_env(self) -> dict[str, str]:
         """The environment variables recipes may read (hookline.yaml's ``env:`` list, as

@@ -163,11 +163,12 @@ class RecipeSource:
         """`check`, in a thread (a reload validates and compiles every recipe)."""
         return await asyncio.to_thread(self.check)
 
-    async def lookup(self, name: str) -> Recipe | None:
-        """The active recipe ``name``; without one, the files are looked at first: a
-        dispatcher that reloaded before this process may have dispatched a new recipe."""
+    async def lookup(self, name: str, *, look: bool = False) -> Recipe | None:
+        """The active recipe ``name``. The files are looked at first when there is no such
+        recipe, or with ``look``: a dispatcher that reloaded before this process may have
+        dispatched a recipe (or a version of it) this process has not loaded yet."""
         recipe = self.current.get(name)
-        if recipe is None and self.interval > 0:
+        if (recipe is None or look) and self.interval > 0:
             await self.refresh()
             recipe = self.current.get(name)
         return recipe

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hookline.config import HooklineConfig
+from hookline.config import HooklineConfig, load_config
 from tests.engine.conftest import OUTAGE_RECIPE, sample
 from tests.engine.harness import EngineHarness, running_engine
 from tests.fakes import FakeVendors
@@ -194,3 +194,25 @@ async def test_a_run_for_a_recipe_its_worker_no_longer_has_fails_clearly(
         )
         assert "removed or renamed after the event was dispatched" in (entry.last_error or "")
         assert fakes.slack.messages == []
+
+
+async def test_hookline_yaml_env_list_is_reloaded_with_the_recipes(
+    prefect_api: str, tmp_path: Path, recipes_dir: Path, fakes: FakeVendors
+) -> None:
+    config_file = tmp_path / "hookline.yaml"
+    config_file.write_text("env: []\n")
+    environ = {**os.environ, **fakes.env, "RELOAD_CHANNEL": "#from-env"}
+    async with running_engine(
+        prefect_api, tmp_path / "home", str(recipes_dir), load_config(config_file), environ
+    ) as engine:
+        _write(
+            recipes_dir / "invoices.yaml", INVOICES.replace("#billing", "{{ env.RELOAD_CHANNEL }}")
+        )
+        await _until(lambda: engine.recipes.refused != [], "env.RELOAD_CHANNEL refused")
+        assert f"env.RELOAD_CHANNEL is not allowed by {config_file}" in engine.recipes.refused[0]
+
+        config_file.write_text("env: [RELOAD_CHANNEL]\n")
+        await _until(lambda: engine.recipes.get("invoices") is not None, "env list reloaded")
+        entry = await engine.run(sample("billing.invoice.generated", invoice_id="inv_env"))
+        assert entry.status == "done", entry.last_error
+        assert _texts(fakes, "#from-env") == ["invoice inv_env"]
