@@ -42,15 +42,16 @@ from hookline.recipes.models import ActionLike, Recipe
 
 log = logging.getLogger("hookline.recipes")
 
-#: Names shown in a one-line summary; a larger set shows its count and fingerprint only.
+#: Names an error message lists; a larger set shows its count and fingerprint only.
 SUMMARY_NAMES = 12
 
 
-def summary(recipes: RecipeSet, limit: int = SUMMARY_NAMES) -> str:
-    """``3 recipes (a, b, c), fingerprint 1a2b3c4d5e6f``: what processes log and print."""
+def summary(recipes: RecipeSet, limit: int | None = None) -> str:
+    """``3 recipes (a, b, c), fingerprint 1a2b3c4d5e6f``, the names left out when there are
+    more than ``limit``: what processes log and say."""
     n = len(recipes)
     names = [r.name for r in recipes]
-    listed = f" ({', '.join(names)})" if 0 < n <= limit else ""
+    listed = f" ({', '.join(names)})" if 0 < n <= (n if limit is None else limit) else ""
     return f"{n} recipe{'s' if n != 1 else ''}{listed}, fingerprint {recipes.short_fingerprint}"
 
 
@@ -182,13 +183,8 @@ class RecipeSource:
             key = self._content_key(files)
             if key in (self._key, self._refused_key):
                 self._signature = signature
-                if key == self._key and self.refused:
-                    log.info(
-                        "the recipe files are back to the active recipes (%s); the refused "
-                        "edit is gone",
-                        self.current.short_fingerprint,
-                    )
-                    self.refused, self._refused_key = [], None
+                if key == self._key:
+                    self._back()
                 return False
             result, config, problems = self._load()
             if self._stat()[1] != signature:
@@ -197,12 +193,14 @@ class RecipeSource:
             if result is None or config is None or problems:
                 self._refuse(key, problems)
                 return False
-            self._key, self.refused, self._refused_key = key, [], None
+            self._key = key
             for w in result.warnings:
                 log.warning("%s", w)
             env_before, self.config = self.config.env, config
             if result.fingerprint == self.current.fingerprint:
-                return False  # e.g. hookline.yaml changed outside `env:`
+                self._back()  # e.g. hookline.yaml changed outside `env:`
+                return False
+            self.refused, self._refused_key = [], None
             self._swap(result, env_changed=sorted(set(env_before)) != sorted(set(config.env)))
             return True
 
@@ -213,6 +211,15 @@ class RecipeSource:
             return None, None, [str(exc)]
         result = check_recipes(self.paths, config=config, actions=self._actions)
         return result, config, [str(p) for p in result.problems]
+
+    def _back(self) -> None:
+        """The files hold the active set again: a refused edit was undone."""
+        if self.refused:
+            log.info(
+                "the recipe files are back to the active recipes (%s); the refused edit is gone",
+                self.current.short_fingerprint,
+            )
+            self.refused, self._refused_key = [], None
 
     def _refuse(self, key: str, problems: list[str]) -> None:
         for p in problems:
@@ -277,7 +284,8 @@ class RecipeSource:
 def not_loaded(recipes: RecipeSet | RecipeSource, name: object) -> str:
     """Why a worker cannot run recipe ``name``, and what brings its processes together."""
     message = (
-        f"recipe {name!r} is not loaded by this worker (it has {summary(_active(recipes))}): "
+        f"recipe {name!r} is not loaded by this worker (it has "
+        f"{summary(_active(recipes), SUMMARY_NAMES)}): "
         "it was removed or renamed after the event was dispatched, or this worker reads other "
         "recipe files than the dispatcher that created the run (give every process the same "
         "HOOKLINE_RECIPES files, docs/operations.md#changing-recipes)"

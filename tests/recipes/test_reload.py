@@ -340,3 +340,21 @@ async def test_watch_survives_a_failing_look_and_says_so_once(
         f"cannot look at the recipe files (the active recipes stay, "
         f"{source.short_fingerprint}); trying again every 0.01s"
     )
+
+
+def test_an_undone_edit_is_said_even_when_hookline_yaml_changed_meanwhile(
+    source: RecipeSource, folder: Path, config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    current = source.current
+    _write(folder / "alerts.yaml", BROKEN)
+    assert source.check() is False and source.refused
+    caplog.clear()
+    _write(folder / "alerts.yaml", ALERTS)
+    _write(config_file, "env: [BILLING_CHANNEL]\nreceiver: {max_body_bytes: 10}\n")
+    with caplog.at_level(logging.INFO, "hookline.recipes"):
+        assert source.check() is False
+    assert source.current is current and source.refused == []
+    assert _records(caplog) == [
+        f"the recipe files are back to the active recipes ({source.short_fingerprint}); the "
+        "refused edit is gone"
+    ]
