@@ -50,6 +50,12 @@ class CoreSettings(BaseSettings):
         default="recipes",
         description="Recipe files or folders, separated by ':'.",
     )
+    recipes_reload_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often `up`, `dispatch` and `worker` look for changed recipe files "
+        "(hookline.recipes.reload); 0: recipes are read at start-up only.",
+    )
     log_format: str = Field(default="text", description="'text' or 'json'.")
     log_level: str = Field(default="INFO", description="Python logging level name.")
 

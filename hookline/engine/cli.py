@@ -30,7 +30,7 @@ def _fail(message: str) -> None:
 class Engine:
     config: HooklineConfig
     inbox: Any
-    recipes: Any
+    recipes: Any  # a RecipeSource: run `recipes.watch(stop)` beside the engine's jobs
     client: Any
     deployment_id: Any
 
@@ -46,7 +46,7 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
     from hookline.flows import runtime
     from hookline.flows.artifact import payload_settings
     from hookline.inbox import open_inbox
-    from hookline.recipes import load_recipes
+    from hookline.recipes.reload import RecipeSource
 
     check_prefect()  # before anything starts: the Prefect internals the engine uses
     if not PREFECT_API_URL.value():
@@ -59,7 +59,9 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
     settings = get_settings()
     config = load_config(settings.config)
     payload_settings(config)  # a bad `artifacts:` section fails here, not in every run
-    recipes = load_recipes(settings.recipe_paths, config=config)
+    recipes = RecipeSource(
+        settings.recipe_paths, config=config, interval=settings.recipes_reload_seconds
+    )
     inbox = await open_inbox(settings)
     try:
         async with get_client() as client:
@@ -131,7 +133,7 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
                 home=get_settings().home,
                 inbox=eng.inbox,
             )
-            jobs = [w.run(stop)]
+            jobs = [w.run(stop), eng.recipes.watch(stop)]
             if dispatch:
                 d = Dispatcher(
                     eng.inbox,
@@ -195,7 +197,7 @@ def dispatch(concurrency: int, worker_timeout: float, lease: float, work_pool: s
                 work_pool=work_pool,
             )
             click.echo("dispatcher running")
-            await d.run(stop)
+            await asyncio.gather(d.run(stop), eng.recipes.watch(stop))
 
     try:
         asyncio.run(main())

@@ -56,6 +56,7 @@ from hookline.flows.recipe_flow import PREVIEW_STATE
 from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context
 from hookline.recipes.errors import EventError, RecipeError
+from hookline.recipes.reload import RecipeSource
 from hookline.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -107,7 +108,8 @@ class DispatcherStats:
 @dataclass
 class Dispatcher:
     inbox: Inbox
-    recipes: RecipeSet
+    recipes: RecipeSet | RecipeSource
+    """A `RecipeSource` reloads: each match uses the set active at that moment."""
     client: PrefectClient
     deployment_id: UUID
     concurrency: int = 4

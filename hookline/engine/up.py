@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import signal
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from hookline.config import HooklineConfig, get_settings, private_dir, private_f
 from hookline.engine.errors import EngineError
 from hookline.engine.prefect_server import PrefectServer, port_is_free
 from hookline.errors import HooklineError
+from hookline.recipes.matcher import RecipeSet
 
 
 class AlreadyRunningError(EngineError):
@@ -148,7 +150,7 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
 def _print_banner(
     receiver_url: str,
     ui_url: str,
-    recipes: int,
+    recipes: RecipeSet,
     secret: str,
     preview: bool,
     config: HooklineConfig | None = None,
@@ -160,7 +162,8 @@ def _print_banner(
     click.echo("")
     click.echo(f"  Hookline receiver  {receiver_url}/webhooks/solveforce")
     click.echo(f"  Prefect UI         {ui_url}")
-    click.echo(f"  recipes            {recipes} loaded")
+    for n, line in enumerate(_recipe_lines(recipes)):
+        click.echo(f"  {'recipes' if n == 0 else '':<19}{line}")
     click.echo(f"  signing secret     {secret[:10]}... (SOLVEFORCE_WEBHOOK_SECRET)")
     if previews and preview:
         click.echo(
@@ -173,6 +176,15 @@ def _print_banner(
     click.echo("  then:                       .venv/bin/hookline events")
     click.echo("  Ctrl-C stops everything.")
     click.echo("")
+
+
+def _recipe_lines(recipes: RecipeSet, limit: int = 20) -> list[str]:
+    """The banner's recipes: count and fingerprint (as `hookline check` prints it), then the
+    names when there are not too many."""
+    head = f"{len(recipes)} loaded, fingerprint {recipes.short_fingerprint}"
+    if len(recipes) > limit:
+        return [head + " (`hookline check` lists them)"]
+    return [head, *textwrap.wrap(", ".join(r.name for r in recipes), 66, break_on_hyphens=False)]
 
 
 class _QuietServer(uvicorn.Server):
@@ -236,12 +248,14 @@ async def _serve(
             await stop.wait()
             server.should_exit = True
 
-        jobs = asyncio.gather(serve_http(), stopper(), dispatcher.run(stop), worker.run(stop))
+        jobs = asyncio.gather(
+            serve_http(), stopper(), dispatcher.run(stop), worker.run(stop), eng.recipes.watch(stop)
+        )
         # the banner tells users to send an event: print it once the receiver listens
         while not server.started and not jobs.done() and not stop.is_set():
             await asyncio.sleep(0.05)
         if server.started:
             _print_banner(
-                receiver_url, ui_url, len(eng.recipes.recipes), secret, preview, eng.config
+                receiver_url, ui_url, eng.recipes.current, secret, preview, eng.config
             )
         await jobs

@@ -50,6 +50,7 @@ from hookline.flows.errors import FlowError
 from hookline.recipes import Event, Recipe, Step
 from hookline.recipes.dryrun import secret_values
 from hookline.recipes.matcher import match_recipe
+from hookline.recipes.reload import not_loaded
 from hookline.recipes.steps import Chain, decide
 
 FLOW_NAME = "hookline-recipe"
@@ -310,20 +311,25 @@ async def _verified(
                 f"do not match inbox entry {entry_id}, which is {entry.source}:{entry.event_id}",
             )
         )
-    rec = rt.recipes.get(recipe) if isinstance(recipe, str) else None
+    rec = await rt.recipe(recipe) if isinstance(recipe, str) else None
     if rec is None:
-        raise RecipeRunError(
-            f"recipe {recipe!r} is not loaded by this worker; it was removed or renamed "
-            "after the event was dispatched (restart the worker with the same recipes)"
-        )
+        raise RecipeRunError(not_loaded(rt.recipes, recipe))
     event = _event_of(entry)
     # `when` may be slow on a hostile payload: evaluate it in a thread, under its time limit
     match = await asyncio.to_thread(match_recipe, rec, event, environ=rt.environ)
+    if not match.matched:
+        # the dispatcher may have matched a version of the recipe this worker has not loaded yet
+        newer = await rt.recipe(rec.name, look=True)
+        if newer is not None and newer is not rec:
+            rec = newer
+            match = await asyncio.to_thread(match_recipe, rec, event, environ=rt.environ)
     if not match.matched:
         raise RunRefusedError(
             refused.format(
                 said, f"name recipe {recipe!r}, which does not match the event: {match.reason}"
             )
+            + f" (unless the recipe changed after the dispatch: this worker runs recipes "
+            f"{rt.recipes.short_fingerprint})"
         )
     return rec, event
 

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from hookline.config import HooklineConfig
 from hookline.connectors import build_client
 from hookline.flows.errors import FlowError
+from hookline.recipes.reload import RecipeSource
 
 if TYPE_CHECKING:
     from hookline.inbox import Inbox
-    from hookline.recipes import RecipeSet
+    from hookline.recipes import Recipe, RecipeSet
 
 
 class RuntimeMissingError(FlowError):
@@ -33,7 +34,8 @@ class Runtime:
     """Process-wide resources of a Hookline worker."""
 
     inbox: Inbox
-    recipes: RecipeSet
+    recipes: RecipeSet | RecipeSource
+    """A `RecipeSource` (the engine's) follows the recipe files; a plain set stays as given."""
     config: HooklineConfig | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     preview: bool = False
@@ -70,9 +72,20 @@ class Runtime:
                 )
             return self._clients[key]
 
+    async def recipe(self, name: str, *, look: bool = False) -> Recipe | None:
+        """The active recipe ``name``. A `RecipeSource` looks at its files first when it has
+        no such recipe or ``look`` is set: a dispatcher may have reloaded before this worker."""
+        if isinstance(self.recipes, RecipeSource):
+            return await self.recipes.lookup(name, look=look)
+        return self.recipes.get(name)
+
     def recipe_env(self) -> dict[str, str]:
-        """The environment variables recipes may read (hookline.yaml's ``env:`` list)."""
-        allowed = self.config.env if self.config is not None else []
+        """The environment variables recipes may read (hookline.yaml's ``env:`` list, as
+        reloaded with the recipes)."""
+        if isinstance(self.recipes, RecipeSource):
+            allowed = self.recipes.config.env
+        else:
+            allowed = self.config.env if self.config is not None else []
         return {name: self.environ[name] for name in allowed if name in self.environ}
 
     def run_url(self, flow_run_id: str) -> str | None:

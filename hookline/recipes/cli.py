@@ -63,6 +63,8 @@ def check(paths: tuple[Path, ...], fmt: str, env_pairs: tuple[str, ...]) -> None
     Also checks every env.NAME a template reads without `| default(...)` or `is defined` is
     set in this environment (plus --env), as a run needs. Exits 1 if any recipe has a
     problem; warnings (such as a recipe without on_failure) do not change the exit status.
+    A valid set's fingerprint is the one the engine's processes log: equal fingerprints,
+    same recipes.
     """
     from hookline.recipes.loader import check_recipes
 
@@ -83,6 +85,7 @@ def check(paths: tuple[Path, ...], fmt: str, env_pairs: tuple[str, ...]) -> None
                 {
                     "ok": not result.problems,
                     "recipes": sorted(r.name for r in result.recipes),
+                    "fingerprint": None if result.problems else result.fingerprint[:12],
                     "problems": [
                         {**dataclasses.asdict(p), "path": str(p.path), "text": str(p)}
                         for p in result.problems
@@ -115,7 +118,11 @@ def check(paths: tuple[Path, ...], fmt: str, env_pairs: tuple[str, ...]) -> None
         sys.exit(1)
     names = ", ".join(r.name for r in sorted(result.recipes, key=lambda r: r.name))
     n = len(result.recipes)
-    click.echo(f"ok: {n} recipe{'s' if n != 1 else ''}" + (f" ({names})" if names else ""))
+    click.echo(
+        f"ok: {n} recipe{'s' if n != 1 else ''}"
+        + (f" ({names})" if names else "")
+        + f", fingerprint {result.fingerprint[:12]}"
+    )
 
 
 def _show(value: Any) -> str:

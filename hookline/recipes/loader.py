@@ -12,7 +12,7 @@ import logging
 import re
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hookline.config import HooklineConfig, get_settings, load_config
@@ -203,6 +203,31 @@ class LoadResult:
     warnings: list[str]
     files: list[Path]
     fingerprint: str = ""
+    digests: dict[str, str] = field(default_factory=dict)
+    """recipe name -> SHA-256 of its file: which recipes a reload changed."""
+
+
+def source_name(path: Path, roots: Iterable[Path]) -> str:
+    """``path`` as named in a fingerprint: relative to the recipe folder it was found in (a
+    file given by itself: its name), so the same files give the same fingerprint wherever
+    they are (``recipes`` or ``/srv/hookline/recipes``)."""
+    for root in roots:
+        if path == root:
+            return path.name
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
+
+
+def set_fingerprint(files: Iterable[tuple[str, bytes]], env_allowed: Iterable[str]) -> str:
+    """SHA-256 of a recipe set: each file's `source_name` and bytes, and hookline.yaml's
+    ``env:`` allowlist (it decides what ``env.NAME`` templates see). Nothing else of the
+    environment or of hookline.yaml counts."""
+    digest = hashlib.sha256()
+    for name, data in sorted(files):
+        digest.update(b"file\0" + name.encode() + b"\0" + hashlib.sha256(data).digest())
+    digest.update(b"env\0" + "\0".join(sorted(set(env_allowed))).encode())
+    return digest.hexdigest()
 
 
 def _as_paths(paths: Iterable[Path | str] | Path | str | None) -> list[Path]:
@@ -246,17 +271,20 @@ def check_recipes(
                 "parameters were not checked"
             )
     env_allowed = frozenset(config.env)
-    files, problems = discover(_as_paths(paths))
+    roots = _as_paths(paths)
+    files, problems = discover(roots)
     recipes: list[Recipe] = []
     names: dict[str, Problem] = {}
-    digest = hashlib.sha256()
+    read: list[tuple[str, bytes]] = []
+    digests: dict[str, str] = {}
     for f in files:
         try:
             text = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(f, 0, 0, f"cannot read the file: {exc}"))
             continue
-        digest.update(f"{f}\0{text}\0".encode())
+        raw = text.encode()
+        read.append((source_name(f, roots), raw))
         doc = load_yaml(text)
         file_problems = [Problem(f, i.line, i.column, i.message, hint=i.hint) for i in doc.issues]
         if doc.data is not None or not doc.issues:
@@ -295,10 +323,13 @@ def check_recipes(
         spec = RecipeSpec.model_validate(data)
         recipe = _build(f, doc, spec, env_allowed=env_allowed, actions=actions)
         recipes.append(recipe)
+        digests[recipe.name] = hashlib.sha256(raw).hexdigest()
         warnings.extend(url_host_warnings(recipe))
         warnings.extend(on_failure_warnings(recipe))
     problems.sort(key=lambda p: (str(p.path), p.line, p.column))
-    return LoadResult(recipes, problems, warnings, files, digest.hexdigest())
+    return LoadResult(
+        recipes, problems, warnings, files, set_fingerprint(read, env_allowed), digests
+    )
 
 
 def load_recipes(
@@ -334,4 +365,6 @@ __all__ = [
     "discover",
     "load_recipes",
     "on_failure_warnings",
+    "set_fingerprint",
+    "source_name",
 ]

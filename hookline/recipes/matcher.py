@@ -85,14 +85,21 @@ def match_recipe(
 class RecipeSet:
     """The loaded recipes, sorted by name.
 
-    ``fingerprint`` is a SHA-256 over every recipe file's path and bytes (empty when built
-    by hand): processes that log it at start-up can be checked to run the same recipes.
+    ``fingerprint`` is a SHA-256 over every recipe file's name (relative to its recipe folder)
+    and bytes, and hookline.yaml's ``env:`` list (empty when built by hand). Every process
+    logs its first 12 digits (`short_fingerprint`) at start-up and after each reload, and
+    ``hookline check`` prints them: equal digits, same recipes.
     """
 
     def __init__(self, recipes: Iterable[Recipe], *, fingerprint: str = "") -> None:
         self.recipes: list[Recipe] = sorted(recipes, key=lambda r: r.name)
         self._by_name = {r.name: r for r in self.recipes}
         self.fingerprint = fingerprint
+
+    @property
+    def short_fingerprint(self) -> str:
+        """The fingerprint as logs, the `hookline up` banner and `hookline check` show it."""
+        return self.fingerprint[:12]
 
     def __iter__(self) -> Iterator[Recipe]:
         return iter(self.recipes)

@@ -16,14 +16,16 @@ from hookline.engine.dispatcher import Dispatcher
 from hookline.engine.worker import Worker
 from hookline.flows import runtime
 from hookline.inbox import FINAL_STATUSES, Inbox, InboxEntry, open_inbox
-from hookline.recipes import RecipeSet, load_recipes
 from hookline.recipes.event import parse_timestamp
+from hookline.recipes.reload import RecipeSource
 
 
 @dataclass
 class EngineHarness:
     inbox: Inbox
-    recipes: RecipeSet
+    recipes: RecipeSource
+    """The dispatcher's recipes; the worker's are ``runtime.recipes`` (the same object unless
+    the engine was started with ``watch`` "dispatcher" or "worker")."""
     client: Any
     dispatcher: Dispatcher
     worker: Worker
@@ -73,8 +75,16 @@ async def running_engine(
     config: HooklineConfig,
     environ: Mapping[str, str],
     database_url: str | None = None,
+    *,
+    reload_seconds: float = 0.1,
+    watch: str = "both",
 ) -> AsyncIterator[EngineHarness]:
-    """Run the engine until the block ends; retries back off without sleeping."""
+    """Run the engine until the block ends; retries back off without sleeping.
+
+    The dispatcher and the worker share one `RecipeSource` that looks at the recipe files
+    every ``reload_seconds``; with ``watch`` "dispatcher" or "worker" they have one each and
+    only that side's is watched (the other looks only when a run names a recipe it lacks),
+    as two processes that see a change at different times."""
     from prefect import get_client
     from prefect.logging.handlers import APILogHandler
 
@@ -82,7 +92,11 @@ async def running_engine(
 
     settings = CoreSettings(home=home, recipes=recipe_paths, database_url=database_url)
     home.mkdir(parents=True, exist_ok=True)
-    recipes = load_recipes(settings.recipe_paths, config=config)
+    recipes = RecipeSource(settings.recipe_paths, config=config, interval=reload_seconds)
+    worker_recipes = recipes
+    if watch != "both":
+        worker_recipes = RecipeSource(settings.recipe_paths, config=config, interval=reload_seconds)
+    watched = {"both": recipes, "dispatcher": recipes, "worker": worker_recipes}[watch]
     inbox = await open_inbox(settings)
 
     async def no_sleep(_s: float) -> None:
@@ -92,7 +106,7 @@ async def running_engine(
         deployment_id = await ensure_deployment(client)
         rt = runtime.Runtime(
             inbox=inbox,
-            recipes=recipes,
+            recipes=worker_recipes,
             config=config,
             environ=dict(environ),
             ui_url=prefect_api.removesuffix("/api"),
@@ -105,7 +119,7 @@ async def running_engine(
         )
         worker.on_finished = dispatcher.notify_finished
         stop = asyncio.Event()
-        jobs = asyncio.gather(dispatcher.run(stop), worker.run(stop))
+        jobs = asyncio.gather(dispatcher.run(stop), worker.run(stop), watched.watch(stop))
         try:
             yield EngineHarness(inbox, recipes, client, dispatcher, worker, rt, stop)
         finally:
