@@ -172,7 +172,10 @@ def _print_banner(
             "docs/connectors.md says how to configure them"
         )
     click.echo("")
-    click.echo("  next, in another terminal:  .venv/bin/hookline send service.status.changed")
+    click.echo(
+        "  next, in another terminal:  .venv/bin/hookline send service.status.changed "
+        "--set data.current_status=outage"
+    )
     click.echo("  then:                       .venv/bin/hookline events")
     click.echo("  Ctrl-C stops everything.")
     click.echo("")
@@ -255,7 +258,5 @@ async def _serve(
         while not server.started and not jobs.done() and not stop.is_set():
             await asyncio.sleep(0.05)
         if server.started:
-            _print_banner(
-                receiver_url, ui_url, eng.recipes.current, secret, preview, eng.config
-            )
+            _print_banner(receiver_url, ui_url, eng.recipes.current, secret, preview, eng.config)
         await jobs
