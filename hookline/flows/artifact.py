@@ -215,8 +215,10 @@ def story(
     *,
     settings: PayloadSettings,
     secrets: Sequence[str] = (),
+    earlier: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """The artifact's Markdown. ``secrets``: values masked wherever they appear.
+    """The artifact's Markdown. ``secrets``: values masked wherever they appear; ``earlier``:
+    the event's other runs of this recipe (``id``, ``state``, ``url``), newest first.
 
     Long text (errors, what a previewed step would send, event fields) is inline code in
     paragraphs and lists, which both Prefect UIs wrap; Prefect's own UI clips a table cell's
@@ -292,6 +294,20 @@ def story(
         ]
         if len(covered) > len(shown):
             lines.append(f"| ... {len(covered) - len(shown)} more | | |")
+    if earlier:
+        lines += [
+            "",
+            "**Earlier runs of this event** (every run of it is tagged "
+            f"`event-id:{_plain(event.event_id)}`):",
+            "",
+            *(
+                f"- [{e['id']}]({e['url']}): {e['state']}"
+                if e.get("url")
+                else f"- {e['id']}: {e['state']} (a Retry from the UI; the run's state "
+                "history has the earlier attempts)"
+                for e in earlier
+            ),
+        ]
     if run.get("url"):
         lines += ["", f"[This run in Prefect]({run['url']})"]
     return "\n".join(lines) + "\n"

@@ -382,6 +382,7 @@ async def _finish(
     A failure ends in a returned Failed state, not a raised error: the failed step's task run
     already logged its traceback, and a raise would log a second, longer one for the flow.
     """
+    earlier = await _earlier_runs(rt, rec, event, run["id"])
     markdown = await asyncio.to_thread(
         artifact.story,
         rec,
@@ -392,6 +393,7 @@ async def _finish(
         covered,
         settings=artifact.payload_settings(rt.config),
         secrets=secret_values(rt.environ),
+        earlier=earlier,
     )
     await acreate_markdown_artifact(
         key=artifact.artifact_key(rec.name, event.event_id),
@@ -417,6 +419,48 @@ async def _finish(
         f"(docs/connectors.md), restart, then `{artifact.replay_command(event)}` sends it",
         data=statuses,
     )
+
+
+async def _earlier_runs(
+    rt: runtime.Runtime, rec: Recipe, event: Event, flow_run_id: str
+) -> list[dict[str, Any]]:
+    """The event's other runs of this recipe, newest first, for a run that is not the
+    event's first (a replay, a resend, or a Retry from the UI): one query, only then."""
+    ctx = FlowRunContext.get()
+    current = ctx.flow_run if ctx is not None else None
+    if not flow_run_id or current is None:
+        return []
+    retried = (current.run_count or 0) > 1
+    if "rerun" not in (current.tags or []) and not retried:
+        return []  # the common case: the event's first run, nothing to look up
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    earlier: list[dict[str, Any]] = []
+    if retried:
+        earlier.append(
+            {"id": flow_run_id, "state": f"this run, attempt {current.run_count}", "url": None}
+        )
+    try:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(
+                        all_=[f"event-id:{event.event_id}", f"recipe:{rec.name}"]
+                    )
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=20,
+            )
+    except Exception as exc:  # the artifact is still written, without the list
+        get_run_logger().warning("could not list this event's earlier runs: %s", exc)
+        return earlier
+    for r in runs:
+        if str(r.id) != flow_run_id:
+            state = r.state.name if r.state is not None else "unknown"
+            earlier.append({"id": str(r.id), "state": state, "url": rt.run_url(str(r.id))})
+    return earlier
 
 
 async def _tag_preview(flow_run_id: str) -> None:

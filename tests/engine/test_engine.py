@@ -158,6 +158,16 @@ async def test_vendor_down_fails_tells_oncall_then_replay_skips_finished_steps(
         first_run: False,
         entry.flow_runs["outage"]: True,
     }
+    # and the replay's artifact links the run it follows
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    [story] = await engine.client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(entry.flow_runs["outage"])])
+        )
+    )
+    assert "**Earlier runs of this event**" in str(story.data)
+    assert f"- [{first_run}](" in str(story.data) and "): Failed" in str(story.data)
 
 
 async def _flow_run_logs(client, flow_run_id: str) -> list[str]:  # type: ignore[no-untyped-def]

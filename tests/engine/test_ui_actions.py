@@ -73,6 +73,21 @@ async def test_retry_from_the_ui_reuses_finished_steps_and_settles_the_event_don
     assert len(alerts) == 1, "the retry posted the alert again instead of reusing it"
     links = [m for m in fakes.slack.messages if m.get("thread_ts") == alerts[0]["ts"]]
     assert len(links) == 1  # the link step ran once, in the retry
+    # the retry's artifact (a new version under the event's key) says what it is
+    stories = await _stories(engine, run_id)
+    assert len(stories) == 2
+    assert "Outcome**: completed" in stories[-1]
+    assert f"- {run_id}: this run, attempt 2 (a Retry from the UI" in stories[-1]
+
+
+async def _stories(engine: EngineHarness, run_id: str) -> list[str]:
+    """The run's Markdown artifacts, oldest first."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    artifacts = await engine.client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]))
+    )
+    return [str(a.data) for a in sorted(artifacts, key=lambda a: a.created) if a.type == "markdown"]
 
 
 async def test_a_run_marked_by_hand_in_the_ui_settles_its_event_to_match(
