@@ -22,8 +22,9 @@ import pytest
 
 from hookline import samples
 from hookline.config import CoreSettings
+from hookline.engine.prefect_server import free_port
 from hookline.inbox import open_inbox
-from tests.docs.conftest import REPO, Proc, clean_env, free_port, start
+from tests.docs.conftest import REPO, Proc, clean_env, start
 from tests.fakes import FakeVendors
 from tests.fakes.slack import channel_id
 
