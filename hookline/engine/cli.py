@@ -84,7 +84,7 @@ async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
 
 
 def _logging() -> None:
-    from hookline.receiver.logs import configure_logging
+    from hookline.logs import configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)

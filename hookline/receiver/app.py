@@ -34,8 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookline.config import CoreSettings, HooklineConfig, get_settings, load_config
 from hookline.inbox import Inbox, SQLiteInbox, open_inbox
+from hookline.logs import flush_logs
 from hookline.receiver.handler import ReceiverState, webhook_asgi
-from hookline.receiver.logs import flush_logs
 from hookline.receiver.metrics import ReceiverMetrics
 from hookline.receiver.openapi import openapi_schema
 from hookline.receiver.sources import (

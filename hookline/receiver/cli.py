@@ -16,8 +16,8 @@ def _best(module: str, fast: str, fallback: str) -> str:
 def app_factory() -> Starlette:
     """The receiver app with logging configured from HOOKLINE_* (what each worker runs)."""
     from hookline.config import get_settings
+    from hookline.logs import configure_logging
     from hookline.receiver.app import create_app
-    from hookline.receiver.logs import configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)

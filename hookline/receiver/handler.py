@@ -25,9 +25,9 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from hookline.inbox import Inbox, InboxError
+from hookline.logs import fast_info
 from hookline.receiver.envelope import decode_json, parse_event
 from hookline.receiver.errors import EnvelopeError, SignatureError
-from hookline.receiver.logs import fast_info
 from hookline.receiver.metrics import ReceiverMetrics
 from hookline.receiver.ratelimit import TokenBucket, retry_after_header
 from hookline.receiver.sources import Network, ReceiverConfig, Source

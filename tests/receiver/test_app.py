@@ -18,9 +18,9 @@ import pytest
 from hookline.config import CoreSettings, HooklineConfig
 from hookline.errors import ConfigError
 from hookline.inbox import STATUSES, InboxError, SQLiteInbox
+from hookline.logs import JsonFormatter
 from hookline.receiver.app import add_readiness_check, create_app
 from hookline.receiver.handler import audit_headers
-from hookline.receiver.logs import JsonFormatter
 
 from .conftest import ENV, OLD_SECRET, SECRET, AppHarness, encode, event, make_config, signed
 

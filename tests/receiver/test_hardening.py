@@ -24,12 +24,12 @@ from typing import Any
 import httpx
 import pytest
 
+from hookline import logs
 from hookline.config import CoreSettings, HooklineConfig
 from hookline.errors import ConfigError
 from hookline.inbox import Inbox, InboxError, SQLiteInbox
-from hookline.receiver import logs
+from hookline.logs import BufferedStreamHandler, TextFormatter
 from hookline.receiver.app import create_app
-from hookline.receiver.logs import BufferedStreamHandler, TextFormatter
 from hookline.retention import prune
 
 from .conftest import ENV, AppHarness, encode, event, make_config, signed
@@ -649,3 +649,29 @@ def test_hookline_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert r.exit_code == 2 and "e.g. 30d" in r.output
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), logs.JsonFormatter()])
+def test_the_fast_path_writes_exactly_the_formatters_line(formatter: logging.Formatter) -> None:
+    """One line format: `fast_info` asks the handler's formatter, it does not copy it."""
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(formatter)
+    logger = logging.getLogger("hookline.test_same_line")
+    logger.setLevel(logging.INFO)
+    saved = logs._fast[0]
+    logs._fast[0] = handler
+    try:
+        assert logs.fast_info(logger, "accepted", {"source": "s", "event_id": "e\n1"})
+    finally:
+        logs._fast[0] = saved
+    fast = stream.getvalue().rstrip("\n")
+    rec = logging.LogRecord(logger.name, logging.INFO, "x", 1, "accepted", None, None)
+    rec.source, rec.event_id = "s", "e\n1"
+    slow = formatter.format(rec)
+    if isinstance(formatter, TextFormatter):  # equal after the time stamp
+        assert fast.split(" ", 1)[1] == slow.split(" ", 1)[1]
+    else:
+        assert {k: v for k, v in json.loads(fast).items() if k != "time"} == {
+            k: v for k, v in json.loads(slow).items() if k != "time"
+        }

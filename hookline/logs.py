@@ -61,34 +61,69 @@ def _utc(created: float) -> str:
     return f"{_second[1]}.{int((created - sec) * 1000):03d}Z"
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, msg and the extras."""
+class _LineFormatter(logging.Formatter):
+    """A formatter whose line can also be written without a LogRecord (`fast_info`)."""
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        msg: str,
+        extras: dict[str, Any],
+        exc: str | None = None,
+    ) -> str:
+        raise NotImplementedError
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": _utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        out.update(_extras(record))
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            _extras(record),
+            exc,
+        )
+
+
+class JsonFormatter(_LineFormatter):
+    """One JSON object per line: time, level, logger, msg and the extras."""
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        msg: str,
+        extras: dict[str, Any],
+        exc: str | None = None,
+    ) -> str:
+        out: dict[str, Any] = {"time": _utc(created), "level": level, "logger": logger, "msg": msg}
+        out.update(extras)
+        if exc is not None:
+            out["exc"] = exc
         return json.dumps(out, default=str)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_LineFormatter):
     """``time level logger msg key=value ...``."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        msg = escape_controls(record.getMessage())
-        line = f"{_utc(record.created)} {record.levelname} {record.name} {msg}"
-        extras = _extras(record)
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        msg: str,
+        extras: dict[str, Any],
+        exc: str | None = None,
+    ) -> str:
+        text = f"{_utc(created)} {level} {logger} {escape_controls(msg)}"
         if extras:
-            line += " " + _pairs(extras)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+            text += " " + _pairs(extras)
+        if exc is not None:
+            text += "\n" + exc
+        return text
 
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -124,18 +159,11 @@ def fast_info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> bool:
     handler = _fast[0]
     if handler is None or not logger.isEnabledFor(logging.INFO) or logger.handlers:
         return False
+    formatter = handler.formatter
+    if not isinstance(formatter, _LineFormatter):
+        return False
     created = time.time()
-    if isinstance(handler.formatter, JsonFormatter):
-        out: dict[str, Any] = {
-            "time": _utc(created),
-            "level": "INFO",
-            "logger": logger.name,
-            "msg": msg,
-        }
-        out.update(fields)
-        line = json.dumps(out, default=str)
-    else:
-        line = f"{_utc(created)} INFO {logger.name} {escape_controls(msg)} {_pairs(fields)}"
+    line = formatter.line(created, "INFO", logger.name, msg, fields)
     with handler.lock or _NO_LOCK:
         handler.stream.write(line + "\n")
         if created - handler._last_wall >= handler.interval:
