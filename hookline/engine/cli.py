@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hookline.config import HooklineConfig, get_settings, load_config
-from hookline.engine.events import ui_url_from_api
+from hookline.config import get_settings
+from hookline.engine.app import configure_process_logging, open_engine, stop_on_signals
 from hookline.errors import HooklineError
 from hookline.inbox import STATUSES
 
@@ -24,76 +20,6 @@ from hookline.inbox import STATUSES
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
-
-
-@dataclass
-class Engine:
-    config: HooklineConfig
-    inbox: Any
-    recipes: Any  # a RecipeSource: run `recipes.watch(stop)` beside the engine's jobs
-    client: Any
-    deployment_id: Any
-
-
-@asynccontextmanager
-async def open_engine(*, preview: bool = False) -> AsyncIterator[Engine]:
-    """Config, recipes, inbox, Prefect client and deployment; installs the flow Runtime."""
-    from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
-
-    from hookline.engine.deployment import ensure_deployment
-    from hookline.engine.prefect_internals import check_prefect
-    from hookline.flows import runtime
-    from hookline.flows.artifact import payload_settings
-    from hookline.inbox import open_inbox
-    from hookline.recipes.reload import RecipeSource
-
-    check_prefect()  # before anything starts: the Prefect internals the engine uses
-    if not PREFECT_API_URL.value():
-        # without it, Prefect's client would quietly start a throwaway in-process server
-        raise HooklineError(
-            "PREFECT_API_URL is not set: point it at your Prefect server "
-            "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api), "
-            "or run everything on this machine with `hookline up`"
-        )
-    settings = get_settings()
-    config = load_config(settings.config)
-    payload_settings(config)  # a bad `artifacts:` section fails here, not in every run
-    recipes = RecipeSource(
-        settings.recipe_paths, config=config, interval=settings.recipes_reload_seconds
-    )
-    inbox = await open_inbox(settings)
-    try:
-        async with get_client() as client:
-            deployment_id = await ensure_deployment(client)
-            ui = PREFECT_UI_URL.value() or ui_url_from_api(PREFECT_API_URL.value())
-            runtime.install(
-                runtime.Runtime(
-                    inbox=inbox, recipes=recipes, config=config, preview=preview, ui_url=ui
-                )
-            )
-            try:
-                yield Engine(config, inbox, recipes, client, deployment_id)
-            finally:
-                runtime.install(None)
-                from prefect.logging.handlers import APILogHandler
-
-                await APILogHandler.aflush()  # the last runs' logs, before the client closes
-    finally:
-        await inbox.close()
-
-
-def _logging() -> None:
-    from hookline.logs import configure_logging
-
-    settings = get_settings()
-    configure_logging(settings.log_format, settings.log_level)
-
-
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
 
 
 @click.command()
@@ -118,11 +44,11 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
     from hookline.engine.dispatcher import Dispatcher
     from hookline.engine.worker import Worker
 
-    _logging()
+    configure_process_logging()
 
     async def main() -> None:
         stop = asyncio.Event()
-        _stop_on_signals(stop)
+        stop_on_signals(stop)
         async with open_engine() as eng:
             w = Worker(
                 eng.client,
@@ -180,11 +106,11 @@ def dispatch(concurrency: int, worker_timeout: float, lease: float, work_pool: s
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""
     from hookline.engine.dispatcher import Dispatcher
 
-    _logging()
+    configure_process_logging()
 
     async def main() -> None:
         stop = asyncio.Event()
-        _stop_on_signals(stop)
+        stop_on_signals(stop)
         async with open_engine() as eng:
             d = Dispatcher(
                 eng.inbox,

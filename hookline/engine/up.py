@@ -206,12 +206,12 @@ async def _serve(
     secret: str,
     preview: bool,
 ) -> None:
-    from hookline.engine.cli import _logging, open_engine
+    from hookline.engine.app import configure_process_logging, open_engine
     from hookline.engine.dispatcher import Dispatcher
     from hookline.engine.worker import Worker
     from hookline.receiver.app import create_app
 
-    _logging()
+    configure_process_logging()
     stop = asyncio.Event()
     async with open_engine(preview=preview) as eng:
         # 4 runs at once and 4 creates at once: the best of 1/2/4 measured with bench/e2e.py on

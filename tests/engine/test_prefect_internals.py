@@ -113,7 +113,7 @@ def test_engine_entry_points_refuse_to_start_on_an_incompatible_prefect(
     stop before they start anything, with the message."""
     from prefect._internal import observers
 
-    from hookline.engine.cli import open_engine
+    from hookline.engine.app import open_engine
     from hookline.engine.up import run_up
 
     monkeypatch.delattr(observers, "FlowRunCancellingObserver")
