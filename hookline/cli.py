@@ -9,6 +9,22 @@ from typing import Any
 
 import click
 
+
+class CommandError(click.ClickException):
+    """A command cannot do what was asked; the message says what was wrong and what to do.
+    Shown as ``error: <message>`` on stderr, exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class CallError(CommandError):
+    """The command was called wrongly (options that do not go together): exit status 2, as
+    click's own usage errors."""
+
+    exit_code = 2
+
+
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
     "serve": "hookline.receiver.cli:serve",

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from hookline.cli import CommandError
 from hookline.inbox import Inbox, PostgresInbox, SQLiteInbox
 
 PRUNABLE: tuple[str, ...] = ("done", "failed", "late")
@@ -149,7 +150,7 @@ def prune_command(older_than: str, dry_run: bool) -> None:
     try:
         n, where = asyncio.run(main())
     except HooklineError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CommandError(str(exc)) from None
     verb = "would delete" if dry_run else "deleted"
     click.echo(
         f"{verb} {n} {'entry' if n == 1 else 'entries'} ({'/'.join(PRUNABLE)}, unchanged for"

@@ -11,15 +11,11 @@ from typing import Any
 
 import click
 
+from hookline.cli import CommandError
 from hookline.config import get_settings
 from hookline.engine.app import configure_process_logging, open_engine, stop_on_signals
 from hookline.errors import HooklineError
 from hookline.inbox import STATUSES
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 @click.command()
@@ -77,7 +73,7 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
     try:
         asyncio.run(main())
     except HooklineError as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None
 
 
 @click.command()
@@ -128,7 +124,7 @@ def dispatch(concurrency: int, worker_timeout: float, lease: float, work_pool: s
     try:
         asyncio.run(main())
     except HooklineError as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None
 
 
 @click.command(
@@ -230,13 +226,13 @@ def send(
     url = url or os.environ.get("HOOKLINE_URL") or "http://127.0.0.1:8000/webhooks/solveforce"
     secret = secret or default_secret()
     if not secret:
-        _fail("no signing secret: pass --secret or set SOLVEFORCE_WEBHOOK_SECRET")
+        raise CommandError("no signing secret: pass --secret or set SOLVEFORCE_WEBHOOK_SECRET")
         return
     try:
         payload = sender.build_event(event_type, file, sets=sets, keep_id=keep_id)
         response = sender.send(payload, url=url, secret=secret)
     except sender.SendError as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None
         return
     click.echo(
         f"{payload['event_type']} {payload['event_id']} -> {response.status_code} "
@@ -343,7 +339,7 @@ def events_show(event_id: str, as_json: bool) -> None:
     try:
         detail, prefect = asyncio.run(main())
     except HooklineError as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None
         return
     if prefect.problem:
         click.echo(prefect.problem, err=True)
@@ -363,7 +359,7 @@ def replay(event_ids: tuple[str, ...], source: str | None, all_failed: bool) -> 
     from hookline.inbox import open_inbox
 
     if not event_ids and not all_failed:
-        _fail("give one or more EVENT_IDs, or --all-failed")
+        raise CommandError("give one or more EVENT_IDs, or --all-failed")
 
     async def main() -> list[str]:
         inbox = await open_inbox(get_settings())
@@ -392,7 +388,7 @@ def replay(event_ids: tuple[str, ...], source: str | None, all_failed: bool) -> 
     try:
         replayed = asyncio.run(main())
     except HooklineError as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None
         return
     for r in replayed:
         click.echo(f"requeued {r}")
@@ -421,4 +417,4 @@ def up(host: str, port: int, prefect_port: int, preview: bool) -> None:
     try:
         run_up(host=host, port=port, prefect_port=prefect_port, preview=preview)
     except HooklineError as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None

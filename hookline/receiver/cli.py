@@ -8,6 +8,8 @@ import os
 import click
 from starlette.applications import Starlette
 
+from hookline.cli import CommandError
+
 
 def _best(module: str, fast: str, fallback: str) -> str:
     return fast if importlib.util.find_spec(module) is not None else fallback
@@ -59,7 +61,7 @@ def serve(host: str, port: int, config_path: str | None, workers: int) -> None:
         if settings.log_format not in ("text", "json"):
             raise ConfigError(f"HOOKLINE_LOG_FORMAT={settings.log_format!r}: use 'text' or 'json'")
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CommandError(str(exc)) from None
     uvicorn.run(
         "hookline.receiver.cli:app_factory",
         factory=True,

@@ -11,14 +11,10 @@ from typing import Any
 
 import click
 
+from hookline.cli import CallError, CommandError
 from hookline.config import HooklineConfig
 from hookline.errors import HooklineError
 from hookline.recipes.dryrun import StepPreview, mask, preview, secret_values, to_jsonable
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -27,7 +23,7 @@ def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            _fail(f"--env {pair!r}: expected NAME=VALUE", 2)
+            raise CallError(f"--env {pair!r}: expected NAME=VALUE")
         environ[name] = value
     return environ
 
@@ -72,7 +68,7 @@ def check(paths: tuple[Path, ...], fmt: str, env_pairs: tuple[str, ...]) -> None
     try:
         result = check_recipes(list(paths) or None, environ=environ)
     except HooklineError as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None
         return
     for w in result.warnings:
         if fmt == "github":  # an annotation on the pull request, as the errors
@@ -189,7 +185,7 @@ def try_(
     from hookline.recipes.loader import check_recipes
 
     if (event_file is None) == (sample is None):
-        _fail("give exactly one of --event FILE or --sample EVENT_TYPE", 2)
+        raise CallError("give exactly one of --event FILE or --sample EVENT_TYPE")
     try:
         config = _config()
         if sample is not None:
@@ -198,7 +194,7 @@ def try_(
             try:
                 body = json.dumps(samples.load(sample)).encode()
             except KeyError as exc:
-                _fail(str(exc.args[0]), 2)
+                raise CallError(str(exc.args[0])) from None
                 return
             label = f"sample {sample}"
         else:
@@ -212,14 +208,14 @@ def try_(
         names = [r for r in recipes if r not in files]
         result = check_recipes(files or None, config=config)
     except (HooklineError, OSError) as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None
         return
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     if result.problems:
         for prob in result.problems:
             click.echo(str(prob), err=True)
-        _fail("fix the recipes first (hookline check)")
+        raise CommandError("fix the recipes first (hookline check)")
     chosen = sorted(result.recipes, key=lambda r: r.name)
     if names:
         known = {r.name for r in chosen}
@@ -231,7 +227,9 @@ def try_(
                 f"{n!r}" + (f" ({did_you_mean(n, known)})" if did_you_mean(n, known) else "")
                 for n in unknown
             ]
-            _fail(f"no recipe named {', '.join(hints)}; recipes: {', '.join(sorted(known))}")
+            raise CommandError(
+                f"no recipe named {', '.join(hints)}; recipes: {', '.join(sorted(known))}"
+            )
         chosen = [r for r in chosen if r.name in names]
     environ = _environ(env_pairs)
     secrets = secret_values(environ)
@@ -332,14 +330,14 @@ def test_recipes(paths: tuple[Path, ...], recipe_paths: tuple[Path, ...], quiet:
     try:
         result = check_recipes(roots, config=_config())
     except HooklineError as exc:
-        _fail(str(exc))
+        raise CommandError(str(exc)) from None
         return
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     if result.problems:
         for prob in result.problems:
             click.echo(str(prob), err=True)
-        _fail("fix the recipes first (hookline check)")
+        raise CommandError("fix the recipes first (hookline check)")
     recipes = RecipeSet(result.recipes)
     targets = list(paths) or [r / "tests" for r in roots if (r / "tests").is_dir()]
     files = discover_tests(targets)
@@ -386,14 +384,14 @@ def schema(output: Path | None, check_only: bool, for_tests: bool) -> None:
     text = dumps(recipe_test_schema() if for_tests else recipe_schema())
     if output is None:
         if check_only:
-            _fail("--check needs --output FILE", 2)
+            raise CallError("--check needs --output FILE")
         click.echo(text, nl=False)
         return
     if check_only:
         current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current != text:
             flag = "--tests " if for_tests else ""
-            _fail(f"{output} is out of date; run: hookline schema {flag}-o {output}")
+            raise CommandError(f"{output} is out of date; run: hookline schema {flag}-o {output}")
         click.echo(f"{output} is up to date")
         return
     output.write_text(text, encoding="utf-8")
