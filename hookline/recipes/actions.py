@@ -15,14 +15,12 @@ from hookline.recipes.models import ActionLike, ParamType
 RESERVED_PARAMS = frozenset({"idempotency_key"})
 
 
-def default_actions() -> Mapping[str, ActionLike] | None:
-    """The connector registry, or None when `hookline.connectors` does not provide one yet."""
-    try:
-        from hookline import connectors
-    except ImportError:  # pragma: no cover - the package exists in the skeleton
-        return None
-    actions = getattr(connectors, "ACTIONS", None)
-    return actions if isinstance(actions, Mapping) else None
+def default_actions() -> Mapping[str, ActionLike]:
+    """The connector registry; imported when first asked for, so that importing the recipe
+    language does not import every vendor SDK."""
+    from hookline.connectors import ACTIONS
+
+    return ACTIONS
 
 
 def _label(ann: Any) -> str:

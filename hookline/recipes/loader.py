@@ -265,11 +265,6 @@ def check_recipes(
         env_source = str(config.path) if config.path is not None else "hookline.yaml"
     if actions is None:
         actions = default_actions()
-        if actions is None:
-            warnings.append(
-                "hookline.connectors provides no ACTIONS registry yet: actions and their "
-                "parameters were not checked"
-            )
     env_allowed = frozenset(config.env)
     roots = _as_paths(paths)
     files, problems = discover(roots)
