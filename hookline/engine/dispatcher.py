@@ -100,7 +100,6 @@ class DispatcherStats:
     dispatched: int = 0
     done: int = 0
     failed: int = 0
-    deferred: int = 0
     last_dispatch_lag: float = 0.0
     prefect_errors: int = 0
 

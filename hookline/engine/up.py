@@ -208,8 +208,9 @@ async def _serve(
 ) -> None:
     from hookline.engine.app import configure_process_logging, open_engine
     from hookline.engine.dispatcher import Dispatcher
+    from hookline.engine.metrics import EngineCollector
     from hookline.engine.worker import Worker
-    from hookline.receiver.app import create_app
+    from hookline.receiver.app import add_metrics, create_app
 
     configure_process_logging()
     stop = asyncio.Event()
@@ -234,6 +235,7 @@ async def _serve(
             inbox=_NotifyingInbox(eng.inbox, dispatcher.notify),  # type: ignore[arg-type]
             checks={"dispatch": dispatcher.readiness},
         )
+        add_metrics(app, EngineCollector(dispatcher, worker))
         server = _QuietServer(
             uvicorn.Config(
                 app, host=host, port=port, log_level="warning", lifespan="on", proxy_headers=False

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -367,6 +368,12 @@ def create_app(
             " receiver.admin_token) to require a bearer token, or expose /webhooks/ only"
         )
     return app
+
+
+def add_metrics(app: Starlette, collector: Collector) -> None:
+    """Report ``collector``'s metrics on ``/metrics`` too (the engine of `hookline up`)."""
+    state: ReceiverState = app.state.hookline
+    state.metrics.registry.register(collector)
 
 
 def add_readiness_check(app: Starlette, name: str, check: CheckFunc) -> None:
