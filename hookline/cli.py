@@ -9,8 +9,10 @@ from typing import Any
 
 import click
 
+from hookline.errors import HooklineError
 
-class CommandError(click.ClickException):
+
+class CommandError(click.ClickException, HooklineError):
     """A command cannot do what was asked; the message says what was wrong and what to do.
     Shown as ``error: <message>`` on stderr, exit status 1."""
 

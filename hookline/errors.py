@@ -9,8 +9,10 @@
     │   ├── TransientError               retry: timeouts, connection errors, 429, 5xx
     │   └── PermanentError               fail fast: auth, validation, not found, other 4xx
     ├── flows.errors.FlowError           a recipe run failed or was refused (hookline.flows)
-    └── engine.errors.EngineError        Prefect unavailable or incompatible, `hookline up` and
-                                         `send` (hookline.engine)
+    ├── engine.errors.EngineError        Prefect unavailable or incompatible, `hookline up` and
+    │                                    `send` (hookline.engine)
+    └── cli.CommandError                 a command cannot do what was asked: `error: ...`, exit 1
+        └── CallError                    the command was called wrongly: exit 2
 
 Each layer defines its own branch in its own package; this module holds only the root,
 so that a connector never has to import the receiver to share an error type.

@@ -235,6 +235,7 @@ def test_hookline_up_lists_it_for_preview_until_it_is_configured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from hookline.engine.up import _print_banner
+    from hookline.recipes import RecipeSet
 
     assert "pager" in unconfigured(environ={})
     assert "pager" not in unconfigured(environ={"PAGER_URL": "https://p", "PAGER_TOKEN": "t"})
@@ -244,7 +245,8 @@ def test_hookline_up_lists_it_for_preview_until_it_is_configured(
     monkeypatch.delenv("PAGER_URL", raising=False)
     monkeypatch.delenv("PAGER_TOKEN", raising=False)
 
-    _print_banner("http://127.0.0.1:1", "http://127.0.0.1:2", 1, "whsec_dev_0123456789", True)
+    recipes = RecipeSet([])
+    _print_banner("http://127.0.0.1:1", "http://127.0.0.1:2", recipes, "whsec_dev_0123456789", True)
     banner = capsys.readouterr().out
     assert "PREVIEW MODE for" in banner
     assert "pager" in banner.split("PREVIEW MODE for", 1)[1].split(":", 1)[0]

@@ -384,4 +384,4 @@ async def test_show_names_skipped_and_preview_steps(
         "link": "Skipped",
     }
     text = (await cli(home, "events", "show", degraded.event_id, prefect_api=prefect_api)).stdout
-    assert "    incident  Skipped     if: data.current_status == 'outage' was false\n" in text
+    assert "    incident  Skipped     if \"data.current_status == 'outage'\" is false\n" in text
