@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -129,24 +130,40 @@ class TextFormatter(_LineFormatter):
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that flushes at most every ``interval`` seconds (at once for WARNING
     and above): one write per line costs a system call per webhook at thousands a second.
-    `flush` is also called by the receiver every half second and by `logging.shutdown` at
-    exit; a SIGKILL can lose the last fraction of a second of INFO lines, never an event."""
+    A line it does not flush at once is flushed within ``interval`` by a timer, so a quiet
+    process (a dispatcher, a worker) never sits on its last lines; `logging.shutdown` flushes
+    at exit. A SIGKILL can lose the last fraction of a second of INFO lines, never an event."""
 
     def __init__(self, stream: TextIO, interval: float = 0.25) -> None:
         super().__init__(stream)
         self.interval = interval
         self._last = 0.0
-        self._last_wall = 0.0
+        self._timer: threading.Timer | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + "\n")
-            now = time.monotonic()
-            if record.levelno >= logging.WARNING or now - self._last >= self.interval:
-                self._last = now
-                self.stream.flush()
+            self.write(self.format(record), urgent=record.levelno >= logging.WARNING)
         except Exception:
             self.handleError(record)
+
+    def write(self, line: str, *, urgent: bool = False) -> None:
+        """Write one line; flush now if ``urgent`` or due, else within ``interval``."""
+        with self.lock or _NO_LOCK:
+            self.stream.write(line + "\n")
+            now = time.monotonic()
+            if urgent or now - self._last >= self.interval:
+                self._last = now
+                self.stream.flush()
+            elif self._timer is None:
+                self._timer = threading.Timer(self.interval, self._flush_later)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush_later(self) -> None:
+        with self.lock or _NO_LOCK:
+            self._timer = None
+            self._last = time.monotonic()
+            self.stream.flush()
 
 
 _fast: list[BufferedStreamHandler | None] = [None]
@@ -162,13 +179,8 @@ def fast_info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> bool:
     formatter = handler.formatter
     if not isinstance(formatter, _LineFormatter):
         return False
-    created = time.time()
-    line = formatter.line(created, "INFO", logger.name, msg, fields)
-    with handler.lock or _NO_LOCK:
-        handler.stream.write(line + "\n")
-        if created - handler._last_wall >= handler.interval:
-            handler._last_wall = created
-            handler.stream.flush()
+    line = formatter.line(time.time(), "INFO", logger.name, msg, fields)
+    handler.write(line)
     return True
 
 

@@ -675,3 +675,32 @@ def test_the_fast_path_writes_exactly_the_formatters_line(formatter: logging.For
         assert {k: v for k, v in json.loads(fast).items() if k != "time"} == {
             k: v for k, v in json.loads(slow).items() if k != "time"
         }
+
+
+def test_a_line_not_flushed_at_once_is_flushed_within_the_interval() -> None:
+    """A quiet process (a dispatcher reloading its recipes) logs a WARNING, then one INFO line
+    and nothing more: the INFO line must not wait in the buffer for a next line."""
+
+    class Flushes(io.StringIO):
+        flushed = ""
+
+        def flush(self) -> None:
+            self.flushed = self.getvalue()
+
+    stream = Flushes()
+    handler = BufferedStreamHandler(stream, interval=0.1)  # type: ignore[arg-type]
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("hookline.test_quiet")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("flushed at once")
+        logger.info("recipes reloaded")
+        assert "recipes reloaded" not in stream.flushed  # buffered, not a syscall per line
+        deadline = time.monotonic() + 2.0
+        while "recipes reloaded" not in stream.flushed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "recipes reloaded" in stream.flushed
+    finally:
+        logger.removeHandler(handler)
