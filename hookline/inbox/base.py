@@ -1,15 +1,5 @@
-"""The inbox interface: `Inbox`, `InboxEntry`, the statuses, and the lane rules both backends
-implement (`hookline.inbox.sqlite`, `hookline.inbox.postgres`).
-
-Two backends with one async API (`Inbox`):
-
-- `SQLiteInbox` (default): one file under ``HOOKLINE_HOME``, WAL journal. All statements run on
-  one writer thread that owns the connection. Whatever is queued when the thread wakes up is
-  written in **one transaction** (group commit), and each caller's future is resolved only after
-  that transaction has committed, so a request is never answered before its event is on disk
-  and a commit (and its fsync) is paid once per batch instead of once per request.
-- `PostgresInbox` (``HOOKLINE_DATABASE_URL=postgresql://...``): an asyncpg pool; every
-  statement autocommits, concurrency is PostgreSQL's.
+"""The inbox interface both backends implement: `Inbox`, `InboxEntry`, the statuses, the
+life cycle.
 
 Errors:
 
@@ -30,24 +20,8 @@ Every transition takes ``expect``: the status the caller saw. The update happens
 entry still has it (and the call returns False otherwise), so two dispatchers following the
 same runs cannot both resend an event or count its attempt twice.
 
-**Lanes** (``order_by``). `claim` with a *sequencer* first sequences the pending entries it
-has not seen, strictly in arrival (id) order: the sequencer names each entry's lane keys, and
-the entry joins those lanes (`inbox_lanes`, rows of active entries only). An entry is then
-claimable only when no active entry of any of its lanes comes before it by (event time, id)
-and no other entry of those lanes has been claimed (started) and is still active,
-so a lane runs one event at a time, in event-time order, across the whole inbox, every
-recipe, restarts and lease expiry. On PostgreSQL, sequencing and claiming run under one
-advisory lock, so several dispatchers share lanes safely. Claiming an entry records it as
-its lanes' high-water mark (`inbox_lane_marks`); an entry sequenced after a *later* event of
-its lane was claimed is a late arrival: with ``skip_if_late`` it ends ``late`` (recorded,
-listed, replayable by hand, not run), else it runs.
-
-**Coalescing.** A sequencer may also give an entry a coalesce key (with a quiet period and
-a longest wait). Entries of one key that are waiting form a burst (`inbox_coalesce`): only
-the latest (by event time, id) is claimable, and only once no entry of the key arrived for
-``quiet`` seconds or the first has waited ``max_wait``; the lane order between them does not
-apply (they are one run). Claiming it marks the others ``superseded`` by it; `covered` lists
-them for its run.
+**Lanes and bursts** (``order_by``, ``coalesce``): `claim` with a *sequencer* runs one event
+of a lane at a time, in event-time order, and one run for a burst; see `hookline.inbox.lanes`.
 
 **Run claims** (`claim_run`): a worker records (flow run, Scheduled state id) before it
 executes a run; the first claim wins, so one Scheduled state is executed once even when
@@ -58,43 +32,28 @@ Scheduled state) can run again.
 from __future__ import annotations
 
 import asyncio
-import logging
+import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from hookline.errors import HooklineError
+
+if TYPE_CHECKING:
+    from hookline.inbox.lanes import Sequencer
 
 Status = Literal["pending", "dispatched", "done", "failed", "late", "superseded"]
 STATUSES: tuple[str, ...] = ("pending", "dispatched", "done", "failed", "late", "superseded")
 FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "late", "superseded"})
 Clock = Callable[[], float]
-log = logging.getLogger("hookline.inbox")
+T = TypeVar("T")
 
 
 class InboxError(HooklineError):
     """The inbox cannot be opened, written or read; the message says which and where."""
-
-
-@dataclass(frozen=True)
-class Sequenced:
-    """What a sequencer says of one entry: its lane keys, and whether it is skipped when an
-    event of one of its lanes with a later event time was already claimed."""
-
-    lanes: tuple[str, ...] = ()
-    skip_if_late: bool = True
-    coalesce: str | None = None
-    """Events of one coalesce key that wait together run once, for the latest of them."""
-    quiet: float = 0.0
-    """Coalesce: the latest runs once no event of its key arrived for this long ..."""
-    max_wait: float = 0.0
-    """... or once the first of them has waited this long."""
-
-
-Sequencer = Callable[["InboxEntry"], Sequenced]
 
 
 @dataclass
@@ -122,6 +81,58 @@ class InboxEntry:
     """The entry whose run covered this one (status ``superseded``, by ``coalesce``)."""
     note: str | None = None
     """Why it ended ``done`` without a run ("no recipe matched"), set by `mark_done`."""
+
+
+class NewEntry(NamedTuple):
+    """One `Inbox.put`'s row as both backends insert it (times in epoch seconds)."""
+
+    source: str
+    event_id: str
+    event_type: str
+    received_at: float
+    event_time: float | None
+    body: bytes
+    headers: str
+    """JSON."""
+    status: str
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of an entry's life cycle (`Inbox.mark_done` and the like): its new status and
+    what else changes. Every step also clears the lease and sets ``updated_at`` to ``at``."""
+
+    status: str
+    at: float
+    texts: Mapping[str, str | None] = field(default_factory=dict)
+    """Text columns set (``last_error``, ``note``)."""
+    not_before: float | None = None
+    count_attempt: bool = False
+    flow_runs: Mapping[str, str] | None = None
+    """Merged into the entry's (recipe -> flow run id)."""
+    leave_lanes: bool = False
+    """A final status: the entry leaves its lanes and its burst."""
+
+    def sets(
+        self, param: Callable[[int], str], time: Callable[[float], Any], merge_json: str
+    ) -> tuple[str, list[Any]]:
+        """The SET list of this step and its parameters, in one backend's dialect:
+        ``param(n)`` is the n-th parameter, ``time`` turns epoch seconds into a stored time,
+        ``merge_json`` merges a JSON parameter (``{}``) into ``flow_runs``."""
+        values: list[Any] = [self.status, time(self.at)]
+        sets = [f"status = {param(1)}", "lease_until = NULL", f"updated_at = {param(2)}"]
+        for column, text in self.texts.items():
+            values.append(text)
+            sets.append(f"{column} = {param(len(values))}")
+        if self.not_before is not None:
+            values.append(time(self.not_before))
+            sets.append(f"not_before = {param(len(values))}")
+        if self.count_attempt:
+            sets.append("attempts = attempts + 1")
+        if self.flow_runs is not None:
+            values.append(json.dumps(dict(self.flow_runs)))
+            sets.append("flow_runs = " + merge_json.format(param(len(values))))
+        return ", ".join(sets), values
 
 
 def to_epoch(value: datetime | None) -> float | None:
@@ -193,7 +204,6 @@ class Inbox(ABC):
         """Where the inbox lives, for logs and /readyz (never a password)."""
 
     # -- receiver side ------------------------------------------------------------------
-    @abstractmethod
     async def put(
         self,
         source: str,
@@ -215,6 +225,25 @@ class Inbox(ABC):
                 within ``timeout`` seconds (the entry may still be stored later; a retry of
                 the same event is then a duplicate).
         """
+        check_status(status)
+        if not self._opened:
+            await self.open()
+        row = NewEntry(
+            source,
+            event_id,
+            event_type,
+            self._clock(),
+            to_epoch(event_time),
+            body,
+            json.dumps(dict(headers), separators=(",", ":")),
+            status,
+        )
+        return await committed(self._queue_put(row), timeout, self.description)
+
+    @abstractmethod
+    def _queue_put(self, row: NewEntry) -> asyncio.Future[tuple[bool, int]]:
+        """Queue ``row`` for the next group commit, from the running loop; the future gets
+        (inserted, entry id) once the transaction holding it has committed."""
 
     # -- dispatcher side ----------------------------------------------------------------
     @abstractmethod
@@ -229,7 +258,6 @@ class Inbox(ABC):
         head is claimable (see the module docstring); late arrivals may end ``late``.
         """
 
-    @abstractmethod
     async def mark_dispatched(
         self, entry_id: int, flow_runs: Mapping[str, str], *, expect: str | None = None
     ) -> bool:
@@ -237,26 +265,49 @@ class Inbox(ABC):
 
         With ``expect``, only if the entry's status is still that; returns whether it was set.
         """
+        change = Transition("dispatched", self._clock(), flow_runs=dict(flow_runs))
+        return await self._transition(entry_id, change, expect)
 
-    @abstractmethod
     async def mark_done(
         self, entry_id: int, *, expect: str | None = None, note: str | None = None
     ) -> bool:
         """Set status ``done``, clear the lease, leave its lanes (see `mark_dispatched`);
         ``note`` (None clears it) says why it is done without a run, e.g. no recipe matched.
         ``last_error`` is kept: the last failure before it succeeded (history)."""
+        change = Transition("done", self._clock(), texts={"note": note}, leave_lanes=True)
+        return await self._transition(entry_id, change, expect)
 
-    @abstractmethod
     async def mark_failed(self, entry_id: int, error: str, *, expect: str | None = None) -> bool:
         """Set status ``failed``, record ``error``, count the attempt, clear the lease, leave
         its lanes (see `mark_dispatched` for ``expect``)."""
+        change = Transition(
+            "failed",
+            self._clock(),
+            texts={"last_error": error},
+            count_attempt=True,
+            leave_lanes=True,
+        )
+        return await self._transition(entry_id, change, expect)
 
-    @abstractmethod
     async def retry_later(
         self, entry_id: int, error: str, delay_seconds: float, *, expect: str | None = None
     ) -> bool:
         """Back to ``pending``, due in ``delay_seconds``; attempts += 1, error recorded; it
         keeps its place in its lanes (see `mark_dispatched` for ``expect``)."""
+        now = self._clock()
+        change = Transition(
+            "pending",
+            now,
+            texts={"last_error": error},
+            not_before=now + max(0.0, delay_seconds),
+            count_attempt=True,
+        )
+        return await self._transition(entry_id, change, expect)
+
+    @abstractmethod
+    async def _transition(self, entry_id: int, change: Transition, expect: str | None) -> bool:
+        """Apply ``change`` (see `Transition.sets`) if the entry's status is still ``expect``
+        (whatever it is, if None); whether it did."""
 
     @abstractmethod
     async def requeue(self, entry_id: int) -> None:
@@ -341,49 +392,55 @@ class Inbox(ABC):
     ) -> dict[str, dict[str, Any]]:
         """Steps of ``recipe`` recorded for this event: step id -> outputs."""
 
+    # -- retention ----------------------------------------------------------------------
+    async def prune(
+        self,
+        older_than: timedelta,
+        *,
+        statuses: Collection[str],
+        dry_run: bool = False,
+        batch: int = 5000,
+    ) -> int:
+        """Delete the entries in one of ``statuses`` unchanged (``updated_at``) for
+        ``older_than``, and their step logs, ``batch`` entries per transaction (so a large
+        prune never holds a writer for long); returns how many (with ``dry_run``, how many
+        would be, deleting nothing).
 
-SEQUENCE_BATCH = 200
+        Raises:
+            InboxError: the inbox cannot be read or written.
+            ValueError: ``older_than`` is negative, ``batch`` is below 1, or a status is not a
+                final one (an entry still to run, or running, is never deleted).
+        """
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, not {older_than}")
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch}")
+        wrong = [s for s in statuses if s not in FINAL_STATUSES]
+        if wrong or not statuses:
+            raise ValueError(
+                f"cannot prune statuses {wrong}: give one or more of"
+                f" {', '.join(sorted(FINAL_STATUSES))}"
+            )
+        await self.open()
+        cutoff = self._clock() - older_than.total_seconds()
+        final = tuple(statuses)
+        if dry_run:
+            return await self._count_unchanged(final, cutoff)
+        total = 0
+        while True:
+            n = await self._delete_unchanged(final, cutoff, batch)
+            total += n
+            if n < batch:
+                return total
 
+    @abstractmethod
+    async def _count_unchanged(self, statuses: tuple[str, ...], before: float) -> int:
+        """How many entries in ``statuses`` last changed before ``before`` (epoch seconds)."""
 
-def entry_time(entry: InboxEntry) -> float:
-    """The time an entry is ordered by in its lanes: its event time, else its arrival."""
-    return (entry.event_time or entry.received_at).timestamp()
-
-
-def sequence_all(
-    entries: list[InboxEntry], sequencer: Sequencer
-) -> list[tuple[InboxEntry, Sequenced]]:
-    out = []
-    for e in entries:
-        try:
-            s = sequencer(e)
-        except Exception:  # the dispatcher reports a bad event when it dispatches it
-            log.exception("cannot compute the lanes of entry %s; it joins none", e.id)
-            s = Sequenced()
-        out.append((e, s))
-    return out
-
-
-def _late_message(entry: InboxEntry, lane: str, mark: tuple[float, int]) -> str:
-    return (
-        f"late: lane {lane!r} already ran a later event (entry {mark[1]}, event time "
-        f"{from_epoch(mark[0])}); not run, so it cannot undo newer state "
-        f"(recipe setting late: skip). Replay it by hand: hookline replay {entry.event_id}"
-    )
-
-
-def is_late(
-    entry: InboxEntry, seq: Sequenced, marks: Mapping[str, tuple[float, int]]
-) -> str | None:
-    """The late message if ``entry`` comes after its lanes' high-water marks, else None."""
-    if not seq.skip_if_late:
-        return None
-    mine = (entry_time(entry), entry.id)
-    for lane in seq.lanes:
-        mark = marks.get(lane)
-        if mark is not None and mark > mine:
-            return _late_message(entry, lane, mark)
-    return None
+    @abstractmethod
+    async def _delete_unchanged(self, statuses: tuple[str, ...], before: float, limit: int) -> int:
+        """Delete up to ``limit`` of those entries (lowest ids first) and their step logs, in
+        one transaction; returns how many."""
 
 
 COLUMNS = (
@@ -393,6 +450,23 @@ COLUMNS = (
 )
 
 
-def expire(fut: asyncio.Future[Any], timeout: float, where: str) -> None:
-    if not fut.done():
-        fut.set_exception(InboxError(f"{where}: not committed within {timeout:g} s"))
+async def committed(future: asyncio.Future[T], timeout: float | None, where: str) -> T:
+    """``future``'s result, once the transaction holding its write has committed.
+
+    Raises:
+        InboxError: the write failed, or did not commit within ``timeout`` seconds (it may
+            still commit later; a retry of the same event is then a duplicate).
+    """
+    if timeout is None:
+        return await future
+    # Cheaper than asyncio.timeout() on the hot path: one timer, no task bookkeeping.
+    timer = future.get_loop().call_later(timeout, _expire, future, timeout, where)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[Any], timeout: float, where: str) -> None:
+    if not future.done():
+        future.set_exception(InboxError(f"{where}: not committed within {timeout:g} s"))

@@ -1,135 +1,47 @@
-"""The PostgreSQL inbox: an asyncpg pool, tables in one schema, group-committed puts."""
+"""The PostgreSQL inbox (``HOOKLINE_DATABASE_URL=postgresql://...``): an asyncpg pool, the
+tables in one schema (`hookline.inbox.postgres_schema`), claiming in
+`hookline.inbox.postgres_lanes`. Every statement but a put autocommits; puts are
+group-committed: all puts queued on the loop go in one multi-row INSERT.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import zlib
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from hookline.inbox.base import (
     COLUMNS,
-    SEQUENCE_BATCH,
     STATUSES,
     Clock,
     Inbox,
     InboxEntry,
     InboxError,
-    Sequenced,
-    Sequencer,
+    NewEntry,
+    Transition,
     check_status,
-    entry_time,
-    expire,
-    is_late,
-    sequence_all,
     to_epoch,
 )
+from hookline.inbox.batching import (
+    Gathered,
+    PutKey,
+    PutResult,
+    cannot_store,
+    missing,
+    put_results,
+    settle,
+)
+from hookline.inbox.lanes import Sequencer
+from hookline.inbox.postgres_lanes import claim_due, leave_lanes
+from hookline.inbox.postgres_schema import PG_SCHEMA_VERSION, create_or_upgrade, dt, to_entry
+
+__all__ = ["PG_SCHEMA_VERSION", "PostgresInbox"]
 
 T = TypeVar("T")
-
-PG_SCHEMA_VERSION = "3"
-"""Bump when `_pg_schema` changes: processes then apply it (idempotently) once."""
-
-
-def _pg_schema(schema: str) -> str:
-    return f"""
-CREATE SCHEMA IF NOT EXISTS "{schema}";
-CREATE TABLE IF NOT EXISTS "{schema}".inbox (
-    id          BIGSERIAL PRIMARY KEY,
-    source      TEXT        NOT NULL,
-    event_id    TEXT        NOT NULL,
-    event_type  TEXT        NOT NULL,
-    received_at TIMESTAMPTZ NOT NULL,
-    event_time  TIMESTAMPTZ,
-    body        BYTEA       NOT NULL,
-    headers     TEXT        NOT NULL,
-    status      TEXT        NOT NULL,
-    attempts    INTEGER     NOT NULL DEFAULT 0,
-    last_error  TEXT,
-    flow_runs   JSONB       NOT NULL DEFAULT '{{}}'::jsonb,
-    not_before  TIMESTAMPTZ NOT NULL,
-    lease_until TIMESTAMPTZ,
-    updated_at  TIMESTAMPTZ NOT NULL,
-    UNIQUE (source, event_id)
-);
-CREATE INDEX IF NOT EXISTS inbox_due ON "{schema}".inbox (status, not_before, id);
-CREATE INDEX IF NOT EXISTS inbox_event ON "{schema}".inbox (event_id);
-CREATE TABLE IF NOT EXISTS "{schema}".inbox_steps (
-    source      TEXT        NOT NULL,
-    event_id    TEXT        NOT NULL,
-    recipe      TEXT        NOT NULL,
-    step        TEXT        NOT NULL,
-    outputs     TEXT        NOT NULL,
-    recorded_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (source, event_id, recipe, step)
-);
-CREATE TABLE IF NOT EXISTS "{schema}".inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS seq SMALLINT NOT NULL DEFAULT 0;
-ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS superseded_by BIGINT;
-ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS note TEXT;
-CREATE TABLE IF NOT EXISTS "{schema}".inbox_coalesce (
-    key         TEXT             NOT NULL,
-    entry_id    BIGINT           NOT NULL,
-    event_time  DOUBLE PRECISION NOT NULL,
-    received    DOUBLE PRECISION NOT NULL,
-    quiet       DOUBLE PRECISION NOT NULL,
-    max_wait    DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (key, entry_id)
-);
-CREATE INDEX IF NOT EXISTS inbox_coalesce_entry ON "{schema}".inbox_coalesce (entry_id);
-CREATE INDEX IF NOT EXISTS inbox_unsequenced ON "{schema}".inbox (id)
-    WHERE status = 'pending' AND seq <> 1;
-CREATE TABLE IF NOT EXISTS "{schema}".inbox_lanes (
-    lane        TEXT             NOT NULL,
-    entry_id    BIGINT           NOT NULL,
-    event_time  DOUBLE PRECISION NOT NULL,
-    started     BOOLEAN          NOT NULL DEFAULT FALSE,
-    PRIMARY KEY (lane, entry_id)
-);
-CREATE INDEX IF NOT EXISTS inbox_lanes_entry ON "{schema}".inbox_lanes (entry_id);
-CREATE TABLE IF NOT EXISTS "{schema}".inbox_lane_marks (
-    lane        TEXT             PRIMARY KEY,
-    event_time  DOUBLE PRECISION NOT NULL,
-    entry_id    BIGINT           NOT NULL
-);
-CREATE TABLE IF NOT EXISTS "{schema}".inbox_run_claims (
-    flow_run_id TEXT        NOT NULL,
-    state_id    TEXT        NOT NULL,
-    worker      TEXT        NOT NULL,
-    claimed_at  TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (flow_run_id, state_id)
-);
-"""
-
-
-def _pg_row(row: Mapping[str, Any]) -> InboxEntry:
-    flow_runs = row["flow_runs"]
-    return InboxEntry(
-        id=row["id"],
-        source=row["source"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        received_at=row["received_at"],
-        event_time=row["event_time"],
-        body=bytes(row["body"]),
-        headers=json.loads(row["headers"]),
-        status=row["status"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        flow_runs=json.loads(flow_runs) if isinstance(flow_runs, str) else dict(flow_runs),
-        not_before=row["not_before"],
-        lease_until=row["lease_until"],
-        updated_at=row["updated_at"],
-        seq=row["seq"],
-        superseded_by=row["superseded_by"],
-        note=row["note"],
-    )
-
-
-def _dt(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
+_PUTS_PER_INSERT = 1000
 
 
 class PostgresInbox(Inbox):
@@ -138,6 +50,11 @@ class PostgresInbox(Inbox):
     Args:
         dsn: ``postgresql://user:pass@host:port/db``.
         schema: the PostgreSQL schema holding the tables (tests use one per run).
+        min_size, max_size: the pool's connections.
+        max_inflight: put batches written at once (the next one gathers meanwhile).
+
+    Raises:
+        ValueError: ``schema`` is not made of letters, digits and '_'.
     """
 
     def __init__(
@@ -147,6 +64,7 @@ class PostgresInbox(Inbox):
         schema: str = "hookline",
         min_size: int = 2,
         max_size: int = 16,
+        max_inflight: int = 2,
         clock: Clock | None = None,
     ) -> None:
         super().__init__(clock=clock)
@@ -156,20 +74,19 @@ class PostgresInbox(Inbox):
         self.schema = schema
         self.min_size = min_size
         self.max_size = max_size
+        self.max_inflight = max_inflight
         self._pool: Any = None
         self._t = f'"{schema}".inbox'
-        self.max_inflight = 2
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[tuple[bool, int]]]] = []
+        u = urllib.parse.urlsplit(dsn)  # every put with a timeout names it: made once
+        self._description = f"postgresql://{u.hostname or 'localhost'}:{u.port or 5432}{u.path}"
+        self._description += f" schema {schema}"
+        self._puts: Gathered[NewEntry] = Gathered()
         self._inflight = 0
         self._flushers: set[asyncio.Task[None]] = set()
 
     @property
     def description(self) -> str:
-        import urllib.parse
-
-        u = urllib.parse.urlsplit(self.dsn)
-        host = u.hostname or "localhost"
-        return f"postgresql://{host}:{u.port or 5432}{u.path} schema {self.schema}"
+        return self._description
 
     async def _open(self) -> None:
         import asyncpg
@@ -179,33 +96,12 @@ class PostgresInbox(Inbox):
                 self.dsn, min_size=self.min_size, max_size=self.max_size
             )
             async with self._pool.acquire() as conn:
-                # Serialise schema creation between processes starting at the same time.
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(7201155)")
-                    # DDL takes table locks even when there is nothing to do (ALTER TABLE an
-                    # ACCESS EXCLUSIVE one): a process starting next to running ones could
-                    # deadlock with their claims. Run it only when the schema is not current.
-                    if await self._schema_version(conn) != PG_SCHEMA_VERSION:
-                        await conn.execute(_pg_schema(self.schema))
-                        await conn.execute(
-                            f'INSERT INTO "{self.schema}".inbox_meta (key, value)'
-                            " VALUES ('schema_version', $1) ON CONFLICT (key)"
-                            " DO UPDATE SET value = excluded.value",
-                            PG_SCHEMA_VERSION,
-                        )
+                await create_or_upgrade(conn, self.schema)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
             raise InboxError(f"cannot open the inbox at {self.description}: {exc}") from exc
-
-    async def _schema_version(self, conn: Any) -> str | None:
-        if await conn.fetchval("SELECT to_regclass($1)", f'"{self.schema}".inbox_meta') is None:
-            return None
-        value: str | None = await conn.fetchval(
-            f"SELECT value FROM \"{self.schema}\".inbox_meta WHERE key = 'schema_version'"
-        )
-        return value
 
     async def _close(self) -> None:
         if self._flushers:
@@ -224,95 +120,57 @@ class PostgresInbox(Inbox):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise InboxError(f"inbox {self.description}: {type(exc).__name__}: {exc}") from exc
 
-    async def put(
-        self,
-        source: str,
-        event_id: str,
-        event_type: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        event_time: datetime | None,
-        *,
-        status: str = "pending",
-        timeout: float | None = None,
-    ) -> tuple[bool, int]:
-        check_status(status)
-        if not self._opened:
-            await self.open()
-        et = to_epoch(event_time)
-        row = (
-            source,
-            event_id,
-            event_type,
-            _dt(self._clock()),
-            None if et is None else _dt(et),
-            body,
-            json.dumps(dict(headers), separators=(",", ":")),
-            status,
-        )
+    # -- puts: group commit -----------------------------------------------------------------
+    def _queue_put(self, row: NewEntry) -> asyncio.Future[PutResult]:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[bool, int]] = loop.create_future()
-        self._pending.append((row, fut))
+        request = self._puts.add(row, loop)
         if self._inflight < self.max_inflight:
             self._inflight += 1
             self._flushers.add(loop.create_task(self._flush()))
-        timer = (
-            None
-            if timeout is None
-            else loop.call_later(timeout, expire, fut, timeout, self.description)
-        )
-        try:
-            return await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
+        return request.future
 
     async def _flush(self) -> None:
-        """Group commit: every put queued so far in one INSERT (one round trip, one commit);
-        up to ``max_inflight`` batches in flight, so the next one gathers meanwhile."""
+        """Every put queued so far in one INSERT (one round trip, one commit); up to
+        ``max_inflight`` batches in flight, so the next one gathers meanwhile."""
         import asyncpg
 
         try:
             await asyncio.sleep(0)  # let this turn of the loop queue its puts first
-            while self._pending:
-                batch = [(r, f) for r, f in self._pending[:1000] if not f.done()]
-                del self._pending[:1000]
-                if not batch:
-                    continue
-                results: list[tuple[bool, int] | InboxError]
+            while self._puts.waiting():
+                batch = self._puts.take(_PUTS_PER_INSERT)
+                rows = [r.item for r in batch]
+                results: list[PutResult | InboxError]
                 try:
-                    results = list(await self._insert_batch([r for r, _ in batch]))
+                    results = list(await self._insert(rows))
                 except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
                     err = InboxError(f"inbox {self.description}: {type(exc).__name__}: {exc}")
                     results = [err] * len(batch)  # unreachable: every put of the batch retries
                 except Exception:  # whatever it is, every caller's future must be settled
                     # One bad row (a NUL in a text column, say) fails the whole INSERT: retry
                     # the rows one by one, so it fails alone instead of 503-ing its batch.
-                    results = [await self._insert_one(r) for r, _ in batch]
-                for (_, f), result in zip(batch, results, strict=True):
-                    if f.done():
-                        continue
+                    results = [await self._insert_one(row) for row in rows]
+                for r, result in zip(batch, results, strict=True):
                     if isinstance(result, InboxError):
-                        f.set_exception(result)
+                        r.error = result
                     else:
-                        f.set_result(result)
+                        r.result = result
+                settle(batch)
         finally:
             self._inflight -= 1
             self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
 
-    async def _insert_one(self, row: tuple[Any, ...]) -> tuple[bool, int] | InboxError:
+    async def _insert_one(self, row: NewEntry) -> PutResult | InboxError:
         """One row on its own (after its batch failed): its result, or its own error."""
         try:
-            [result] = await self._insert_batch([row])
+            [result] = await self._insert([row])
         except Exception as exc:  # becomes this put's error, never a hang
-            return InboxError(
-                f"inbox {self.description}: cannot store {row[0]}/{row[1]!r}:"
-                f" {type(exc).__name__}: {exc}"
-            )
+            return cannot_store(f"inbox {self.description}", row, exc)
         return result
 
-    async def _insert_batch(self, rows: list[tuple[Any, ...]]) -> list[tuple[bool, int]]:
-        cols = list(zip(*rows, strict=True))
+    async def _insert(self, rows: list[NewEntry]) -> list[PutResult]:
+        cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+        cols[3] = [dt(t) for t in cols[3]]  # received_at
+        cols[4] = [None if t is None else dt(t) for t in cols[4]]  # event_time
         async with self._pool.acquire() as conn:
             inserted = {
                 (r["source"], r["event_id"]): int(r["id"])
@@ -323,206 +181,38 @@ class PostgresInbox(Inbox):
                     " $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bytea[],"
                     " $7::text[], $8::text[]) AS u(s, e, t, r, et, b, h, st)"
                     " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id",
-                    *[list(c) for c in cols],
+                    *cols,
                 )
             }
-            missing = [(r[0], r[1]) for r in rows if (r[0], r[1]) not in inserted]
-            existing: dict[tuple[str, str], int] = {}
-            if missing:
+            keys = missing(rows, inserted)
+            existing: dict[PutKey, int] = {}
+            if keys:
                 for r in await conn.fetch(
                     f"SELECT id, source, event_id FROM {self._t} WHERE (source, event_id) IN"
                     " (SELECT * FROM unnest($1::text[], $2::text[]))",
-                    [m[0] for m in missing],
-                    [m[1] for m in missing],
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
                 ):
                     existing[(r["source"], r["event_id"])] = int(r["id"])
-        out: list[tuple[bool, int]] = []
-        for r in rows:
-            key = (r[0], r[1])
-            entry_id = inserted.pop(key, None)  # the first put of a key in the batch inserted it
-            if entry_id is not None:
-                existing[key] = entry_id
-                out.append((True, entry_id))
-            else:
-                out.append((False, existing[key]))
-        return out
+        return put_results(rows, inserted, existing)
 
-    def _lock_key(self) -> int:
-        """The advisory lock that serialises sequencing and claiming in this schema."""
-        return 7201156 + zlib.crc32(self.schema.encode()) % 1_000_000
-
+    # -- the rest of the API ----------------------------------------------------------------
     async def claim(
         self, limit: int, *, lease_seconds: float, sequencer: Sequencer | None = None
     ) -> list[InboxEntry]:
         now = self._clock()
-        s = f'"{self.schema}"'
 
         async def fn(conn: Any) -> list[InboxEntry]:
-            if sequencer is None:
-                rows = await conn.fetch(
-                    f"UPDATE {self._t} SET lease_until = $2, updated_at = $1, seq = 1"
-                    f" WHERE id IN (SELECT id FROM {self._t} WHERE status = 'pending'"
-                    " AND not_before <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
-                    f" ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}",
-                    _dt(now),
-                    _dt(now + lease_seconds),
-                    limit,
-                )
-                return sorted((_pg_row(r) for r in rows), key=lambda e: e.id)
-            async with conn.transaction():
-                # one sequencer/claimer at a time per inbox: lanes stay ordered with any
-                # number of dispatchers (claims are short; creating runs happens outside)
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key())
-                fresh = [
-                    _pg_row(r)
-                    for r in await conn.fetch(
-                        f"SELECT {COLUMNS} FROM {self._t} WHERE status = 'pending'"
-                        " AND seq <> 1 ORDER BY id LIMIT $1",
-                        SEQUENCE_BATCH,
-                    )
-                ]
-                if fresh:
-                    plan = await asyncio.to_thread(sequence_all, fresh, sequencer)
-                    await self._sequence(conn, plan, now)
-                rows = await conn.fetch(
-                    f"UPDATE {self._t} SET lease_until = $2, updated_at = $1"
-                    f" WHERE id IN (SELECT id FROM {self._t} i WHERE status = 'pending'"
-                    " AND not_before <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
-                    f" AND seq = 1 AND NOT EXISTS (SELECT 1 FROM {s}.inbox_lanes a"
-                    f" JOIN {s}.inbox_lanes b ON b.lane = a.lane WHERE a.entry_id = i.id"
-                    " AND b.entry_id <> a.entry_id AND (b.started"
-                    " OR (b.event_time, b.entry_id) < (a.event_time, a.entry_id))"
-                    f" AND NOT EXISTS (SELECT 1 FROM {s}.inbox_coalesce ca"
-                    f" JOIN {s}.inbox_coalesce cb ON cb.key = ca.key"
-                    " WHERE ca.entry_id = a.entry_id AND cb.entry_id = b.entry_id))"
-                    f" AND NOT EXISTS (SELECT 1 FROM {s}.inbox_coalesce c WHERE c.entry_id = i.id"
-                    f" AND (EXISTS (SELECT 1 FROM {s}.inbox_coalesce m WHERE m.key = c.key"
-                    " AND m.entry_id <> c.entry_id"
-                    " AND (m.event_time, m.entry_id) > (c.event_time, c.entry_id))"
-                    f" OR ((SELECT MAX(m.received) FROM {s}.inbox_coalesce m WHERE m.key = c.key)"
-                    " > $4 - c.quiet"
-                    f" AND (SELECT MIN(m.received) FROM {s}.inbox_coalesce m WHERE m.key = c.key)"
-                    " > $4 - c.max_wait)))"
-                    f" ORDER BY id LIMIT $3) RETURNING {COLUMNS}",
-                    _dt(now),
-                    _dt(now + lease_seconds),
-                    limit,
-                    now,
-                )
-                ids = [r["id"] for r in rows]
-                if ids:
-                    await conn.execute(
-                        f"INSERT INTO {s}.inbox_lane_marks AS m (lane, event_time, entry_id)"
-                        f" SELECT lane, event_time, entry_id FROM {s}.inbox_lanes"
-                        " WHERE entry_id = ANY($1::bigint[]) ORDER BY lane, event_time, entry_id"
-                        " ON CONFLICT (lane) DO UPDATE SET event_time = excluded.event_time,"
-                        " entry_id = excluded.entry_id"
-                        " WHERE (excluded.event_time, excluded.entry_id)"
-                        " > (m.event_time, m.entry_id)",
-                        ids,
-                    )
-                    await conn.execute(
-                        f"UPDATE {s}.inbox_lanes SET started = TRUE"
-                        " WHERE entry_id = ANY($1::bigint[])",
-                        ids,
-                    )
-                    for i in ids:
-                        await self._supersede(conn, i, now)
-            return sorted((_pg_row(r) for r in rows), key=lambda e: e.id)
+            return await claim_due(
+                conn,
+                self.schema,
+                now=now,
+                limit=limit,
+                lease_seconds=lease_seconds,
+                sequencer=sequencer,
+            )
 
         return await self._call(fn)
-
-    async def _sequence(
-        self, conn: Any, plan: list[tuple[InboxEntry, Sequenced]], now: float
-    ) -> None:
-        s = f'"{self.schema}"'
-        lanes = sorted({lane for _, q in plan for lane in q.lanes})
-        marks = {
-            r["lane"]: (float(r["event_time"]), int(r["entry_id"]))
-            for r in await conn.fetch(
-                f"SELECT lane, event_time, entry_id FROM {s}.inbox_lane_marks"
-                " WHERE lane = ANY($1::text[])",
-                lanes,
-            )
-        }
-        late: list[tuple[str, int]] = []
-        joined: list[tuple[str, int, float]] = []
-        bursts: list[tuple[str, int, float, float, float, float]] = []
-        done: list[int] = []
-        for entry, q in plan:
-            msg = is_late(entry, q, marks) if entry.seq == 0 else None
-            if msg is not None:
-                late.append((msg, entry.id))
-                continue
-            done.append(entry.id)
-            joined += [(lane, entry.id, entry_time(entry)) for lane in q.lanes]
-            if q.coalesce is not None and entry.seq == 0:  # a replay runs alone
-                bursts.append(
-                    (
-                        q.coalesce,
-                        entry.id,
-                        entry_time(entry),
-                        entry.received_at.timestamp(),
-                        q.quiet,
-                        q.max_wait,
-                    )
-                )
-        if late:
-            await conn.executemany(
-                f"UPDATE {self._t} SET status = 'late', seq = 1, last_error = $1,"
-                " lease_until = NULL, updated_at = $3 WHERE id = $2",
-                [(msg, i, _dt(now)) for msg, i in late],
-            )
-        if done:
-            await conn.execute(
-                f"DELETE FROM {s}.inbox_lanes WHERE entry_id = ANY($1::bigint[])", done
-            )
-            await conn.execute(f"UPDATE {self._t} SET seq = 1 WHERE id = ANY($1::bigint[])", done)
-        if joined:
-            await conn.executemany(
-                f"INSERT INTO {s}.inbox_lanes (lane, entry_id, event_time) VALUES ($1,$2,$3)"
-                " ON CONFLICT DO NOTHING",
-                joined,
-            )
-        if bursts:
-            await conn.executemany(
-                f"INSERT INTO {s}.inbox_coalesce"
-                " (key, entry_id, event_time, received, quiet, max_wait)"
-                " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
-                bursts,
-            )
-
-    async def _supersede(self, conn: Any, entry_id: int, now: float) -> None:
-        """``entry_id`` was claimed: the rest of its burst is superseded by it."""
-        s = f'"{self.schema}"'
-        keys = [
-            r["key"]
-            for r in await conn.fetch(
-                f"SELECT key FROM {s}.inbox_coalesce WHERE entry_id = $1", entry_id
-            )
-        ]
-        for key in keys:
-            covered = [
-                r["entry_id"]
-                for r in await conn.fetch(
-                    f"SELECT entry_id FROM {s}.inbox_coalesce WHERE key = $1 AND entry_id <> $2",
-                    key,
-                    entry_id,
-                )
-            ]
-            if covered:
-                await conn.execute(
-                    f"UPDATE {self._t} SET status = 'superseded', superseded_by = $1,"
-                    " lease_until = NULL, updated_at = $2"
-                    " WHERE id = ANY($3::bigint[]) AND status = 'pending'",
-                    entry_id,
-                    _dt(now),
-                    covered,
-                )
-                await conn.execute(
-                    f"DELETE FROM {s}.inbox_lanes WHERE entry_id = ANY($1::bigint[])", covered
-                )
-            await conn.execute(f"DELETE FROM {s}.inbox_coalesce WHERE key = $1", key)
 
     async def _exec(self, sql: str, *args: Any) -> None:
         async def fn(conn: Any) -> None:
@@ -530,82 +220,26 @@ class PostgresInbox(Inbox):
 
         await self._call(fn)
 
-    async def _transition(
-        self,
-        entry_id: int,
-        sets: str,
-        args: tuple[Any, ...],
-        expect: str | None,
-        *,
-        leave_lanes: bool = False,
-    ) -> bool:
-        """``sets`` uses $1..$n for ``args``; the entry id and ``expect`` follow them."""
-        n = len(args)
-        sql = f"UPDATE {self._t} SET {sets} WHERE id = ${n + 1}"
-        params: tuple[Any, ...] = (*args, entry_id)
+    async def _transition(self, entry_id: int, change: Transition, expect: str | None) -> bool:
+        sets, values = change.sets(lambda n: f"${n}", dt, "flow_runs || {}::jsonb")
+        values.append(entry_id)
+        sql = f"UPDATE {self._t} SET {sets} WHERE id = ${len(values)}"
         if expect is not None:
-            sql += f" AND status = ${n + 2}"
-            params = (*params, expect)
+            values.append(expect)
+            sql += f" AND status = ${len(values)}"
 
         async def fn(conn: Any) -> bool:
             async with conn.transaction():
-                status = await conn.execute(sql, *params)
+                status = await conn.execute(sql, *values)
                 changed = bool(status.split()[-1] != "0")
-                if changed and leave_lanes:
-                    for table in ("inbox_lanes", "inbox_coalesce"):
-                        await conn.execute(
-                            f'DELETE FROM "{self.schema}".{table} WHERE entry_id = $1', entry_id
-                        )
+                if changed and change.leave_lanes:
+                    await leave_lanes(conn, self.schema, entry_id)
                 return changed
 
         return await self._call(fn)
 
-    async def mark_dispatched(
-        self, entry_id: int, flow_runs: Mapping[str, str], *, expect: str | None = None
-    ) -> bool:
-        return await self._transition(
-            entry_id,
-            "status = 'dispatched', lease_until = NULL, updated_at = $1,"
-            " flow_runs = flow_runs || $2::jsonb",
-            (_dt(self._clock()), json.dumps(dict(flow_runs))),
-            expect,
-        )
-
-    async def mark_done(
-        self, entry_id: int, *, expect: str | None = None, note: str | None = None
-    ) -> bool:
-        return await self._transition(
-            entry_id,
-            "status = 'done', lease_until = NULL, updated_at = $1, note = $2",
-            (_dt(self._clock()), note),
-            expect,
-            leave_lanes=True,
-        )
-
-    async def mark_failed(self, entry_id: int, error: str, *, expect: str | None = None) -> bool:
-        return await self._transition(
-            entry_id,
-            "status = 'failed', lease_until = NULL, last_error = $1, attempts = attempts + 1,"
-            " updated_at = $2",
-            (error, _dt(self._clock())),
-            expect,
-            leave_lanes=True,
-        )
-
-    async def retry_later(
-        self, entry_id: int, error: str, delay_seconds: float, *, expect: str | None = None
-    ) -> bool:
-        now = self._clock()
-        return await self._transition(
-            entry_id,
-            "status = 'pending', lease_until = NULL, last_error = $1, attempts = attempts + 1,"
-            " not_before = $2, updated_at = $3",
-            (error, _dt(now + max(0.0, delay_seconds)), _dt(now)),
-            expect,
-        )
-
     async def requeue(self, entry_id: int) -> None:
-        now = _dt(self._clock())
+        now = dt(self._clock())
         s = f'"{self.schema}"'
 
         async def fn(conn: Any) -> None:
@@ -617,8 +251,7 @@ class PostgresInbox(Inbox):
                     now,
                     entry_id,
                 )
-                await conn.execute(f"DELETE FROM {s}.inbox_lanes WHERE entry_id = $1", entry_id)
-                await conn.execute(f"DELETE FROM {s}.inbox_coalesce WHERE entry_id = $1", entry_id)
+                await leave_lanes(conn, self.schema, entry_id)
                 await conn.execute(
                     f"DELETE FROM {s}.inbox_steps st USING {self._t} i WHERE i.id = $1"
                     " AND st.source = i.source AND st.event_id = i.event_id"
@@ -629,7 +262,7 @@ class PostgresInbox(Inbox):
         await self._call(fn)
 
     async def reopen(self, entry_id: int, recipe: str, flow_run_id: str) -> bool:
-        now = _dt(self._clock())
+        now = dt(self._clock())
         s = f'"{self.schema}"'
 
         async def fn(conn: Any) -> bool:
@@ -684,7 +317,7 @@ class PostgresInbox(Inbox):
                 flow_run_id,
                 state_id,
                 worker,
-                _dt(self._clock()),
+                dt(self._clock()),
             )
             return bool(status.split()[-1] != "0")
 
@@ -706,7 +339,7 @@ class PostgresInbox(Inbox):
     async def _select(self, where: str, *args: Any) -> list[InboxEntry]:
         async def fn(conn: Any) -> list[InboxEntry]:
             rows = await conn.fetch(f"SELECT {COLUMNS} FROM {self._t} {where}", *args)
-            return [_pg_row(r) for r in rows]
+            return [to_entry(r) for r in rows]
 
         return await self._call(fn)
 
@@ -731,7 +364,7 @@ class PostgresInbox(Inbox):
             args.append(status)
             clauses.append(f"status = ${len(args)}")
         if since is not None:
-            args.append(_dt(to_epoch(since) or 0.0))
+            args.append(dt(to_epoch(since) or 0.0))
             clauses.append(f"received_at >= ${len(args)}")
         args.append(limit)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
@@ -782,7 +415,7 @@ class PostgresInbox(Inbox):
             recipe,
             step,
             json.dumps(dict(outputs)),
-            _dt(self._clock()),
+            dt(self._clock()),
         )
 
     async def completed_steps(
@@ -797,5 +430,35 @@ class PostgresInbox(Inbox):
                 recipe,
             )
             return {r["step"]: json.loads(r["outputs"]) for r in rows}
+
+        return await self._call(fn)
+
+    # -- retention --------------------------------------------------------------------------
+    async def _count_unchanged(self, statuses: tuple[str, ...], before: float) -> int:
+        async def fn(conn: Any) -> int:
+            n = await conn.fetchval(
+                f"SELECT COUNT(*) FROM {self._t}"
+                " WHERE status = ANY($1::text[]) AND updated_at < $2",
+                list(statuses),
+                dt(before),
+            )
+            return int(n)
+
+        return await self._call(fn)
+
+    async def _delete_unchanged(self, statuses: tuple[str, ...], before: float, limit: int) -> int:
+        async def fn(conn: Any) -> int:
+            n = await conn.fetchval(
+                f"WITH gone AS (DELETE FROM {self._t} WHERE id IN (SELECT id FROM {self._t}"
+                " WHERE status = ANY($1::text[]) AND updated_at < $2 ORDER BY id LIMIT $3)"
+                " RETURNING source, event_id),"
+                f' steps AS (DELETE FROM "{self.schema}".inbox_steps s USING gone g'
+                " WHERE s.source = g.source AND s.event_id = g.event_id RETURNING 1)"
+                " SELECT COUNT(*) FROM gone",
+                list(statuses),
+                dt(before),
+                limit,
+            )
+            return int(n)
 
         return await self._call(fn)
