@@ -34,7 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookline.config import CoreSettings, HooklineConfig, get_settings, load_config
-from hookline.inbox import Inbox, SQLiteInbox, open_inbox
+from hookline.inbox import Inbox, open_inbox
 from hookline.logs import flush_logs
 from hookline.receiver.handler import ReceiverState, webhook_asgi
 from hookline.receiver.metrics import ReceiverMetrics
@@ -298,10 +298,11 @@ def create_app(
         log.warning(warning)
     owns = inbox is None
     if inbox is None:
-        inbox = open_inbox(settings)
-        if isinstance(inbox, SQLiteInbox):
-            inbox.synchronous = rconfig.sqlite_synchronous
-            inbox.writer = rconfig.sqlite_writer
+        inbox = open_inbox(
+            settings,
+            sqlite_synchronous=rconfig.sqlite_synchronous,
+            sqlite_writer=rconfig.sqlite_writer,
+        )
     state = ReceiverState(
         sources=sources,
         config=rconfig,

@@ -258,6 +258,22 @@ async def test_store_too_slow_is_503(tmp_path: Path) -> None:
     await inbox.close()
 
 
+def test_the_receiver_opens_its_inbox_with_hookline_yaml_s_sqlite_settings(
+    tmp_path: Path,
+) -> None:
+    def inbox_of(**receiver: Any) -> Any:
+        app = create_app(
+            make_config(tmp_path, **receiver), settings=CoreSettings(home=tmp_path), environ=ENV
+        )
+        return app.state.hookline.inbox
+
+    default = inbox_of()
+    assert isinstance(default, SQLiteInbox)
+    assert (default.writer, default.synchronous) == ("loop", "FULL")
+    chosen = inbox_of(sqlite_writer="thread", sqlite_synchronous="NORMAL")
+    assert (chosen.writer, chosen.synchronous) == ("thread", "NORMAL")
+
+
 async def test_unexpected_error_is_503_never_500(tmp_path: Path) -> None:
     class BuggyInbox(SQLiteInbox):
         async def counts(self) -> dict[str, int]:

@@ -30,7 +30,7 @@ from hookline.errors import ConfigError
 from hookline.inbox import Inbox, InboxError, SQLiteInbox
 from hookline.logs import BufferedStreamHandler, TextFormatter
 from hookline.receiver.app import create_app
-from hookline.retention import prune
+from hookline.retention import PRUNABLE
 
 from .conftest import ENV, AppHarness, encode, event, make_config, signed
 
@@ -613,14 +613,19 @@ async def test_prune_deletes_only_old_final_entries_and_their_steps(any_inbox: I
     await any_inbox.put("s", "new_done", "t", b"{}", {}, None, status="done")
     await any_inbox.record_step("s", "new_done", "r", "notify", {"ts": "2"})
 
-    assert await prune(any_inbox, timedelta(days=30), dry_run=True) == 2
+    month = timedelta(days=30)
+    assert await any_inbox.prune(month, statuses=PRUNABLE, dry_run=True) == 2
     assert await any_inbox.find("s", "old_done") is not None  # a dry run deletes nothing
-    assert await prune(any_inbox, timedelta(days=30)) == 2
+    assert await any_inbox.prune(month, statuses=PRUNABLE, batch=1) == 2  # batch by batch
     kept = sorted(e.event_id for e in await any_inbox.list())
     assert kept == ["new_done", "old_dispatched", "old_pending"]  # never pending/dispatched
     assert await any_inbox.completed_steps("s", "old_done", "r") == {}
     assert await any_inbox.completed_steps("s", "new_done", "r") == {"notify": {"ts": "2"}}
-    assert await prune(any_inbox, timedelta(days=30)) == 0
+    assert await any_inbox.prune(month, statuses=PRUNABLE) == 0
+    with pytest.raises(ValueError, match="cannot prune statuses \\['pending'\\]"):
+        await any_inbox.prune(month, statuses=("done", "pending"))
+    with pytest.raises(ValueError, match="must not be negative"):
+        await any_inbox.prune(-month, statuses=PRUNABLE)
 
 
 def test_hookline_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -198,6 +198,40 @@ async def test_postgres_inbox_of_an_older_version_gets_the_note_column(pg_schema
     assert version == PG_SCHEMA_VERSION == "3"
 
 
+async def test_a_row_the_store_refuses_fails_only_its_own_put(any_inbox: Inbox) -> None:
+    """Concurrent puts share one INSERT: a row the store refuses (a lone surrogate in its id)
+    fails its own put only, and a second put of a key in the same batch is its duplicate."""
+    ids = ("a", "b\ud800", "c", "a")
+    results = await asyncio.gather(
+        *(any_inbox.put("s", i, "t", b"{}", {}, None) for i in ids), return_exceptions=True
+    )
+    bad = results[1]
+    assert isinstance(bad, InboxError) and "cannot store s/'b\\ud800'" in str(bad), bad
+    a, c, again = results[0], results[2], results[3]
+    assert isinstance(a, tuple) and isinstance(c, tuple) and a[0] and c[0]
+    assert again == (False, a[1])
+    assert sorted(e.event_id for e in await any_inbox.list()) == ["a", "c"]
+
+
+def test_sqlite_settings_are_checked_and_fixed_at_construction(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    with pytest.raises(ValueError, match="writer must be thread or loop, not 'queue'"):
+        SQLiteInbox(path, writer="queue")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="synchronous must be FULL or NORMAL, not 'OFF'"):
+        SQLiteInbox(path, synchronous="OFF")  # type: ignore[arg-type]
+    inbox = SQLiteInbox(path, writer="loop", synchronous="NORMAL")
+    with pytest.raises(AttributeError):
+        inbox.writer = "thread"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        inbox.synchronous = "FULL"  # type: ignore[misc]
+    assert (inbox.writer, inbox.synchronous) == ("loop", "NORMAL")
+    chosen = open_inbox(
+        CoreSettings(home=tmp_path), sqlite_synchronous="NORMAL", sqlite_writer="loop"
+    )
+    assert isinstance(chosen, SQLiteInbox)
+    assert (chosen.writer, chosen.synchronous) == ("loop", "NORMAL")
+
+
 async def test_ping_and_bad_status(any_inbox: Inbox) -> None:
     await any_inbox.ping()
     with pytest.raises(ValueError, match="pending"):
@@ -302,12 +336,12 @@ async def test_reopen_and_settled_follow_a_run_restarted_in_prefect(any_inbox: I
     await any_inbox.record_step("s", "a", "outage", "alert", {"ts": "1.2"})
     await any_inbox.record_step("s", "a", "outage", "on_failure.tell", {})
 
-    now = datetime.fromtimestamp(any_inbox._clock(), UTC)  # type: ignore[attr-defined]
+    now = datetime.fromtimestamp(any_inbox.test_clock[0], UTC)  # type: ignore[attr-defined]
     settled = await any_inbox.settled(0, 10, done_since=now - timedelta(seconds=60))
     assert [e.id for e in settled] == [a, b]
     assert [e.id for e in await any_inbox.settled(a, 10, done_since=now)] == [b]
     advance(any_inbox, 120)
-    later = datetime.fromtimestamp(any_inbox._clock(), UTC)  # type: ignore[attr-defined]
+    later = datetime.fromtimestamp(any_inbox.test_clock[0], UTC)  # type: ignore[attr-defined]
     assert [e.id for e in await any_inbox.settled(0, 10, done_since=later)] == [a]
 
     assert not await any_inbox.reopen(a, "outage", "another-run")  # not its run
