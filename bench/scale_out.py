@@ -40,9 +40,10 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from hookline.config import CoreSettings  # noqa: E402
+from hookline.engine.prefect_server import free_port  # noqa: E402
 from hookline.engine.send import send  # noqa: E402
 from hookline.inbox import open_inbox  # noqa: E402
-from tests.docs.conftest import Proc, clean_env, free_port, start  # noqa: E402
+from tests.docs.conftest import Proc, clean_env, start  # noqa: E402
 from tests.engine.test_scale_out import RECIPE_YAML, Sink, sink_server  # noqa: E402
 from tests.stack import PG, pg, pg_available, prefect_on_postgres  # noqa: E402
 
