@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 _NO_LOCK = contextlib.nullcontext()
 
@@ -62,68 +62,62 @@ def _utc(created: float) -> str:
     return f"{_second[1]}.{int((created - sec) * 1000):03d}Z"
 
 
+class Line(NamedTuple):
+    """What one log line says, with or without a LogRecord behind it."""
+
+    created: float
+    level: str
+    logger: str
+    msg: str
+    extras: dict[str, Any]
+    exc: str | None = None
+
+
 class _LineFormatter(logging.Formatter):
     """A formatter whose line can also be written without a LogRecord (`fast_info`)."""
 
-    def line(
-        self,
-        created: float,
-        level: str,
-        logger: str,
-        msg: str,
-        extras: dict[str, Any],
-        exc: str | None = None,
-    ) -> str:
+    def line(self, entry: Line) -> str:
         raise NotImplementedError
 
     def format(self, record: logging.LogRecord) -> str:
         exc = self.formatException(record.exc_info) if record.exc_info else None
         return self.line(
-            record.created,
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            _extras(record),
-            exc,
+            Line(
+                record.created,
+                record.levelname,
+                record.name,
+                record.getMessage(),
+                _extras(record),
+                exc,
+            )
         )
 
 
 class JsonFormatter(_LineFormatter):
     """One JSON object per line: time, level, logger, msg and the extras."""
 
-    def line(
-        self,
-        created: float,
-        level: str,
-        logger: str,
-        msg: str,
-        extras: dict[str, Any],
-        exc: str | None = None,
-    ) -> str:
-        out: dict[str, Any] = {"time": _utc(created), "level": level, "logger": logger, "msg": msg}
-        out.update(extras)
-        if exc is not None:
-            out["exc"] = exc
+    def line(self, entry: Line) -> str:
+        out: dict[str, Any] = {
+            "time": _utc(entry.created),
+            "level": entry.level,
+            "logger": entry.logger,
+            "msg": entry.msg,
+        }
+        out.update(entry.extras)
+        if entry.exc is not None:
+            out["exc"] = entry.exc
         return json.dumps(out, default=str)
 
 
 class TextFormatter(_LineFormatter):
     """``time level logger msg key=value ...``."""
 
-    def line(
-        self,
-        created: float,
-        level: str,
-        logger: str,
-        msg: str,
-        extras: dict[str, Any],
-        exc: str | None = None,
-    ) -> str:
-        text = f"{_utc(created)} {level} {logger} {escape_controls(msg)}"
-        if extras:
-            text += " " + _pairs(extras)
-        if exc is not None:
-            text += "\n" + exc
+    def line(self, entry: Line) -> str:
+        text = f"{_utc(entry.created)} {entry.level} {entry.logger} {escape_controls(entry.msg)}"
+        if entry.extras:
+            text += " " + _pairs(entry.extras)
+        if entry.exc is not None:
+            text += "\n" + entry.exc
         return text
 
 
@@ -179,7 +173,7 @@ def fast_info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> bool:
     formatter = handler.formatter
     if not isinstance(formatter, _LineFormatter):
         return False
-    line = formatter.line(time.time(), "INFO", logger.name, msg, fields)
+    line = formatter.line(Line(time.time(), "INFO", logger.name, msg, fields))
     handler.write(line)
     return True
 
