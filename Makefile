@@ -35,8 +35,8 @@ up: install
 	$(BIN)/hookline up
 
 lint: install
-	$(BIN)/ruff check hookline tests bench
-	$(BIN)/ruff format --check hookline tests bench
+	$(BIN)/ruff check hookline tests bench vendor_fakes
+	$(BIN)/ruff format --check hookline tests bench vendor_fakes
 
 typecheck: install
 	$(BIN)/mypy

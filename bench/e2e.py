@@ -99,7 +99,7 @@ async def run_hookline(
     from hookline.inbox import open_inbox
     from hookline.receiver.app import create_app
     from hookline.recipes import load_recipes
-    from tests.fakes import FakeVendors
+    from vendor_fakes import FakeVendors
 
     recipes_dir = work / "recipes"
     recipes_dir.mkdir()

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from hookline.engine.prefect_server import free_port  # noqa: E402
 from hookline.engine.send import send  # noqa: E402
-from tests.fakes import RemoteFake  # noqa: E402
-from tests.fakes.slack import channel_id  # noqa: E402
+from vendor_fakes import RemoteFake  # noqa: E402
+from vendor_fakes.slack import channel_id  # noqa: E402
 
 SECRET = "whsec-storm-bench-0123456789abcdef"
 FINAL = ("done", "failed", "late", "superseded")
@@ -57,7 +57,7 @@ def fake_vendors(home: Path) -> Iterator[dict[str, Any]]:
     port_file = home / "fakes.json"
     with (home / "fakes.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes", "--port-file", str(port_file)],
+            [sys.executable, "-m", "vendor_fakes", "--port-file", str(port_file)],
             cwd=ROOT,
             env=clean_env(),
             stdout=log,

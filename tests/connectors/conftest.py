@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hookline.connectors import build_client
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 _LEAKY = (
     "SSL_CERT_FILE",

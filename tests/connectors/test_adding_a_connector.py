@@ -36,7 +36,7 @@ from hookline.connectors import (
 )
 from hookline.connectors._http import error_for_exception, error_for_status
 from hookline.connectors.settings import ConnectorSettings
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 # --- the connector: what a new vendor module holds ---------------------------------------
 

@@ -13,7 +13,7 @@ from hookline.connectors import build_client, configured, servicenow, slack
 from hookline.connectors.errors import NotConfiguredError, PermanentError, TransientError
 from hookline.connectors.settings import load_settings
 from hookline.connectors.slack import SlackSettings
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 
 from hookline.connectors import build_client, servicenow, slack
 from hookline.connectors.errors import TransientError
-from tests.fakes import RemoteFake
+from vendor_fakes import RemoteFake
 
 ROOT = Path(__file__).parents[2]
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).parents[2]
 def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     port_file = tmp_path_factory.mktemp("fakes") / "fakes.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", "--port-file", str(port_file)],
+        [sys.executable, "-m", "vendor_fakes", "--port-file", str(port_file)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -32,8 +32,8 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     try:
         deadline = time.monotonic() + 20
         while not port_file.exists():
-            assert proc.poll() is None, "python -m tests.fakes exited"
-            assert time.monotonic() < deadline, "python -m tests.fakes did not start"
+            assert proc.poll() is None, "python -m vendor_fakes exited"
+            assert time.monotonic() < deadline, "python -m vendor_fakes did not start"
             time.sleep(0.05)
         yield json.loads(port_file.read_text(encoding="utf-8"))
     finally:

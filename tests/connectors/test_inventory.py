@@ -9,7 +9,7 @@ import pytest
 
 from hookline.connectors import inventory
 from hookline.connectors.errors import PermanentError, TransientError
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 Client = Callable[..., Any]
 LOCATION = {"address": "123 Main St, Chicago, IL 60601", "site_id": "site_001"}

@@ -12,7 +12,7 @@ import pytest
 
 from hookline.connectors import ACTIONS, build_client, get_action
 from hookline.connectors.errors import PermanentError, TransientError
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 
 from hookline.connectors import salesforce
 from hookline.connectors.errors import PermanentError, TransientError
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 Client = Callable[..., Any]
 
@@ -122,7 +122,7 @@ def test_500_then_success(client: Client, fakes: FakeVendors, account: str) -> N
 
 @pytest.fixture
 def login_env(env: dict[str, str], fakes: FakeVendors) -> dict[str, str]:
-    from tests.fakes import salesforce as fake
+    from vendor_fakes import salesforce as fake
 
     without_session = {
         k: v

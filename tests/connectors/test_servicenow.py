@@ -9,7 +9,7 @@ import pytest
 
 from hookline.connectors import servicenow
 from hookline.connectors.errors import PermanentError, TransientError
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 Client = Callable[..., Any]
 KEY = "solveforce:evt_1234567890:outage:incident"

@@ -11,8 +11,8 @@ import pytest
 
 from hookline.connectors import slack
 from hookline.connectors.errors import PermanentError, TransientError
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 Client = Callable[..., Any]
 

@@ -37,11 +37,11 @@ from tests.docs.conftest import (
     console_block,
     start,
 )
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
 from tests.stack import PG
 from tests.stack import pg as _pg
 from tests.stack import pg_available as _pg_available
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -30,8 +30,8 @@ from tests.docs.conftest import (
     console_block,
     start,
 )
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 pytestmark = pytest.mark.slow
 

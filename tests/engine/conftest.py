@@ -14,7 +14,7 @@ import pytest
 
 from hookline.config import HooklineConfig
 from tests.engine.harness import EngineHarness, running_engine
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 OUTAGE_RECIPE = """
 name: outage

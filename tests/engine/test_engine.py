@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowR
 from hookline.engine.errors import PrefectUnavailable
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 pytestmark = pytest.mark.anyio
 
@@ -117,7 +117,7 @@ async def test_vendor_down_fails_tells_oncall_then_replay_skips_finished_steps(
     assert entry.status == "failed"
     assert "incident" in (entry.last_error or "")
     first_run = entry.flow_runs["outage"]
-    from tests.fakes.slack import channel_id
+    from vendor_fakes.slack import channel_id
 
     texts = [(m["channel"], m["text"]) for m in fakes.slack.messages]
     assert len(texts) == 2

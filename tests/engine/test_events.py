@@ -22,7 +22,7 @@ from hookline.inbox import SQLiteInbox
 from hookline.recipes.dryrun import MASK
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 pytestmark = pytest.mark.anyio
 

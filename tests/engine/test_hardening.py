@@ -17,7 +17,7 @@ from hookline.flows import runtime
 from hookline.flows.recipe_flow import recipe_flow
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from hookline.engine.metrics import EngineCollector
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,8 @@ from hookline.engine.prefect_server import PrefectServer
 from hookline.retry import RetryPolicy
 from tests.engine.conftest import sample
 from tests.engine.harness import running_engine
-from tests.fakes import FakeVendors
 from tests.waiting import wait_until
+from vendor_fakes import FakeVendors
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

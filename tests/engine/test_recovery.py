@@ -13,8 +13,8 @@ import pytest
 from hookline.engine import dispatcher as dispatcher_module
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

@@ -18,8 +18,8 @@ import pytest
 from hookline.config import HooklineConfig, load_config
 from tests.engine.conftest import OUTAGE_RECIPE, sample
 from tests.engine.harness import EngineHarness, running_engine
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 pytestmark = pytest.mark.anyio
 

@@ -25,8 +25,8 @@ from hookline.config import CoreSettings
 from hookline.engine.prefect_server import free_port
 from hookline.inbox import open_inbox
 from tests.docs.conftest import REPO, Proc, clean_env, start
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 pytestmark = pytest.mark.slow
 

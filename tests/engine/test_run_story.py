@@ -24,7 +24,7 @@ from hookline.flows.artifact import artifact_key
 from hookline.recipes.dryrun import MASK
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness, running_engine
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 pytestmark = pytest.mark.anyio
 

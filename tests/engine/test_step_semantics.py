@@ -24,7 +24,7 @@ from hookline.recipes import Event
 from hookline.recipes.dryrun import StepPreview, _contains_placeholder, preview
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness, running_engine
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

@@ -21,8 +21,8 @@ from hookline.engine.dispatcher import Dispatcher
 from hookline.inbox import open_inbox
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness, running_engine
-from tests.fakes import FakeVendors
 from tests.stack import PG, pg, pg_available
+from vendor_fakes import FakeVendors
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.anyio]
 

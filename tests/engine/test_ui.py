@@ -18,7 +18,7 @@ from hookline.flows import artifact, runtime
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
 from tests.engine.test_run_story import story_of, unconfigured
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

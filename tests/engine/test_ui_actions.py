@@ -14,9 +14,9 @@ from prefect.states import Completed, Failed
 
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
 from tests.waiting import wait_until
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 pytestmark = pytest.mark.anyio
 

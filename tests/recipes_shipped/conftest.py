@@ -15,7 +15,7 @@ import pytest
 
 from hookline.config import load_config
 from tests.engine.harness import EngineHarness, running_engine
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
 from tests.recipes_shipped.conftest import Shipped, sample
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

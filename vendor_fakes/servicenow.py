@@ -14,7 +14,7 @@ import re
 import uuid
 from typing import Any
 
-from tests.fakes.base import FakeServer, Request, Response, now_iso
+from vendor_fakes.base import FakeServer, Request, Response, now_iso
 
 USERNAME = "hookline.integration"
 PASSWORD = "fake-servicenow-password"

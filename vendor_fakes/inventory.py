@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from tests.fakes.base import FakeServer, Request, Response, now_iso
+from vendor_fakes.base import FakeServer, Request, Response, now_iso
 
 TOKEN = "inv-hookline-fake-token"
 STATUSES = {"active", "provisioning", "suspended", "degraded", "outage", "retired"}

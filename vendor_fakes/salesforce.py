@@ -12,7 +12,7 @@ import itertools
 import re
 from typing import Any
 
-from tests.fakes.base import FakeServer, Request, Response
+from vendor_fakes.base import FakeServer, Request, Response
 
 SESSION_ID = "00DHOOKLINE!fake.salesforce.session"
 USERNAME = "integration@hookline.example"

@@ -11,7 +11,7 @@ import hashlib
 import itertools
 from typing import Any
 
-from tests.fakes.base import FakeServer, Request, Response
+from vendor_fakes.base import FakeServer, Request, Response
 
 TOKEN = "xoxb-hookline-fake-token"
 TEAM_ID = "T0HOOKLINE"

@@ -1,7 +1,7 @@
-"""Run the fake vendors until interrupted: ``python -m tests.fakes [--port-file F] [--no-tls]``.
+"""Run the fake vendors until interrupted: ``python -m vendor_fakes [--port-file F] [--no-tls]``.
 
 Prints (and writes to ``--port-file``, atomically) ``{"env": {...}, "control": {...}}``; export
-``env`` to point Hookline at the fakes, and use ``control`` with `tests.fakes.RemoteFake`.
+``env`` to point Hookline at the fakes, and use ``control`` with `vendor_fakes.RemoteFake`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.fakes import FakeVendors
+from vendor_fakes import FakeVendors
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vendor_fakes", description=__doc__)
     parser.add_argument("--port-file", type=Path, help="write the env/control JSON here")
     parser.add_argument(
         "--no-tls",

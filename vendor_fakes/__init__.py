@@ -10,7 +10,7 @@ In process::
         assert fakes.servicenow.incidents[0]["correlation_id"] == "..."
         fakes.slack.calls_to("chat.postMessage")
 
-From another process: ``python -m tests.fakes --port-file F`` writes
+From another process: ``python -m vendor_fakes --port-file F`` writes
 ``{"env": {...}, "control": {"slack": "https://127.0.0.1:PORT/_hookline", ...}}`` to F, and
 `RemoteFake` (or plain HTTP) reads calls and injects failures through the control endpoints.
 """
@@ -26,12 +26,12 @@ from typing import Any
 import httpx
 import trustme
 
-from tests.fakes.base import Call, FakeServer
-from tests.fakes.echo import FakeEcho
-from tests.fakes.inventory import FakeInventory
-from tests.fakes.salesforce import FakeSalesforce
-from tests.fakes.servicenow import FakeServiceNow
-from tests.fakes.slack import FakeSlack
+from vendor_fakes.base import Call, FakeServer
+from vendor_fakes.echo import FakeEcho
+from vendor_fakes.inventory import FakeInventory
+from vendor_fakes.salesforce import FakeSalesforce
+from vendor_fakes.servicenow import FakeServiceNow
+from vendor_fakes.slack import FakeSlack
 
 __all__ = [
     "Call",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes.base import FakeServer, Request, Response
+from vendor_fakes.base import FakeServer, Request, Response
 
 
 class FakeEcho(FakeServer):
