@@ -19,7 +19,7 @@ One concept a module:
 
 - `limits`: the size and time limits, and the checks the environment runs before each
   operator, method call and filter.
-- `mrkdwn`: the ``mrkdwn`` filter and the escaping of Slack mrkdwn parameters.
+- `escaping`: the ``mrkdwn`` filter and the escaping of Slack mrkdwn parameters.
 - `context`: what a template sees (`build_context`).
 - `environment`: the Jinja environment (`ENV`, `MRKDWN_ENV`) and its code generator.
 - `render`: `Template`, `Expression`, compiling (cached) and rendering a step's ``with``.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from hookline.recipes.templating.context import EnvVars, build_context
 from hookline.recipes.templating.environment import ENV, JINJA_GLOBALS
+from hookline.recipes.templating.escaping import Mrkdwn, escape_mrkdwn, mrkdwn
 from hookline.recipes.templating.limits import (
     MATCH_SECONDS,
     MAX_INT_BITS,
@@ -39,7 +40,6 @@ from hookline.recipes.templating.limits import (
     RenderLimitError,
     time_limit,
 )
-from hookline.recipes.templating.mrkdwn import Mrkdwn, escape_mrkdwn, mrkdwn
 from hookline.recipes.templating.parse import (
     ast_expression,
     ast_template,

@@ -10,7 +10,7 @@
   `hookline.recipes.templating.limits`: the time limit and the size limits.
 
 `ENV` compiles every template; `MRKDWN_ENV` those of Slack mrkdwn parameters, escaping what
-each ``{{ }}`` inserts (`hookline.recipes.templating.mrkdwn`).
+each ``{{ }}`` inserts (`hookline.recipes.templating.escaping`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from jinja2.nativetypes import NativeCodeGenerator, NativeEnvironment, NativeTem
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hookline.recipes.templating.context import Explained
+from hookline.recipes.templating.escaping import escape_value, mrkdwn
 from hookline.recipes.templating.limits import (
     MAX_DEPTH,
     MAX_TEXT,
@@ -34,7 +35,6 @@ from hookline.recipes.templating.limits import (
     precheck_method,
     tick,
 )
-from hookline.recipes.templating.mrkdwn import escape_value, mrkdwn
 
 
 def check_defined(value: Any, depth: int = 0) -> Any:

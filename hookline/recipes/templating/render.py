@@ -20,13 +20,13 @@ from jinja2.exceptions import SecurityError
 
 from hookline.recipes.errors import RecipeEvalError, RecipeRenderError
 from hookline.recipes.templating.environment import ENV, MRKDWN_ENV, check_defined
+from hookline.recipes.templating.escaping import raw_key
 from hookline.recipes.templating.limits import (
     MATCH_SECONDS,
     RENDER_SECONDS,
     RenderLimitError,
     time_limit,
 )
-from hookline.recipes.templating.mrkdwn import raw_key
 
 if TYPE_CHECKING:
     from hookline.recipes.models import Step
