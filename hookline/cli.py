@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -25,6 +27,22 @@ class CallError(CommandError):
     click's own usage errors."""
 
     exit_code = 2
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def path_option(
+    *decls: str, help: str, file: bool = False, allow_dash: bool = False, multiple: bool = False
+) -> Callable[[F], F]:
+    """A ``click.option`` whose value is a `Path` (``file``: not a folder; ``allow_dash``: ``-``
+    may stand for stdin or stdout)."""
+    return click.option(
+        *decls,
+        multiple=multiple,
+        type=click.Path(path_type=Path, dir_okay=not file, allow_dash=allow_dash),
+        help=help,
+    )
 
 
 # name -> "module:attribute" of a click.Command

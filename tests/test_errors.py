@@ -12,7 +12,7 @@ from hookline.errors import HooklineError
 
 #: Errors that must stay what a library expects: Jinja's sandbox catches its own SecurityError
 #: family (a template over a limit), and the rendering code turns it into a RecipeRenderError.
-FOREIGN = {"hookline.recipes.templating.RenderLimitError"}
+FOREIGN = {"hookline.recipes.templating.limits.RenderLimitError"}
 
 
 def _hookline_errors() -> dict[str, type[BaseException]]:

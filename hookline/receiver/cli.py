@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import click
 from starlette.applications import Starlette
 
-from hookline.cli import CommandError
+from hookline.cli import CommandError, path_option
 
 
 def _best(module: str, fast: str, fallback: str) -> str:
@@ -29,11 +30,10 @@ def app_factory() -> Starlette:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-@click.option(
+@path_option(
     "--config",
     "config_path",
-    default=None,
-    type=click.Path(dir_okay=False),
+    file=True,
     help="hookline.yaml (default: $HOOKLINE_CONFIG or ./hookline.yaml).",
 )
 @click.option(
@@ -43,7 +43,7 @@ def app_factory() -> Starlette:
     type=click.IntRange(min=1),
     help="Worker processes sharing the port (and the inbox).",
 )
-def serve(host: str, port: int, config_path: str | None, workers: int) -> None:
+def serve(host: str, port: int, config_path: Path | None, workers: int) -> None:
     """Receive webhooks: POST /webhooks/<source>, answered once stored in the inbox."""
     import uvicorn
 
@@ -51,8 +51,8 @@ def serve(host: str, port: int, config_path: str | None, workers: int) -> None:
     from hookline.errors import ConfigError
     from hookline.receiver.app import create_app
 
-    if config_path:
-        os.environ["HOOKLINE_CONFIG"] = config_path  # the workers read it too
+    if config_path is not None:
+        os.environ["HOOKLINE_CONFIG"] = str(config_path)  # the workers read it too
         get_settings.cache_clear()
     settings = get_settings()
     try:

@@ -6,15 +6,19 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hookline.cli import CallError, CommandError
+from hookline.cli import CallError, CommandError, path_option
 from hookline.config import HooklineConfig
 from hookline.errors import HooklineError
 from hookline.recipes.dryrun import StepPreview, mask, preview, secret_values, to_jsonable
+
+if TYPE_CHECKING:
+    from hookline.recipes.loader import LoadResult
 
 
 def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -149,11 +153,8 @@ def _default_source(config: HooklineConfig | None) -> str:
 
 
 @click.command("try")
-@click.option(
-    "--event",
-    "event_file",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    help="JSON event body ('-' for stdin).",
+@path_option(
+    "--event", "event_file", file=True, allow_dash=True, help="JSON event body ('-' for stdin)."
 )
 @click.option("--sample", help="A packaged SolveForce sample instead of --event, by event type.")
 @click.option("--source", help="The event's source (default: the first in hookline.yaml).")
@@ -182,7 +183,6 @@ def try_(
     outputs of earlier steps are shown as placeholders, secrets are masked.
     """
     from hookline.recipes.event import Event
-    from hookline.recipes.loader import check_recipes
 
     if (event_file is None) == (sample is None):
         raise CallError("give exactly one of --event FILE or --sample EVENT_TYPE")
@@ -204,18 +204,12 @@ def try_(
         event = Event.from_body(
             source=source or _default_source(config), body=body, event_type=event_type
         )
-        files = [r for r in recipes if Path(r).is_file() or r.endswith((".yaml", ".yml"))]
-        names = [r for r in recipes if r not in files]
-        result = check_recipes(files or None, config=config)
     except (HooklineError, OSError) as exc:
         raise CommandError(str(exc)) from None
         return
-    for w in result.warnings:
-        click.echo(f"warning: {w}", err=True)
-    if result.problems:
-        for prob in result.problems:
-            click.echo(str(prob), err=True)
-        raise CommandError("fix the recipes first (hookline check)")
+    files = [r for r in recipes if Path(r).is_file() or r.endswith((".yaml", ".yml"))]
+    names = [r for r in recipes if r not in files]
+    result = _valid_recipes(files or None, config)
     chosen = sorted(result.recipes, key=lambda r: r.name)
     if names:
         known = {r.name for r in chosen}
@@ -303,42 +297,51 @@ def try_(
 
 
 def _config() -> HooklineConfig | None:
+    """hookline.yaml (HOOKLINE_CONFIG) when there is one; a `CommandError` when it is wrong."""
     from hookline.config import get_settings, load_config
 
     path = get_settings().config
-    return load_config(path) if path.exists() else None
-
-
-@click.command("test-recipes")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--recipes",
-    "recipe_paths",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Recipe files or folders (default: HOOKLINE_RECIPES, else ./recipes).",
-)
-@click.option("-q", "--quiet", is_flag=True, help="Print failures only.")
-def test_recipes(paths: tuple[Path, ...], recipe_paths: tuple[Path, ...], quiet: bool) -> None:
-    """Run recipe tests (default: the tests/ folder of each recipe folder). Exits 1 on failure."""
-    from hookline.config import get_settings
-    from hookline.recipes.loader import check_recipes
-    from hookline.recipes.matcher import RecipeSet
-    from hookline.recipes.testing import discover_tests, run_file
-
-    roots = list(recipe_paths) or get_settings().recipe_paths
     try:
-        result = check_recipes(roots, config=_config())
+        return load_config(path) if path.exists() else None
     except HooklineError as exc:
         raise CommandError(str(exc)) from None
-        return
+
+
+def _valid_recipes(paths: Sequence[Path | str] | None, config: HooklineConfig | None) -> LoadResult:
+    """The recipes at ``paths`` (default: HOOKLINE_RECIPES) for a command that runs them: their
+    warnings on stderr; when any recipe has a problem, the problems and a `CommandError`."""
+    from hookline.recipes.loader import check_recipes
+
+    try:
+        result = check_recipes(paths, config=config)
+    except (HooklineError, OSError) as exc:
+        raise CommandError(str(exc)) from None
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     if result.problems:
         for prob in result.problems:
             click.echo(str(prob), err=True)
         raise CommandError("fix the recipes first (hookline check)")
-    recipes = RecipeSet(result.recipes)
+    return result
+
+
+@click.command("test-recipes")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@path_option(
+    "--recipes",
+    "recipe_paths",
+    multiple=True,
+    help="Recipe files or folders (default: HOOKLINE_RECIPES, else ./recipes).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print failures only.")
+def test_recipes(paths: tuple[Path, ...], recipe_paths: tuple[Path, ...], quiet: bool) -> None:
+    """Run recipe tests (default: the tests/ folder of each recipe folder). Exits 1 on failure."""
+    from hookline.config import get_settings
+    from hookline.recipes.matcher import RecipeSet
+    from hookline.recipes.testing import discover_tests, run_file
+
+    roots = list(recipe_paths) or get_settings().recipe_paths
+    recipes = RecipeSet(_valid_recipes(roots, _config()).recipes)
     targets = list(paths) or [r / "tests" for r in roots if (r / "tests").is_dir()]
     files = discover_tests(targets)
     if not files:
@@ -368,9 +371,7 @@ def test_recipes(paths: tuple[Path, ...], recipe_paths: tuple[Path, ...], quiet:
 
 
 @click.command()
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to FILE."
-)
+@path_option("-o", "--output", file=True, help="Write to FILE.")
 @click.option("--check", "check_only", is_flag=True, help="Exit 1 if FILE is out of date.")
 @click.option("--tests", "for_tests", is_flag=True, help="The schema of recipe test files.")
 def schema(output: Path | None, check_only: bool, for_tests: bool) -> None:

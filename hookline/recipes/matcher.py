@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 from hookline.recipes.errors import RecipeEvalError
 from hookline.recipes.event import Event
 from hookline.recipes.models import Recipe
-from hookline.recipes.templating import _describe, build_context
+from hookline.recipes.templating import build_context, describe_error
 
 log = logging.getLogger("hookline.recipes")
 
@@ -72,7 +72,7 @@ def match_recipe(
     except Exception as exc:
         err = RecipeEvalError(
             f"recipe '{recipe.name}' ({recipe.path}): when {recipe.when!r} failed on event "
-            f"{event.event_id!r} ({event.source}/{event.event_type}): {_describe(exc)}"
+            f"{event.event_id!r} ({event.source}/{event.event_type}): {describe_error(exc)}"
         )
         err.__cause__ = exc
         log.error("%s", err)

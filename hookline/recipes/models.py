@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from hookline.recipes.errors import RecipeEvalError, RecipeRenderError
-from hookline.recipes.templating import Expression, Template, _describe
+from hookline.recipes.templating import Expression, Template, describe_error
 from hookline.retry import RetryPolicy
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -253,7 +253,7 @@ class Step:
         try:
             return bool(self.compiled_if.evaluate(context))
         except Exception as exc:
-            raise RecipeEvalError(f"{self.where()}: if: {_describe(exc)}") from exc
+            raise RecipeEvalError(f"{self.where()}: if: {describe_error(exc)}") from exc
 
     def coerce(self, name: str, value: Any, *, where: str) -> Any:
         """Check a rendered parameter against the action's annotation."""
@@ -310,7 +310,7 @@ class Recipe:
             return str(self.compiled_coalesce_key.render(context))
         except Exception as exc:
             raise RecipeRenderError(
-                f"recipe '{self.name}': coalesce.key: {_describe(exc)}"
+                f"recipe '{self.name}': coalesce.key: {describe_error(exc)}"
             ) from exc
 
     def order_key(self, context: Mapping[str, Any]) -> str | None:
@@ -320,4 +320,6 @@ class Recipe:
         try:
             return str(self.compiled_order_by.render(context))
         except Exception as exc:
-            raise RecipeRenderError(f"recipe '{self.name}': order_by: {_describe(exc)}") from exc
+            raise RecipeRenderError(
+                f"recipe '{self.name}': order_by: {describe_error(exc)}"
+            ) from exc

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from hookline.recipes.errors import RecipeError, RecipeEvalError, RecipeRenderError
-from hookline.recipes.templating import _describe, build_context, render_params
+from hookline.recipes.templating import build_context, describe_error, render_params
 
 if TYPE_CHECKING:
     from hookline.recipes.event import Event
@@ -78,7 +78,7 @@ def decide(
     except RecipeError as exc:
         return Decision(step, "fail", error=RecipeRenderError(str(exc)))
     except Exception as exc:  # a parameter type that raised something of its own
-        text = f"{step.where()}: with: {_describe(exc)}"
+        text = f"{step.where()}: with: {describe_error(exc)}"
         return Decision(step, "fail", error=RecipeRenderError(text))
     reason = f'if "{step.if_}" is true' if step.if_ is not None else ""
     return Decision(step, "run", reason=reason, params=params)

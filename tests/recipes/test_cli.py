@@ -306,3 +306,31 @@ def test_try_of_an_unset_variable_is_the_runs_error(
     assert "on_failure (runs because step 'alert' failed):" in r.output
     r = run("try", "--event", "-", "--env", "SLACK_ALERT_CHANNEL=#noc", input=body)
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(
+    "command", [("try", "--sample", "service.status.changed"), ("test-recipes",)], ids=str
+)
+def test_commands_that_run_recipes_refuse_a_set_with_a_problem(
+    project: Path, command: tuple[str, ...]
+) -> None:
+    (project / "recipes" / "bad.yaml").write_text(
+        "name: bad\non: x\nsteps:\n  - id: a\n    uses: slack.post_mesage\n", encoding="utf-8"
+    )
+    r = run(*command)
+    assert r.exit_code == 1
+    assert "bad.yaml:5:11: step 'a': uses: unknown action 'slack.post_mesage'" in r.stderr
+    assert r.stderr.rstrip().endswith("error: fix the recipes first (hookline check)")
+    assert "PASS" not in r.stdout and "dry run" not in r.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [("try", "--sample", "service.status.changed"), ("test-recipes",)], ids=str
+)
+def test_commands_that_run_recipes_name_a_broken_hookline_yaml(
+    project: Path, command: tuple[str, ...]
+) -> None:
+    (project / "hookline.yaml").write_text("envv: [API_TOKEN]\n", encoding="utf-8")
+    r = run(*command)
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: ") and "hookline.yaml" in r.stderr and "envv" in r.stderr

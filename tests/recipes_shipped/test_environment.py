@@ -1,5 +1,9 @@
 """What the shipped recipes do with the environment at run time: every variable may be unset
-(a fresh clone, CI), and each recipe still renders, falling back to its defaults."""
+(a fresh clone, CI), and each recipe still renders, falling back to its defaults.
+
+Each step is decided by the code a run uses (`hookline.recipes.steps`): a `Chain` walks the
+recipe and gives each step its context, `decide` evaluates its ``if`` and renders its ``with``;
+an on_failure step runs after a step of the recipe failed, as on-call would see it."""
 
 from __future__ import annotations
 
@@ -9,11 +13,11 @@ import pytest
 
 from hookline import samples
 from hookline.config import load_config
-from hookline.recipes import Event, RecipeSet, build_context, load_recipes, render_params
+from hookline.recipes import Event, Recipe, RecipeSet, Step, load_recipes
+from hookline.recipes.steps import Chain, decide
 from tests.recipes_shipped.conftest import REPO
 
 RUN = {"id": "r1", "name": "brave-otter", "url": "http://prefect.local/runs/flow-run/r1"}
-FAILURE = {"step": "alert", "uses": "slack.post_alert", "error": "boom", "attempts": 3}
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +29,31 @@ def event(event_type: str) -> Event:
     return Event.from_envelope(samples.load(event_type), source="solveforce")
 
 
+def stopper(rec: Recipe) -> Step:
+    """The first step whose failure stops the recipe (no ``continue_on_error``)."""
+    return next(s for s in rec.steps if not s.continue_on_error)
+
+
 def step_params(
     recipes: RecipeSet, recipe: str, step_id: str, event_type: str, environ: dict[str, str]
 ) -> tuple[bool, dict[str, Any]]:
+    """Whether the step ``step_id`` runs in a run of ``recipe`` and, if so, its parameters.
+
+    The steps before it count as skipped (their outputs absent); for an on_failure step, the
+    recipe's first step that stops it (`stopper`) failed with "boom" after 3 attempts."""
     rec = recipes.get(recipe)
     assert rec is not None
-    step = next(s for s in [*rec.steps, *rec.on_failure] if s.id == step_id)
-    failure = FAILURE if step in rec.on_failure else None
-    ctx = build_context(event(event_type), recipe=rec, run=RUN, failure=failure, environ=environ)
-    if not step.should_run(ctx):
-        return False, {}
-    return True, render_params(step, ctx)
+    chain = Chain(rec, event(event_type), environ=environ, run=RUN)
+    section = rec.steps
+    if any(s.id == step_id for s in rec.on_failure):
+        assert chain.failed(stopper(rec), "boom", attempts=3) is None  # on_failure runs
+        section = rec.on_failure
+    for step, context in chain.walk(section):
+        if step.id == step_id:
+            decision = decide(step, context)
+            assert decision.outcome != "fail", decision.message
+            return decision.outcome == "run", decision.params
+    raise AssertionError(f"{recipe}: the run never reaches step {step_id!r}")
 
 
 SHIPPED = {
@@ -64,7 +82,10 @@ def test_every_recipe_pages_oncall_with_the_run_link_even_with_no_channel_set(
     runs, params = step_params(recipes, recipe, "notify_oncall", SHIPPED[recipe], environ)
     assert runs
     assert params["channel"] == "#oncall"
-    assert RUN["url"] in params["text"] and "failed at step alert" in params["text"]
+    rec = recipes.get(recipe)
+    assert rec is not None
+    assert RUN["url"] in params["text"] and f"failed at step {stopper(rec).id}" in params["text"]
+    assert "boom" in params["text"]
 
 
 def test_a_set_channel_wins_over_the_default(recipes: RecipeSet) -> None:
