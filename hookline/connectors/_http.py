@@ -11,7 +11,8 @@ import socket
 import ssl
 import time
 import urllib.error
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -133,6 +134,33 @@ def error_for_exception(connector: str, exc: BaseException, *, what: str) -> Con
         )
         return TransientError(f"{connector}: {what} failed: {reason}", connector=connector)
     return None
+
+
+SDKError = Callable[[Exception, str], ConnectorError | None]
+"""Maps an SDK's own exception (and what was being done) to our error; None: not one of its."""
+
+
+def _none(exc: Exception, what: str) -> None:
+    return None
+
+
+@contextmanager
+def connector_errors(connector: str, what: str, sdk_error: SDKError = _none) -> Iterator[None]:
+    """Raise what fails in the block as our errors: the SDK's exceptions as ``sdk_error`` maps
+    them, network failures (``OSError``, which ``requests``' exceptions are) as
+    `error_for_exception` does. Our own errors (the session hook's) and anything else go up
+    as they are."""
+    try:
+        yield
+    except ConnectorError:
+        raise
+    except Exception as exc:
+        mapped = sdk_error(exc, what)
+        if mapped is None and isinstance(exc, OSError):
+            mapped = error_for_exception(connector, exc, what=what)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def ca_file(environ: Mapping[str, str]) -> str | None:

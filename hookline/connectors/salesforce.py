@@ -8,8 +8,7 @@ engine's step runner owns retries) and a hook that maps HTTP errors, Salesforce'
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, TypedDict
 from urllib.parse import quote
 
@@ -24,7 +23,8 @@ from simple_salesforce.exceptions import (
 )
 
 from hookline.connectors._http import (
-    error_for_exception,
+    SDKError,
+    connector_errors,
     json_or_text,
     requests_session,
     shorten,
@@ -98,60 +98,58 @@ def make_client(settings: SalesforceSettings, context: ClientContext) -> Salesfo
     hooks = list(session.hooks["response"])
     session.hooks["response"].clear()
     try:
-        return Salesforce(
-            username=settings.username,
-            password=settings.password.get_secret_value() if settings.password else "",
-            security_token=(
-                settings.security_token.get_secret_value() if settings.security_token else ""
-            ),
-            domain=settings.domain,
-            session=session,
-            version=settings.api_version,
-        )
-    except SalesforceAuthenticationFailed as exc:
-        # A non-SOAP answer (a 503 page) leaves the HTTP status as the code: that is transient.
-        if isinstance(exc.code, int) and (exc.code == 429 or exc.code >= 500):
-            raise TransientError(
-                f"salesforce: login failed: HTTP {exc.code}",
-                connector="salesforce",
-                status=exc.code,
-            ) from None
-        raise PermanentError(
-            f"salesforce: login as {settings.username} failed: {exc.code}: "
-            f"{shorten(exc.auth_message)} "
-            f"({anchor('salesforce')})",
-            connector="salesforce",
-        ) from None
-    except OSError as exc:
-        mapped = error_for_exception("salesforce", exc, what="login")
-        if mapped is None:
-            raise
-        raise mapped from None
+        with connector_errors("salesforce", "login", _login_error(settings.username)):
+            return Salesforce(
+                username=settings.username,
+                password=settings.password.get_secret_value() if settings.password else "",
+                security_token=(
+                    settings.security_token.get_secret_value() if settings.security_token else ""
+                ),
+                domain=settings.domain,
+                session=session,
+                version=settings.api_version,
+            )
     finally:
         session.hooks["response"].extend(hooks)
 
 
-@contextmanager
-def _errors(what: str) -> Iterator[None]:
+def _login_error(username: str | None) -> SDKError:
+    def error(exc: Exception, what: str) -> ConnectorError | None:
+        if not isinstance(exc, SalesforceAuthenticationFailed):
+            return None
+        # A non-SOAP answer (a 503 page) leaves the HTTP status as the code: that is transient.
+        if isinstance(exc.code, int) and (exc.code == 429 or exc.code >= 500):
+            return TransientError(
+                f"salesforce: {what} failed: HTTP {exc.code}",
+                connector="salesforce",
+                status=exc.code,
+            )
+        return PermanentError(
+            f"salesforce: {what} as {username} failed: {exc.code}: "
+            f"{shorten(exc.auth_message)} "
+            f"({anchor('salesforce')})",
+            connector="salesforce",
+        )
+
+    return error
+
+
+def _errors(what: str) -> AbstractContextManager[None]:
     # HTTP errors are mapped by the session hook; this covers clients built elsewhere and
     # network failures.
-    try:
-        yield
-    except ConnectorError:
-        raise
-    except SalesforceError as exc:
-        status = exc.status if isinstance(exc.status, int) else None
-        message = f"salesforce: {what} failed: HTTP {status}: {shorten(str(exc.content))}"
-        if isinstance(exc, SalesforceGeneralError) and status is not None and status >= 500:
-            raise TransientError(message, connector="salesforce", status=status) from None
-        if isinstance(exc, SalesforceExpiredSession):
-            message += " (check SALESFORCE_SESSION_ID; docs/connectors.md#salesforce)"
-        raise PermanentError(message, connector="salesforce", status=status) from None
-    except (OSError, requests.RequestException) as exc:
-        mapped = error_for_exception("salesforce", exc, what=what)
-        if mapped is None:
-            raise
-        raise mapped from None
+    return connector_errors("salesforce", what, _salesforce_error)
+
+
+def _salesforce_error(exc: Exception, what: str) -> ConnectorError | None:
+    if not isinstance(exc, SalesforceError):
+        return None
+    status = exc.status if isinstance(exc.status, int) else None
+    message = f"salesforce: {what} failed: HTTP {status}: {shorten(str(exc.content))}"
+    if isinstance(exc, SalesforceGeneralError) and status is not None and status >= 500:
+        return TransientError(message, connector="salesforce", status=status)
+    if isinstance(exc, SalesforceExpiredSession):
+        message += " (check SALESFORCE_SESSION_ID; docs/connectors.md#salesforce)"
+    return PermanentError(message, connector="salesforce", status=status)
 
 
 def _sobject(client: Salesforce, name: str) -> SFType:

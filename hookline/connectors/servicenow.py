@@ -12,8 +12,7 @@ incident it opened instead of opening a second one, while a per-service correlat
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, TypedDict
 
 import requests
@@ -30,7 +29,7 @@ from pysnc.exceptions import (
     UpdateException,
 )
 
-from hookline.connectors._http import error_for_exception, json_or_text, requests_session, shorten
+from hookline.connectors._http import connector_errors, json_or_text, requests_session, shorten
 from hookline.connectors.errors import ConnectorError, PermanentError
 from hookline.connectors.registry import ClientContext, Connector
 from hookline.connectors.settings import ConnectorSettings
@@ -106,31 +105,27 @@ def make_client(settings: ServiceNowSettings, context: ClientContext) -> Service
         raise context.misconfigured("instance", str(exc)) from None
 
 
-@contextmanager
-def _errors(what: str) -> Iterator[None]:
+_PYSNC_ERRORS = (
+    AuthenticationException,
+    RoleException,
+    NotFoundException,
+    RequestException,
+    InsertException,
+    UpdateException,
+    DeleteException,
+)
+
+
+def _errors(what: str) -> AbstractContextManager[None]:
     # HTTP errors arrive already mapped by the session hook (hookline.connectors._http);
     # this catches the network failures and what pysnc raises on its own.
-    try:
-        yield
-    except ConnectorError:
-        raise
-    except (
-        AuthenticationException,
-        RoleException,
-        NotFoundException,
-        RequestException,
-        InsertException,
-        UpdateException,
-        DeleteException,
-    ) as exc:
-        raise PermanentError(
-            f"servicenow: {what} failed: {shorten(str(exc))}", connector="servicenow"
-        ) from None
-    except (OSError, requests.RequestException) as exc:
-        mapped = error_for_exception("servicenow", exc, what=what)
-        if mapped is None:
-            raise
-        raise mapped from None
+    return connector_errors("servicenow", what, _pysnc_error)
+
+
+def _pysnc_error(exc: Exception, what: str) -> ConnectorError | None:
+    if not isinstance(exc, _PYSNC_ERRORS):
+        return None
+    return PermanentError(f"servicenow: {what} failed: {shorten(str(exc))}", connector="servicenow")
 
 
 def correlation_value(key: str) -> str:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, Literal, TypedDict
 
 from pydantic import Field, SecretStr, field_validator
@@ -24,7 +23,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
 
-from hookline.connectors._http import error_for_exception, parse_retry_after, shorten
+from hookline.connectors._http import (
+    connector_errors,
+    error_for_exception,
+    parse_retry_after,
+    shorten,
+)
 from hookline.connectors.errors import ConnectorError, PermanentError, TransientError
 from hookline.connectors.registry import ClientContext, Connector
 from hookline.connectors.settings import ConnectorSettings
@@ -75,12 +79,14 @@ class PostWebhookOutput(TypedDict):
     status: int
 
 
-@contextmanager
-def _errors(method: str) -> Iterator[None]:
+def _errors(method: str) -> AbstractContextManager[None]:
     """Map slack_sdk failures to Transient/PermanentError with Slack's own error code."""
-    try:
-        yield
-    except SlackApiError as exc:
+    # urllib's failures (URLError, timeouts, refused/reset connections) are OSErrors
+    return connector_errors("slack", method, _slack_error)
+
+
+def _slack_error(exc: Exception, method: str) -> ConnectorError | None:
+    if isinstance(exc, SlackApiError):
         response = exc.response
         status = int(response.status_code)
         data = response.data if isinstance(response.data, dict) else {}
@@ -91,25 +97,16 @@ def _errors(method: str) -> Iterator[None]:
             message += ": " + shorten("; ".join(str(d) for d in details))
         if status == 429 or status >= 500 or code in _TRANSIENT:
             headers = {str(k): str(v) for k, v in (response.headers or {}).items()}
-            retry_after = parse_retry_after(
-                headers.get("retry-after") or headers.get("Retry-After")
-            )
-            raise TransientError(
-                message, connector="slack", status=status, retry_after=retry_after
-            ) from None
+            after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
+            return TransientError(message, connector="slack", status=status, retry_after=after)
         if code in _AUTH:
             message += " (check SLACK_BOT_TOKEN; docs/connectors.md#slack)"
-        raise PermanentError(message, connector="slack", status=status) from None
-    except SlackClientError as exc:
-        mapped = error_for_exception("slack", exc, what=method)
-        if mapped is not None:
-            raise mapped from None
-        raise PermanentError(f"slack {method}: {exc}", connector="slack") from None
-    except OSError as exc:  # urllib: URLError, timeouts, refused/reset connections
-        mapped = error_for_exception("slack", exc, what=method)
-        if mapped is None:
-            raise
-        raise mapped from None
+        return PermanentError(message, connector="slack", status=status)
+    if isinstance(exc, SlackClientError):
+        return error_for_exception("slack", exc, what=method) or PermanentError(
+            f"slack {method}: {exc}", connector="slack"
+        )
+    return None
 
 
 def _require_content(method: str, text: str | None, blocks: Any, attachments: Any) -> None:

@@ -9,7 +9,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from hookline.config import HooklineConfig, get_settings, load_config
@@ -20,6 +20,8 @@ from hookline.inbox import Inbox
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
+    from hookline.engine.dispatcher import Dispatcher
+    from hookline.engine.worker import Worker
     from hookline.recipes.reload import RecipeSource
 
 
@@ -33,6 +35,25 @@ class Engine:
     """Run `recipes.watch(stop)` beside the engine's jobs: it reloads changed recipe files."""
     client: PrefectClient
     deployment_id: UUID
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker that claims its runs in this engine's inbox; ``options``: `Worker` fields."""
+        from hookline.engine.worker import Worker
+
+        return Worker(self.client, inbox=self.inbox, home=get_settings().home, **options)
+
+    def dispatcher(self, worker: Worker | None = None, **options: Any) -> Dispatcher:
+        """A dispatcher of this engine's inbox, recipes and deployment; ``options``:
+        `Dispatcher` fields. With ``worker``, in the same process: each new run goes straight
+        to it, and it says when a run ended (the next event of an ``order_by`` lane starts
+        at once instead of at the next follow cycle)."""
+        from hookline.engine.dispatcher import Dispatcher
+
+        d = Dispatcher(self.inbox, self.recipes, self.client, self.deployment_id, **options)
+        if worker is not None:
+            d.on_created = worker.submit
+            worker.on_finished = d.notify_finished
+        return d
 
 
 @asynccontextmanager

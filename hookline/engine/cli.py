@@ -5,17 +5,42 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from hookline.cli import CommandError
 from hookline.config import get_settings
-from hookline.engine.app import configure_process_logging, open_engine, stop_on_signals
+from hookline.engine.app import Engine, configure_process_logging, open_engine, stop_on_signals
 from hookline.errors import HooklineError
 from hookline.inbox import STATUSES
+
+T = TypeVar("T")
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``; a `HooklineError` ends the command with its message."""
+    try:
+        return asyncio.run(main)
+    except HooklineError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _run_engine(jobs: Callable[[Engine, asyncio.Event], list[Coroutine[Any, Any, None]]]) -> None:
+    """An engine process (`worker`, `dispatch`): ``jobs`` and the recipe reloader run until
+    SIGINT or SIGTERM."""
+    configure_process_logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        async with open_engine() as eng:
+            await asyncio.gather(*jobs(eng, stop), eng.recipes.watch(stop))
+
+    _run(main())
 
 
 @click.command()
@@ -37,43 +62,18 @@ from hookline.inbox import STATUSES
 )
 def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: bool) -> None:
     """Execute recipe runs from the Prefect work pool, in this process."""
-    from hookline.engine.dispatcher import Dispatcher
-    from hookline.engine.worker import Worker
 
-    configure_process_logging()
+    def jobs(eng: Engine, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        w = eng.worker(
+            work_pool=work_pool, limit=limit, poll_seconds=poll, heartbeat_seconds=heartbeat
+        )
+        running = [w.run(stop)]
+        if dispatch:
+            running.append(eng.dispatcher(w, work_pool=work_pool).run(stop))
+        click.echo(f"worker {w.name} polling work pool {work_pool!r} (limit {limit})")
+        return running
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        stop_on_signals(stop)
-        async with open_engine() as eng:
-            w = Worker(
-                eng.client,
-                work_pool=work_pool,
-                limit=limit,
-                poll_seconds=poll,
-                heartbeat_seconds=heartbeat,
-                home=get_settings().home,
-                inbox=eng.inbox,
-            )
-            jobs = [w.run(stop), eng.recipes.watch(stop)]
-            if dispatch:
-                d = Dispatcher(
-                    eng.inbox,
-                    eng.recipes,
-                    eng.client,
-                    eng.deployment_id,
-                    on_created=w.submit,
-                    work_pool=work_pool,
-                )
-                w.on_finished = d.notify_finished
-                jobs.append(d.run(stop))
-            click.echo(f"worker {w.name} polling work pool {work_pool!r} (limit {limit})")
-            await asyncio.gather(*jobs)
-
-    try:
-        asyncio.run(main())
-    except HooklineError as exc:
-        raise CommandError(str(exc)) from None
+    _run_engine(jobs)
 
 
 @click.command()
@@ -100,31 +100,18 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
 @click.option("--work-pool", default="hookline", show_default=True)
 def dispatch(concurrency: int, worker_timeout: float, lease: float, work_pool: str) -> None:
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""
-    from hookline.engine.dispatcher import Dispatcher
 
-    configure_process_logging()
+    def jobs(eng: Engine, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        d = eng.dispatcher(
+            concurrency=concurrency,
+            worker_timeout=worker_timeout,
+            lease_seconds=lease,
+            work_pool=work_pool,
+        )
+        click.echo("dispatcher running")
+        return [d.run(stop)]
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        stop_on_signals(stop)
-        async with open_engine() as eng:
-            d = Dispatcher(
-                eng.inbox,
-                eng.recipes,
-                eng.client,
-                eng.deployment_id,
-                concurrency=concurrency,
-                worker_timeout=worker_timeout,
-                lease_seconds=lease,
-                work_pool=work_pool,
-            )
-            click.echo("dispatcher running")
-            await asyncio.gather(d.run(stop), eng.recipes.watch(stop))
-
-    try:
-        asyncio.run(main())
-    except HooklineError as exc:
-        raise CommandError(str(exc)) from None
+    _run_engine(jobs)
 
 
 @click.command(
@@ -336,11 +323,7 @@ def events_show(event_id: str, as_json: bool) -> None:
         runs = detail.entry.flow_runs.values()
         return detail, await view.read_prefect(address, runs, steps=True)
 
-    try:
-        detail, prefect = asyncio.run(main())
-    except HooklineError as exc:
-        raise CommandError(str(exc)) from None
-        return
+    detail, prefect = _run(main())
     if prefect.problem:
         click.echo(prefect.problem, err=True)
     secrets = _known_secrets()
@@ -385,11 +368,7 @@ def replay(event_ids: tuple[str, ...], source: str | None, all_failed: bool) -> 
             await inbox.close()
         return done
 
-    try:
-        replayed = asyncio.run(main())
-    except HooklineError as exc:
-        raise CommandError(str(exc)) from None
-        return
+    replayed = _run(main())
     for r in replayed:
         click.echo(f"requeued {r}")
     click.echo(f"{len(replayed)} event(s) requeued; the dispatcher sends them to Prefect again")

@@ -14,18 +14,9 @@
   runs one event at a time in event-time order across restarts, lease expiry and any number
   of dispatchers; an event older than one its lane already ran ends ``late`` unless every
   recipe giving it that lane says ``late: run``.
-- Following: each cycle pages through every dispatched entry, oldest first, and asks Prefect
-  (at most 200 ids per query, Prefect's limit) which of their runs ended; an entry is ``done``
-  when all its runs completed, ``failed`` (with the runs' messages) when any failed, crashed
-  or was cancelled. Transitions name the status they expect, so several dispatchers following
-  the same runs act once.
-- Lost runs: every `recover_seconds`, runs still Scheduled, Pending or Running are checked
-  against the worker that claimed them (`Inbox.run_claims`) and that worker's heartbeats in
-  Prefect's work pool. A worker silent for `worker_timeout` seconds is dead: its Pending and
-  Running runs are marked Crashed and the event is sent again (at most `max_auto_retries`
-  times; the step log keeps finished steps, `on_failure` included, from repeating); a run it
-  claimed but never started is scheduled again for another worker. A run nobody claimed falls
-  back to the longest time its recipe can take.
+- Following (`hookline.engine.follow`, a `Follower` each dispatcher owns): dispatched events
+  are followed to ``done``/``failed``; every `recover_seconds` the runs of dead workers are
+  recovered and settled events reconciled with what happened to their runs later in Prefect.
 """
 
 from __future__ import annotations
@@ -36,22 +27,15 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterId,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
 from prefect.client.schemas.objects import StateType
-from prefect.exceptions import PrefectHTTPStatusError
 
 from hookline.engine.deployment import WORK_POOL
 from hookline.engine.errors import PrefectUnavailable
+from hookline.engine.follow import PREFECT_ERRORS, Follower, read_runs
 from hookline.flows.recipe_flow import PREVIEW_STATE
 from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context
@@ -64,12 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hookline.dispatcher")
 
-TERMINAL_OK = {"COMPLETED"}  # by state type: "Preview" (sent nothing) is a Completed state too
-TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
-PREFECT_MAX_LIMIT = 200  # Prefect refuses a flow_runs/filter limit above this (422)
-_FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
-_LIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
-_PREFECT_ERRORS = (httpx.HTTPError, PrefectHTTPStatusError, OSError)
 NO_RECIPE_MATCHED = "no recipe matched"
 """The inbox note of an event that is ``done`` because no recipe matched it (no run)."""
 
@@ -161,9 +139,12 @@ class Dispatcher:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _pause_until: float = 0.0
     _held: int = 0
-    _next_recover: float = 0.0
     _next_follow: float = 0.0
     _failures: int = 0
+    _follower: Follower = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._follower = Follower(self)
 
     async def readiness(self) -> str:
         """The `/readyz` check `hookline up` adds.
@@ -365,7 +346,7 @@ class Dispatcher:
                 self.stats.created += 1
                 if self.on_created is not None:
                     self.on_created(flow_run)
-        except _PREFECT_ERRORS as exc:
+        except PREFECT_ERRORS as exc:
             log.debug("create failed: %r", exc)
             await self._prefect_unavailable(entry, exc)
             return
@@ -382,8 +363,8 @@ class Dispatcher:
             return {}
         done = {
             str(r.id)
-            for r in await self._read_runs(
-                sorted(UUID(rid) for rid in earlier.values()), [StateType.COMPLETED]
+            for r in await read_runs(
+                self.client, sorted(UUID(rid) for rid in earlier.values()), [StateType.COMPLETED]
             )
             if r.state is None or r.state.name != PREVIEW_STATE
         }
@@ -434,239 +415,18 @@ class Dispatcher:
         )
         await self.inbox.retry_later(entry.id, message, delay)
 
-    # -- follow -----------------------------------------------------------------------------
+    # -- follow (see hookline.engine.follow) ---------------------------------------------
 
     async def follow_once(self) -> int:
         """Move dispatched entries whose runs all ended to done/failed; return how many.
-
-        Every dispatched entry is followed, oldest first, in pages; Prefect is asked only
-        for the runs that ended, at most 200 ids per query. Every `recover_seconds` the runs
-        still live are checked for a dead worker too.
-        """
-        now = self.clock()
-        recover = now >= self._next_recover
-        if recover:
-            self._next_recover = now + self.recover_seconds
-        finished = 0
-        after = 0
-        while True:
-            entries = await self.inbox.dispatched(after_id=after, limit=self.follow_page)
-            if not entries:
-                break
-            after = entries[-1].id
-            try:
-                finished += await self._follow(entries)
-                if recover:
-                    await self._recover(entries, now)
-            except _PREFECT_ERRORS as exc:
-                log.warning("cannot read flow run states: %s", exc)
-                break
-            if len(entries) < self.follow_page:
-                break
-        if recover:
-            try:
-                await self.reconcile_once(now)
-            except _PREFECT_ERRORS as exc:
-                log.warning("cannot read flow run states: %s", exc)
-        return finished
+        Every `recover_seconds`, recover the runs of dead workers and reconcile settled
+        events too (`Follower.follow_once`)."""
+        return await self._follower.follow_once()
 
     async def reconcile_once(self, now: float | None = None) -> int:
-        """Reflect in the inbox what happened to settled events' runs later, in Prefect.
-
-        A run restarted there (the UI's Retry, or any change back to Scheduled) makes its
-        event `dispatched` again, followed to its new end; a run set by hand to another final
-        state (the UI's "Mark as") makes the event `done` or `failed` to match. Only a state
-        newer than the event's own last change counts, so an event failed for a reason of
-        its own (a `when` error at a replay) is not undone by its old runs. Returns how many
-        events changed.
-        """
-        now = self.clock() if now is None else now
-        since = datetime.fromtimestamp(now - self.settled_window, UTC)
-        changed = after = 0
-        while True:
-            entries = await self.inbox.settled(after, self.follow_page, done_since=since)
-            if not entries:
-                return changed
-            after = entries[-1].id
-            changed += await self._resettle(entries)
-            if len(entries) < self.follow_page:
-                return changed
-
-    async def _resettle(self, entries: list[InboxEntry]) -> int:
-        ids = sorted({UUID(rid) for e in entries for rid in e.flow_runs.values()})
-        runs = {str(r.id): r for r in await self._read_runs(ids)}
-        changed = 0
-        for entry in entries:
-            settled_at = entry.updated_at.timestamp() if entry.updated_at else 0.0
-            states = {
-                name: runs[rid].state
-                for name, rid in entry.flow_runs.items()
-                if rid in runs and runs[rid].state is not None
-            }
-            later = {
-                n: s
-                for n, s in states.items()
-                if s.timestamp is not None and s.timestamp.timestamp() > settled_at
-            }
-            if len(states) < len(entry.flow_runs) or not later:
-                continue  # a run deleted from Prefect, or nothing changed since
-            live = [n for n, s in later.items() if not s.is_final()]
-            bad = {n: s for n, s in states.items() if s.type.value in TERMINAL_BAD}
-            if live:
-                name = live[0]
-                if await self.inbox.reopen(entry.id, name, entry.flow_runs[name]):
-                    changed += 1
-                    log.info(
-                        "event %s: its %s run %s is %s again in Prefect (a Retry from the "
-                        "UI?); following it",
-                        entry.event_id,
-                        name,
-                        entry.flow_runs[name],
-                        later[name].name,
-                        extra={"event_id": entry.event_id},
-                    )
-            elif entry.status == "failed" and not bad:
-                if await self.inbox.mark_done(entry.id, expect="failed"):
-                    changed += 1
-                    log.info(
-                        "event %s: its runs are all Completed in Prefect now (set by hand?); "
-                        "marked done",
-                        entry.event_id,
-                        extra={"event_id": entry.event_id},
-                    )
-            elif entry.status == "done" and bad:
-                message = _bad_runs_message(bad)
-                if await self.inbox.mark_failed(entry.id, message, expect="done"):
-                    changed += 1
-                    log.warning(
-                        "event %s: a run of it is no longer Completed in Prefect (set by "
-                        "hand?); marked failed: %s",
-                        entry.event_id,
-                        message,
-                        extra={"event_id": entry.event_id},
-                    )
-        return changed
-
-    async def _read_runs(self, ids: list[UUID], types: list[StateType] | None = None) -> list[Any]:
-        """The flow runs among ``ids`` (in one of ``types``, if given), paged by Prefect's
-        limit."""
-        runs: list[Any] = []
-        for start in range(0, len(ids), PREFECT_MAX_LIMIT):
-            chunk = ids[start : start + PREFECT_MAX_LIMIT]
-            state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types)) if types else None
-            runs += await self.client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk), state=state),
-                limit=len(chunk),
-            )
-        return runs
-
-    async def _follow(self, entries: list[InboxEntry]) -> int:
-        ids = sorted({UUID(rid) for e in entries for rid in e.flow_runs.values()})
-        if not ids:
-            return 0
-        states = {str(r.id): r.state for r in await self._read_runs(ids, _FINAL)}
-        finished = 0
-        for entry in entries:
-            ended = {name: states.get(rid) for name, rid in entry.flow_runs.items()}
-            if any(s is None for s in ended.values()):
-                continue
-            bad = {n: s for n, s in ended.items() if s is not None and s.type.value in TERMINAL_BAD}
-            if bad:
-                await self._fail_dispatched(entry, _bad_runs_message(bad), logging.WARNING)
-            elif await self.inbox.mark_done(entry.id, expect="dispatched"):
-                self.stats.done += 1
-            finished += 1
-        return finished
-
-    async def _fail_dispatched(self, entry: InboxEntry, message: str, level: int) -> None:
-        """Mark a dispatched entry failed (once, whichever dispatcher gets there) and say so."""
-        if await self.inbox.mark_failed(entry.id, message, expect="dispatched"):
-            self.stats.failed += 1
-            log.log(
-                level,
-                "event %s failed: %s",
-                entry.event_id,
-                message,
-                extra={"event_id": entry.event_id},
-            )
-
-    async def _live_workers(self, now: float) -> set[str]:
-        """Names of the work pool's workers that heartbeat within `worker_timeout`."""
-        workers = await self.client.read_workers_for_work_pool(
-            work_pool_name=self.work_pool, limit=PREFECT_MAX_LIMIT
-        )
-        return {
-            w.name
-            for w in workers
-            if w.last_heartbeat_time is not None
-            and now - w.last_heartbeat_time.timestamp() <= self.worker_timeout
-        }
-
-    async def _recover(self, entries: list[InboxEntry], now: float) -> None:
-        """Crash the runs a dead worker left Pending/Running and send their events again;
-        reschedule runs a dead worker claimed but never started."""
-        from prefect.states import Crashed, Scheduled
-
-        by_run = {rid: (e, name) for e in entries for name, rid in e.flow_runs.items()}
-        if not by_run:
-            return
-        runs = await self._read_runs(sorted(UUID(r) for r in by_run), _LIVE)
-        if not runs:
-            return
-        claims = await self.inbox.run_claims(str(r.id) for r in runs)
-        live = await self._live_workers(now)
-        dead: dict[int, list[str]] = {}
-        for run in runs:
-            rid = str(run.id)
-            entry, recipe_name = by_run[rid]
-            worker = claims.get(rid) or run.infrastructure_pid
-            since = run.state.timestamp.timestamp() if run.state.timestamp else now
-            if worker is not None and worker not in live and now - since > self.worker_timeout:
-                if run.state.type == StateType.SCHEDULED:
-                    # claimed, never started: a new Scheduled state is claimable again
-                    log.warning("run %s: its worker %s is dead; scheduling it again", rid, worker)
-                    await self.client.set_flow_run_state(
-                        run.id,
-                        Scheduled(message=f"its worker {worker} stopped; scheduled again"),
-                        force=True,
-                    )
-                    continue
-                dead.setdefault(entry.id, []).append(rid)
-            elif worker is None and run.state.type != StateType.SCHEDULED:
-                recipe = self.recipes.get(recipe_name)
-                limit = (longest_run_seconds(recipe) if recipe else 0.0) + self.stuck_margin
-                start = run.start_time.timestamp() if run.start_time else since
-                if now - start > limit:
-                    dead.setdefault(entry.id, []).append(rid)
-        entries_by_id = {e.id: e for e in entries}
-        for entry_id, rids in dead.items():
-            entry = entries_by_id[entry_id]
-            message = (
-                f"run(s) {', '.join(rids)} lost: their worker stopped heartbeating for more "
-                f"than {self.worker_timeout:g}s (or, with no worker known, ran longer than the "
-                "recipe can take)"
-            )
-            for rid in rids:
-                await self.client.set_flow_run_state(
-                    UUID(rid), Crashed(message=message), force=True
-                )
-            if entry.attempts >= self.max_auto_retries:
-                await self._fail_dispatched(entry, message, logging.ERROR)
-            elif await self.inbox.retry_later(entry.id, message, 0.0, expect="dispatched"):
-                log.warning(
-                    "event %s: %s; sending it again",
-                    entry.event_id,
-                    message,
-                    extra={"event_id": entry.event_id},
-                )
-                self.notify()
-
-
-def _bad_runs_message(bad: dict[str, Any]) -> str:
-    """What the failed, crashed or cancelled runs (recipe -> state) say."""
-    return "; ".join(
-        f"{n}: {s.type.value.lower()}: {s.message or ''}".strip() for n, s in bad.items()
-    )
+        """Reflect in the inbox what happened to settled events' runs later, in Prefect;
+        return how many events changed (`Follower.reconcile_once`)."""
+        return await self._follower.reconcile_once(now)
 
 
 def _event(entry: InboxEntry) -> Event:
@@ -680,8 +440,3 @@ def _event(entry: InboxEntry) -> Event:
         )
     except EventError as exc:
         raise ValueError(str(exc)) from exc
-
-
-def longest_run_seconds(recipe: Any) -> float:
-    """An upper bound on one run of ``recipe``: every step at its longest (`Step.retry`)."""
-    return float(sum(step.longest_seconds() for step in [*recipe.steps, *recipe.on_failure]))

@@ -88,25 +88,16 @@ class PrefectView:
 
 
 async def _flow_runs(client: Any, ids: list[UUID]) -> dict[str, Any]:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from hookline.engine.follow import read_runs
 
-    from hookline.engine.dispatcher import PREFECT_MAX_LIMIT
-
-    out: dict[str, Any] = {}
-    for start in range(0, len(ids), PREFECT_MAX_LIMIT):
-        chunk = ids[start : start + PREFECT_MAX_LIMIT]
-        for run in await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
-        ):
-            out[str(run.id)] = run
-    return out
+    return {str(run.id): run for run in await read_runs(client, ids)}
 
 
 async def _task_runs(client: Any, ids: list[UUID]) -> dict[str, list[Any]]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    from hookline.engine.dispatcher import PREFECT_MAX_LIMIT
+    from hookline.engine.follow import PREFECT_MAX_LIMIT
 
     latest: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), PREFECT_MAX_LIMIT):

@@ -207,9 +207,7 @@ async def _serve(
     preview: bool,
 ) -> None:
     from hookline.engine.app import configure_process_logging, open_engine
-    from hookline.engine.dispatcher import Dispatcher
     from hookline.engine.metrics import EngineCollector
-    from hookline.engine.worker import Worker
     from hookline.receiver.app import add_metrics, create_app
 
     configure_process_logging()
@@ -218,18 +216,8 @@ async def _serve(
         # 4 runs at once and 4 creates at once: the best of 1/2/4 measured with bench/e2e.py on
         # 2 cores, on the embedded SQLite server (its transactions queue for the write lock,
         # see prefect_serve.py, so no write gate is needed) and on PostgreSQL alike.
-        worker = Worker(
-            eng.client, poll_seconds=2.0, limit=4, home=get_settings().home, inbox=eng.inbox
-        )
-        dispatcher = Dispatcher(
-            eng.inbox,
-            eng.recipes,
-            eng.client,
-            eng.deployment_id,
-            on_created=worker.submit,
-            concurrency=4,
-        )
-        worker.on_finished = dispatcher.notify_finished
+        worker = eng.worker(poll_seconds=2.0, limit=4)
+        dispatcher = eng.dispatcher(worker, concurrency=4)
         app = create_app(
             eng.config,
             inbox=_NotifyingInbox(eng.inbox, dispatcher.notify),  # type: ignore[arg-type]

@@ -6,11 +6,22 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def _json(schema: str) -> dict[str, Any]:
+    """A JSON body of the document's schema ``schema``."""
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+
+
+def _strings(*names: str) -> dict[str, Any]:
+    """String properties."""
+    return {name: {"type": "string"} for name in names}
+
+
+def _get(summary: str, operation_id: str, responses: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"summary": summary, "operationId": operation_id, "responses": responses}}
+
+
 def _error(description: str, *, retry_after: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    out: dict[str, Any] = {"description": description, "content": _json("Error")}
     if retry_after:
         out["headers"] = {
             "Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}
@@ -58,18 +69,11 @@ def openapi_schema(sources: Sequence[str]) -> dict[str, Any]:
                     "summary": "Receive one signed webhook event",
                     "operationId": "receive_webhook",
                     "parameters": params,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Event"}}
-                        },
-                    },
+                    "requestBody": {"required": True, "content": _json("Event")},
                     "responses": {
                         "200": {
                             "description": "Stored (accepted) or already stored (duplicate).",
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/Ack"}}
-                            },
+                            "content": _json("Ack"),
                         },
                         "400": _error("Invalid JSON or envelope; `field` says which."),
                         "401": _error("Missing or invalid signature."),
@@ -83,30 +87,18 @@ def openapi_schema(sources: Sequence[str]) -> dict[str, Any]:
                     },
                 }
             },
-            "/healthz": {
-                "get": {
-                    "summary": "Alive",
-                    "operationId": "healthz",
-                    "responses": {"200": {"description": "The process answers."}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Ready: inbox writable, Prefect reachable, extra checks",
-                    "operationId": "readyz",
-                    "responses": {
-                        "200": {"description": "Every check passes."},
-                        "503": {"description": "At least one check fails; the list says which."},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "operationId": "metrics",
-                    "responses": {"200": {"description": "Prometheus text format."}},
-                }
-            },
+            "/healthz": _get("Alive", "healthz", {"200": {"description": "The process answers."}}),
+            "/readyz": _get(
+                "Ready: inbox writable, Prefect reachable, extra checks",
+                "readyz",
+                {
+                    "200": {"description": "Every check passes."},
+                    "503": {"description": "At least one check fails; the list says which."},
+                },
+            ),
+            "/metrics": _get(
+                "Prometheus metrics", "metrics", {"200": {"description": "Prometheus text format."}}
+            ),
         },
         "components": {
             "schemas": {
@@ -114,9 +106,7 @@ def openapi_schema(sources: Sequence[str]) -> dict[str, Any]:
                     "type": "object",
                     "description": "SolveForce envelope; other sources send their own JSON.",
                     "properties": {
-                        "event_type": {"type": "string"},
-                        "event_id": {"type": "string"},
-                        "timestamp": {"type": "string"},
+                        **_strings("event_type", "event_id", "timestamp"),
                         "data": {"type": "object"},
                         "account": {"type": "object"},
                     },
@@ -126,18 +116,13 @@ def openapi_schema(sources: Sequence[str]) -> dict[str, Any]:
                     "required": ["status"],
                     "properties": {
                         "status": {"type": "string", "enum": ["accepted", "duplicate"]},
-                        "event_id": {"type": "string"},
-                        "challenge": {"type": "string"},
+                        **_strings("event_id", "challenge"),
                     },
                 },
                 "Error": {
                     "type": "object",
                     "required": ["error"],
-                    "properties": {
-                        "error": {"type": "string"},
-                        "field": {"type": "string"},
-                        "detail": {"type": "string"},
-                    },
+                    "properties": _strings("error", "field", "detail"),
                 },
             }
         },

@@ -34,9 +34,9 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hookline.config import HooklineConfig, referenced_variables, resolve
 from hookline.errors import ConfigError
@@ -88,6 +88,19 @@ class RateLimitConfig(BaseModel):
     burst: int = Field(default=0, ge=0, description="Bucket size; 0 means max(1, per_second).")
 
 
+def _cidrs(v: list[str]) -> list[str]:
+    for cidr in v:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
+    return v
+
+
+Cidrs = Annotated[list[str], AfterValidator(_cidrs)]
+"""IP addresses or networks (``10.0.0.0/8``), each checked."""
+
+
 def _locator(value: str | None, where: str) -> str | None:
     if value is None or value == BODY_DIGEST:
         return value
@@ -104,23 +117,13 @@ class SourceConfig(BaseModel):
 
     scheme: Scheme = Field(description="Signature scheme.")
     secrets: list[str] = Field(min_length=1, description="Secrets accepted at once (rotation).")
-    allow_ips: list[str] = Field(default_factory=list, description="CIDRs allowed; empty = any.")
+    allow_ips: Cidrs = Field(default_factory=list, description="CIDRs allowed; empty = any.")
     rate_limit: RateLimitConfig | None = None
     tolerance_seconds: float = Field(default=DEFAULT_TOLERANCE, gt=0)
     max_body_bytes: int | None = Field(default=None, gt=0)
     event_id: str | None = None
     event_type: str | None = None
     event_time: str | None = None
-
-    @field_validator("allow_ips")
-    @classmethod
-    def _cidrs(cls, v: list[str]) -> list[str]:
-        for cidr in v:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
-        return v
 
     @field_validator("event_id")
     @classmethod
@@ -145,7 +148,7 @@ class ReceiverConfig(BaseModel):
         default=10.0, gt=0, description="Answer 503 if the inbox has not committed by then."
     )
     retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After on 503.")
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: Cidrs = Field(
         default_factory=list, description="Peers (CIDRs) whose X-Forwarded-For is believed."
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -164,16 +167,6 @@ class ReceiverConfig(BaseModel):
                 f"is {len(v)} characters; use at least {MIN_ADMIN_TOKEN}"
                 " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
-        return v
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _cidrs(cls, v: list[str]) -> list[str]:
-        for cidr in v:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
         return v
 
     @property

@@ -19,11 +19,26 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from hookline.errors import ConfigError
 from hookline.receiver.errors import SignatureError
 
-Verifier = Callable[..., None]
+
+class Verifier(Protocol):
+    """``verify(body, headers, *, secrets, now, tolerance)``: None, or raises `SignatureError`."""
+
+    def __call__(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        secrets: Sequence[bytes],
+        now: float,
+        tolerance: float = ...,
+    ) -> None: ...
+
 
 DEFAULT_TOLERANCE = 300.0  # seconds; Standard Webhooks, Slack and Stripe all use 5 minutes
 
@@ -97,70 +112,73 @@ def _prefixed_hex(value: str, prefix: str, display: str) -> bytes:
     return _ascii(digest.lower())
 
 
-def verify_solveforce(
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    secrets: Sequence[bytes],
-    now: float,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> None:
+@dataclass(frozen=True)
+class _Signed:
+    """What a request says was signed: the signatures it carries (in ``header``), the message
+    they sign, and how a key signs it."""
+
+    header: str
+    signatures: list[bytes]
+    message: bytes
+    digest: Callable[[bytes, bytes], bytes] = _hmac_hex
+
+
+_Reader = Callable[[bytes, Mapping[str, str], float, float], _Signed]
+
+
+def _scheme(read: _Reader) -> Verifier:
+    """The verifier of the scheme whose requests ``read`` parses (``read`` raises
+    `SignatureError` for a missing, malformed or expired header): one of ``secrets`` must
+    sign the message, every secret tried for every signature sent."""
+
+    def verify(
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        secrets: Sequence[bytes],
+        now: float,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> None:
+        signed = read(body, headers, now, tolerance)
+        expected = [signed.digest(k, signed.message) for k in secrets]
+        if not _match_any(signed.signatures, expected):
+            raise SignatureError("mismatch", f"{signed.header} matches no configured secret")
+
+    verify.__doc__ = read.__doc__
+    verify.__name__ = verify.__qualname__ = f"verify{read.__name__}"  # _slack: verify_slack
+    return verify
+
+
+def _sha256_body(body: bytes, headers: Mapping[str, str], header: str) -> _Signed:
+    """``<header>: sha256=<hex HMAC-SHA256(secret, raw body)>`` (SolveForce, GitHub)."""
+    value = _required(headers, header.lower(), header)
+    return _Signed(header, [_prefixed_hex(value, "sha256=", header)], body)
+
+
+def _solveforce(body: bytes, headers: Mapping[str, str], now: float, tolerance: float) -> _Signed:
     """SolveForce: ``X-SolveForce-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>``.
 
     As the seed's ``verify_webhook_signature`` computes it. The scheme signs no timestamp,
     so ``now`` and ``tolerance`` are unused; replays are caught by deduplication.
     """
-    _verify_sha256_body(body, headers, secrets, "X-SolveForce-Signature")
+    return _sha256_body(body, headers, "X-SolveForce-Signature")
 
 
-def verify_github(
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    secrets: Sequence[bytes],
-    now: float,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> None:
+def _github(body: bytes, headers: Mapping[str, str], now: float, tolerance: float) -> _Signed:
     """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>``."""
-    _verify_sha256_body(body, headers, secrets, "X-Hub-Signature-256")
+    return _sha256_body(body, headers, "X-Hub-Signature-256")
 
 
-def _verify_sha256_body(
-    body: bytes, headers: Mapping[str, str], secrets: Sequence[bytes], header: str
-) -> None:
-    """``<header>: sha256=<hex HMAC-SHA256(secret, raw body)>`` (SolveForce, GitHub)."""
-    value = _required(headers, header.lower(), header)
-    got = _prefixed_hex(value, "sha256=", header)
-    if not _match_any([got], [_hmac_hex(k, body) for k in secrets]):
-        raise SignatureError("mismatch", f"{header} matches no configured secret")
-
-
-def verify_slack(
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    secrets: Sequence[bytes],
-    now: float,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> None:
+def _slack(body: bytes, headers: Mapping[str, str], now: float, tolerance: float) -> _Signed:
     """Slack v0: ``X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:" ts ":" body)>``."""
     ts_raw = _required(headers, "x-slack-request-timestamp", "X-Slack-Request-Timestamp")
     value = _required(headers, "x-slack-signature", "X-Slack-Signature")
     ts = _timestamp(ts_raw, "X-Slack-Request-Timestamp", now, tolerance)
     got = _prefixed_hex(value, "v0=", "X-Slack-Signature")
-    base = b"v0:" + str(ts).encode("ascii") + b":" + body
-    if not _match_any([got], [_hmac_hex(k, base) for k in secrets]):
-        raise SignatureError("mismatch", "X-Slack-Signature matches no configured secret")
+    return _Signed("X-Slack-Signature", [got], b"v0:" + str(ts).encode("ascii") + b":" + body)
 
 
-def verify_stripe(
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    secrets: Sequence[bytes],
-    now: float,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> None:
+def _stripe(body: bytes, headers: Mapping[str, str], now: float, tolerance: float) -> _Signed:
     """Stripe: ``Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret, ts "." body)>[,v1=...]``."""
     value = _required(headers, "stripe-signature", "Stripe-Signature")
     ts_raw: str | None = None
@@ -178,9 +196,7 @@ def verify_stripe(
     if not candidates:
         raise SignatureError("malformed", "Stripe-Signature has no v1=<signature>")
     ts = _timestamp(ts_raw, "Stripe-Signature t", now, tolerance)
-    signed = str(ts).encode("ascii") + b"." + body
-    if not _match_any(candidates, [_hmac_hex(k, signed) for k in secrets]):
-        raise SignatureError("mismatch", "Stripe-Signature matches no configured secret")
+    return _Signed("Stripe-Signature", candidates, str(ts).encode("ascii") + b"." + body)
 
 
 def _standard_header(headers: Mapping[str, str], name: str) -> str:
@@ -193,14 +209,11 @@ def _standard_header(headers: Mapping[str, str], name: str) -> str:
     return value.strip()
 
 
-def verify_standard(
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    secrets: Sequence[bytes],
-    now: float,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> None:
+def _hmac_base64(key: bytes, message: bytes) -> bytes:
+    return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest())
+
+
+def _standard(body: bytes, headers: Mapping[str, str], now: float, tolerance: float) -> _Signed:
     """Standard Webhooks: ``webhook-signature: v1,<base64 HMAC-SHA256(key, id.ts.body)> ...``."""
     msg_id = _standard_header(headers, "id")
     ts_raw = _standard_header(headers, "timestamp")
@@ -216,10 +229,14 @@ def verify_standard(
     if not candidates:
         raise SignatureError("malformed", "webhook-signature has no v1 signature")
     signed = _ascii(msg_id) + b"." + str(ts).encode("ascii") + b"." + body
-    expected = [base64.b64encode(hmac.new(k, signed, hashlib.sha256).digest()) for k in secrets]
-    if not _match_any(candidates, expected):
-        raise SignatureError("mismatch", "webhook-signature matches no configured secret")
+    return _Signed("webhook-signature", candidates, signed, _hmac_base64)
 
+
+verify_solveforce = _scheme(_solveforce)
+verify_github = _scheme(_github)
+verify_slack = _scheme(_slack)
+verify_stripe = _scheme(_stripe)
+verify_standard = _scheme(_standard)
 
 SCHEMES: dict[str, Verifier] = {
     "solveforce": verify_solveforce,

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
+
+from hookline import samples
+from hookline.config import CoreSettings
+from hookline.inbox import open_inbox
+from tests.docs.conftest import clean_env, start
+from tests.fakes import FakeVendors
+from tests.fakes.slack import channel_id
 
 HOOKLINE = str(Path(sys.executable).parent / "hookline")
 REPO = Path(__file__).resolve().parents[2]
@@ -49,9 +60,6 @@ async def _inbox_with(home: Path, *events: tuple[str, str]) -> None:
 
 
 def test_events_show_names_the_sources_of_an_id_they_share(tmp_path: Path) -> None:
-    import asyncio
-    import json
-
     asyncio.run(_inbox_with(tmp_path, ("solveforce", "evt_1"), ("github", "evt_1")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOOKLINE_"))}
     env["HOOKLINE_HOME"] = str(tmp_path)
@@ -100,3 +108,64 @@ def test_a_wrong_artifacts_section_stops_the_worker_at_start(tmp_path: Path) -> 
         f"{config}: artifacts.show_payload: Extra inputs are not permitted (valid keys: "
         "payload: true|false, mask: [key names])"
     ) in done.stderr
+
+
+@pytest.mark.slow
+def test_worker_with_dispatch_runs_a_stored_event_without_waiting_for_its_poll(
+    prefect_api: str, tmp_path: Path, fakes: FakeVendors
+) -> None:
+    """`hookline worker --dispatch` is a whole engine in one process: its dispatcher hands
+    each new run to its worker, so an event runs long before the worker's next poll."""
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "echo.yaml").write_text(
+        "name: echo\non: service.status.changed\nsteps:\n  - id: post\n"
+        "    uses: slack.post_message\n"
+        '    with: { channel: "#one-process", text: "{{ data.current_status }}" }\n'
+    )
+    env = clean_env(
+        **fakes.env,
+        PREFECT_API_URL=prefect_api,
+        HOOKLINE_HOME=str(tmp_path / "home"),
+        HOOKLINE_RECIPES=str(recipes),
+        HOOKLINE_CONFIG=str(REPO / "hookline.yaml"),
+    )
+    proc = start(
+        ["hookline", "worker", "--dispatch", "--poll", "600"],
+        cwd=tmp_path,
+        env=env,
+        log=tmp_path / "worker.log",
+    )
+    try:
+        proc.wait_for("polling work pool 'hookline'")
+        # the first event may still meet the worker's first poll; the second cannot
+        for status in ("degraded", "operational"):
+            _store(tmp_path / "home", status)
+            deadline = time.monotonic() + 60
+            while status not in _posted(fakes, "#one-process"):
+                assert time.monotonic() < deadline, f"{status}: not run:\n{proc.output()}"
+                time.sleep(0.1)
+        assert _posted(fakes, "#one-process") == ["degraded", "operational"]
+    finally:
+        proc.stop()
+
+
+def _store(home: Path, status: str) -> None:
+    payload = samples.load("service.status.changed")
+    payload["event_id"] = f"evt_{uuid.uuid4().hex[:12]}"
+    payload["data"]["current_status"] = status
+
+    async def put() -> None:
+        inbox = await open_inbox(CoreSettings(home=home))
+        try:
+            body = json.dumps(payload).encode()
+            event_id, event_type = payload["event_id"], payload["event_type"]
+            await inbox.put("solveforce", event_id, event_type, body, {}, None)
+        finally:
+            await inbox.close()
+
+    asyncio.run(put())
+
+
+def _posted(fakes: FakeVendors, channel: str) -> list[str]:
+    return [m["text"] for m in fakes.slack.messages if m["channel"] == channel_id(channel)]

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from hookline.engine import dispatcher as dispatcher_module
+from hookline.engine import follow
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
 from vendor_fakes import FakeVendors
@@ -162,7 +162,7 @@ async def test_follow_pages_past_prefects_query_limit(
 ) -> None:
     """Prefect answers 422 to a flow_runs/filter limit above 200; following pages its
     queries (here with a limit of 2, so 7 events need 4 queries a page of 3 entries)."""
-    monkeypatch.setattr(dispatcher_module, "PREFECT_MAX_LIMIT", 2)
+    monkeypatch.setattr(follow, "PREFECT_MAX_LIMIT", 2)
     engine.dispatcher.follow_page = 3
     ids = [await engine.put(sample(current_status="degraded")) for _ in range(7)]
     entries = [await engine.wait_final(i) for i in ids]
