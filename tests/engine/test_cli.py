@@ -17,8 +17,8 @@ from hookline import samples
 from hookline.config import CoreSettings
 from hookline.inbox import open_inbox
 from tests.docs.conftest import clean_env, start
-from tests.fakes import FakeVendors
-from tests.fakes.slack import channel_id
+from vendor_fakes import FakeVendors
+from vendor_fakes.slack import channel_id
 
 HOOKLINE = str(Path(sys.executable).parent / "hookline")
 REPO = Path(__file__).resolve().parents[2]
