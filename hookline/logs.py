@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple, TextIO
 
 _NO_LOCK = contextlib.nullcontext()
@@ -73,11 +74,34 @@ class Line(NamedTuple):
     exc: str | None = None
 
 
+def _json_line(entry: Line) -> str:
+    out: dict[str, Any] = {
+        "time": _utc(entry.created),
+        "level": entry.level,
+        "logger": entry.logger,
+        "msg": entry.msg,
+    }
+    out.update(entry.extras)
+    if entry.exc is not None:
+        out["exc"] = entry.exc
+    return json.dumps(out, default=str)
+
+
+def _text_line(entry: Line) -> str:
+    text = f"{_utc(entry.created)} {entry.level} {entry.logger} {escape_controls(entry.msg)}"
+    if entry.extras:
+        text += " " + _pairs(entry.extras)
+    if entry.exc is not None:
+        text += "\n" + entry.exc
+    return text
+
+
 class _LineFormatter(logging.Formatter):
     """A formatter whose line can also be written without a LogRecord (`fast_info`)."""
 
-    def line(self, entry: Line) -> str:
-        raise NotImplementedError
+    def __init__(self, line: Callable[[Line], str]) -> None:
+        super().__init__()
+        self.line = line
 
     def format(self, record: logging.LogRecord) -> str:
         exc = self.formatException(record.exc_info) if record.exc_info else None
@@ -96,29 +120,15 @@ class _LineFormatter(logging.Formatter):
 class JsonFormatter(_LineFormatter):
     """One JSON object per line: time, level, logger, msg and the extras."""
 
-    def line(self, entry: Line) -> str:
-        out: dict[str, Any] = {
-            "time": _utc(entry.created),
-            "level": entry.level,
-            "logger": entry.logger,
-            "msg": entry.msg,
-        }
-        out.update(entry.extras)
-        if entry.exc is not None:
-            out["exc"] = entry.exc
-        return json.dumps(out, default=str)
+    def __init__(self) -> None:
+        super().__init__(_json_line)
 
 
 class TextFormatter(_LineFormatter):
     """``time level logger msg key=value ...``."""
 
-    def line(self, entry: Line) -> str:
-        text = f"{_utc(entry.created)} {entry.level} {entry.logger} {escape_controls(entry.msg)}"
-        if entry.extras:
-            text += " " + _pairs(entry.extras)
-        if entry.exc is not None:
-            text += "\n" + entry.exc
-        return text
+    def __init__(self) -> None:
+        super().__init__(_text_line)
 
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]

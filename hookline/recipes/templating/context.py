@@ -17,30 +17,31 @@ if TYPE_CHECKING:
 
 
 class Explained(dict[str, Any]):
-    """A context mapping whose missing keys get an ops-friendly message."""
+    """A context mapping whose missing keys get an ops-friendly message: `missing`, with
+    ``{key}`` for the key asked for."""
+
+    missing = "{key} is undefined"
 
     def explain(self, key: str) -> str:
-        raise NotImplementedError
+        return self.missing.format(key=key)
 
 
 class EnvVars(Explained):
     """``env``: the variables the recipe's hookline.yaml allows, and that are set."""
 
-    def explain(self, key: str) -> str:
-        return (
-            f"env.{key} is not set: the environment has no {key} (or the env: list of "
-            f"hookline.yaml does not allow it); set it, or write env.{key} | default(...)"
-        )
+    missing = (
+        "env.{key} is not set: the environment has no {key} (or the env: list of "
+        "hookline.yaml does not allow it); set it, or write env.{key} | default(...)"
+    )
 
 
 class StepOutputs(Explained):
     """``steps``: the outputs of the earlier steps that ran, by step id."""
 
-    def explain(self, key: str) -> str:
-        return (
-            f"steps.{key} is undefined: step '{key}' did not run (skipped by its if:, or "
-            f"after it in the recipe); guard with `steps.{key} is defined`"
-        )
+    missing = (
+        "steps.{key} is undefined: step '{key}' did not run (skipped by its if:, or "
+        "after it in the recipe); guard with `steps.{key} is defined`"
+    )
 
 
 def coalesced_summary(event: Event, covered: Sequence[Event] = ()) -> dict[str, Any]:
