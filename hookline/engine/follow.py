@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hookline.dispatcher")
 
 TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
+_NOT_COMPLETED: list[StateType] = [t for t in StateType if t != StateType.COMPLETED]
 PREFECT_MAX_LIMIT = 200  # Prefect refuses a flow_runs/filter limit above this (422)
 PREFECT_ERRORS = (httpx.HTTPError, PrefectHTTPStatusError, OSError)
 """What a call to an unreachable or failing Prefect API raises."""
@@ -170,8 +171,19 @@ class Follower:
 
     async def _resettle(self, entries: list[InboxEntry]) -> int:
         inbox = self.owner.inbox
-        ids = sorted({UUID(rid) for e in entries for rid in e.flow_runs.values()})
-        runs = {str(r.id): r for r in await read_runs(self.owner.client, ids)}
+        client = self.owner.client
+
+        def ids(status: str) -> list[UUID]:
+            return sorted(
+                {UUID(rid) for e in entries if e.status == status for rid in e.flow_runs.values()}
+            )
+
+        # A done event changes only if one of its runs is no longer Completed: ask Prefect for
+        # those alone, so the hour of done events a busy system keeps costs an indexed
+        # lookup per 200 ids and an answer of almost nothing.
+        found = await read_runs(client, ids("failed"))
+        found += await read_runs(client, ids("done"), _NOT_COMPLETED)
+        runs = {str(r.id): r for r in found}
         changed = 0
         for entry in entries:
             settled_at = entry.updated_at.timestamp() if entry.updated_at else 0.0
@@ -185,8 +197,8 @@ class Follower:
                 for n, s in states.items()
                 if s.timestamp is not None and s.timestamp.timestamp() > settled_at
             }
-            if len(states) < len(entry.flow_runs) or not later:
-                continue  # a run deleted from Prefect, or nothing changed since
+            if not later or (entry.status == "failed" and len(states) < len(entry.flow_runs)):
+                continue  # nothing changed since; or a failed event's run deleted from Prefect
             live = [n for n, s in later.items() if not s.is_final()]
             bad = {n: s for n, s in states.items() if s.type.value in TERMINAL_BAD}
             if live:
