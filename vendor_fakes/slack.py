@@ -112,6 +112,10 @@ class FakeSlack(FakeServer):
                 return self._error(f"invalid_{name}", f"[ERROR] {name} must be a list of objects")
             if name == "blocks" and not all("type" in b for b in items):
                 return self._error("invalid_blocks", "[ERROR] missing required field: type")
+            nested = items if name == "blocks" else [b for a in items for b in a.get("blocks", [])]
+            problem = _actions_problem(nested)
+            if problem is not None:
+                return self._error(f"invalid_{name}", f"[ERROR] {problem}")
         return None
 
     def _post_message(self, args: dict[str, Any]) -> Response:
@@ -170,3 +174,32 @@ class FakeSlack(FakeServer):
             return Response(400, "no_text", content_type="text/plain")
         self.webhook_messages.append(body)
         return Response(200, "ok", content_type="text/html")
+
+
+def _actions_problem(blocks: list[Any]) -> str | None:
+    """What Slack says about an invalid ``actions`` block of buttons, or None."""
+    for block in blocks:
+        if not isinstance(block, dict) or block.get("type") != "actions":
+            continue
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 25:
+            return "must provide between 1 and 25 elements [json-pointer:/elements]"
+        seen: set[str] = set()
+        for i, e in enumerate(elements):
+            where = f"[json-pointer:/elements/{i}]"
+            if e.get("type") != "button":
+                continue
+            text = e.get("text")
+            if not isinstance(text, dict) or text.get("type") != "plain_text":
+                return f"must be a plain_text text object {where}"
+            if not 1 <= len(str(text.get("text", ""))) <= 75:
+                return f"must be between 1 and 75 characters {where}/text"
+            action_id = str(e.get("action_id", ""))
+            if not 1 <= len(action_id) <= 255 or action_id in seen:
+                return f"action_id must be unique and 1-255 characters {where}/action_id"
+            seen.add(action_id)
+            if len(str(e.get("value", ""))) > 2000:
+                return f"must be less than 2001 characters {where}/value"
+            if e.get("style") not in (None, "primary", "danger"):
+                return f"must be one of primary, danger {where}/style"
+    return None

@@ -60,6 +60,15 @@ class ResolveIncidentOutput(TypedDict):
     resolved: bool
 
 
+class GetIncidentOutput(TypedDict):
+    found: bool
+    number: str | None
+    sys_id: str | None
+    link: str | None
+    state: str | None
+    resolved: bool
+
+
 class RecordOutput(TypedDict):
     sys_id: str
     number: str | None
@@ -297,6 +306,37 @@ def update_incident(
     return _incident_output(record)
 
 
+def get_incident(
+    client: ServiceNowClient,
+    *,
+    number: str | None = None,
+    correlation_id: str | None = None,
+    sys_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> GetIncidentOutput:
+    """Look an incident up: ``found``, its ``state`` and whether it is already ``resolved``
+    (resolved, closed or cancelled), e.g. before acting on a click from an old alert."""
+    record, _ = _find_incident(
+        client, number=number, correlation_id=correlation_id, sys_id=sys_id, what="get_incident"
+    )
+    if record is None:
+        return {
+            "found": False,
+            "number": None,
+            "sys_id": None,
+            "link": None,
+            "state": None,
+            "resolved": False,
+        }
+    state = str(record.get_value("state"))
+    return {
+        **_incident_output(record),
+        "found": True,
+        "state": state,
+        "resolved": state in RESOLVED_STATES,
+    }
+
+
 def resolve_incident(
     client: ServiceNowClient,
     *,
@@ -362,5 +402,5 @@ CONNECTOR = Connector(
     settings=ServiceNowSettings,
     client=make_client,
     requires=("instance", "username", "password"),
-    actions=(create_incident, update_incident, resolve_incident, create_record),
+    actions=(create_incident, get_incident, update_incident, resolve_incident, create_record),
 )

@@ -16,7 +16,7 @@ import logging
 import threading
 import weakref
 from contextlib import AbstractContextManager
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 from pydantic import Field, SecretStr, field_validator
 from slack_sdk import WebClient
@@ -32,6 +32,11 @@ from hookline.connectors._http import (
 from hookline.connectors.errors import ConnectorError, PermanentError, TransientError
 from hookline.connectors.registry import ClientContext, Connector
 from hookline.connectors.settings import ConnectorSettings
+from hookline.connectors.slack_blocks import (
+    Severity,
+    fallback_text,
+    render_alert,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +55,6 @@ _AUTH = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "accoun
 MRKDWN_PARAMS = frozenset(
     {"text", "blocks", "attachments", "title", "summary", "fields", "run_url"}
 )
-
-Severity = Literal["critical", "major", "minor", "warning", "info", "resolved"]
-
-#: (attachment colour, emoji) per severity: red/orange/yellow/amber/blue/green.
-SEVERITIES: dict[str, tuple[str, str]] = {
-    "critical": ("#d00000", ":red_circle:"),
-    "major": ("#f2711c", ":large_orange_circle:"),
-    "minor": ("#fbbd08", ":large_yellow_circle:"),
-    "warning": ("#ffaa00", ":warning:"),
-    "info": ("#2185d0", ":information_source:"),
-    "resolved": ("#21ba45", ":white_check_mark:"),
-}
 
 
 class PostMessageOutput(TypedDict):
@@ -116,21 +109,6 @@ def _require_content(method: str, text: str | None, blocks: Any, attachments: An
             "notification fallback when blocks are given)",
             connector="slack",
         )
-
-
-def fallback_text(blocks: list[dict[str, Any]] | None, attachments: Any = None) -> str:
-    """Plain text for notifications and screen readers, taken from the blocks' own text."""
-    parts: list[str] = []
-    for block in blocks or []:
-        text = block.get("text") if isinstance(block, dict) else None
-        if isinstance(text, dict) and text.get("text"):
-            parts.append(str(text["text"]))
-    for attachment in attachments or []:
-        if isinstance(attachment, dict) and (attachment.get("fallback") or attachment.get("text")):
-            parts.append(str(attachment.get("fallback") or attachment.get("text")))
-        elif isinstance(attachment, dict):
-            parts.append(fallback_text(attachment.get("blocks")))
-    return shorten(" ".join(p for p in parts if p)) or "(message)"
 
 
 class SlackSettings(ConnectorSettings):
@@ -295,49 +273,6 @@ def update_message(
     return {"ts": str(response["ts"]), "channel": str(response["channel"])}
 
 
-def render_alert(
-    *,
-    title: str,
-    severity: Severity = "warning",
-    summary: str | None = None,
-    fields: dict[str, Any] | None = None,
-    run_url: str | None = None,
-    run_label: str = "View the Prefect run",
-) -> dict[str, Any]:
-    """The ``text`` (notification fallback) and coloured ``attachments`` of an alert."""
-    if severity not in SEVERITIES:
-        valid = ", ".join(SEVERITIES)
-        raise PermanentError(
-            f"slack alert: unknown severity {severity!r}; valid: {valid}", connector="slack"
-        )
-    colour, emoji = SEVERITIES[severity]
-    headline = f"{emoji} *{severity.upper()}*: {title}"
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": headline}}
-    ]
-    if summary:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": summary}})
-    items = [(str(k), "—" if v is None or v == "" else str(v)) for k, v in (fields or {}).items()]
-    # Slack allows at most 10 fields per section block.
-    for start in range(0, len(items), 10):
-        chunk = items[start : start + 10]
-        blocks.append(
-            {
-                "type": "section",
-                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in chunk],
-            }
-        )
-    if run_url:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": f"<{run_url}|{run_label}>"}],
-            }
-        )
-    text = f"{severity.upper()}: {title}"
-    return {"text": text, "attachments": [{"color": colour, "blocks": blocks}]}
-
-
 def post_alert(
     client: WebClient,
     *,
@@ -351,11 +286,18 @@ def post_alert(
     reply_broadcast: bool = False,
     username: str | None = None,
     icon_emoji: str | None = None,
+    buttons: list[dict[str, Any]] | None = None,
     idempotency_key: str | None = None,
 ) -> PostMessageOutput:
-    """Post a colour-coded alert: severity emoji, title, summary, fields, link to the run."""
+    """Post a colour-coded alert: severity emoji, title, summary, fields, buttons, link to the
+    run. A click on a button reaches the ``slack`` source as a ``slack.block_actions`` event."""
     alert = render_alert(
-        title=title, severity=severity, summary=summary, fields=fields, run_url=run_url
+        title=title,
+        severity=severity,
+        summary=summary,
+        fields=fields,
+        run_url=run_url,
+        buttons=buttons,
     )
     return post_message(
         client,
@@ -379,11 +321,18 @@ def update_alert(
     summary: str | None = None,
     fields: dict[str, Any] | None = None,
     run_url: str | None = None,
+    buttons: list[dict[str, Any]] | None = None,
     idempotency_key: str | None = None,
 ) -> UpdateMessageOutput:
-    """Re-render an alert posted earlier, e.g. turn it green when the service recovers."""
+    """Re-render an alert posted earlier, e.g. turn it green when the service recovers; the
+    buttons given replace the old ones (none: the buttons are gone)."""
     alert = render_alert(
-        title=title, severity=severity, summary=summary, fields=fields, run_url=run_url
+        title=title,
+        severity=severity,
+        summary=summary,
+        fields=fields,
+        run_url=run_url,
+        buttons=buttons,
     )
     return update_message(
         client, channel=channel, ts=ts, text=alert["text"], attachments=alert["attachments"]

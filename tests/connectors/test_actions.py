@@ -21,6 +21,7 @@ def test_the_issue_s_actions_are_registered() -> None:
         "slack.update_alert",
         "slack.post_webhook",
         "servicenow.create_incident",
+        "servicenow.get_incident",
         "servicenow.update_incident",
         "servicenow.resolve_incident",
         "servicenow.create_record",

@@ -74,6 +74,7 @@ CASES: dict[str, Case] = {
     "servicenow.create_incident": Case(
         SN_BAD, lambda f, c: {"short_description": "x", "correlation_id": "m"}, "servicenow"
     ),
+    "servicenow.get_incident": Case(SN_BAD, lambda f, c: _incident(f, c), "servicenow"),
     "servicenow.update_incident": Case(
         SN_BAD, lambda f, c: {**_incident(f, c), "work_notes": "n"}, "servicenow"
     ),

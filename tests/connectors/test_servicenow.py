@@ -182,6 +182,32 @@ def test_resolve_missing_incident(client: Client) -> None:
     assert out == {"number": None, "sys_id": None, "link": None, "resolved": False}
 
 
+def test_get_incident_says_whether_it_is_already_resolved(
+    client: Client, fakes: FakeVendors
+) -> None:
+    c = client("servicenow")
+    created = servicenow.create_incident(c, short_description="outage", idempotency_key=KEY)
+
+    open_ = servicenow.get_incident(c, number=created["number"])
+    servicenow.update_incident(c, number=created["number"], fields={"state": 2})
+    in_progress = servicenow.get_incident(c, correlation_id=KEY)
+    servicenow.resolve_incident(c, number=created["number"])
+    resolved = servicenow.get_incident(c, number=created["number"])
+
+    assert (open_["found"], open_["state"], open_["resolved"]) == (True, "1", False)
+    assert open_["link"] == created["link"]
+    assert (in_progress["state"], in_progress["resolved"]) == ("2", False)
+    assert (resolved["state"], resolved["resolved"]) == ("6", True)
+    assert servicenow.get_incident(c, number="INC0000404") == {
+        "found": False,
+        "number": None,
+        "sys_id": None,
+        "link": None,
+        "state": None,
+        "resolved": False,
+    }
+
+
 def test_create_record_in_another_table(client: Client, fakes: FakeVendors) -> None:
     out = servicenow.create_record(
         client("servicenow"),

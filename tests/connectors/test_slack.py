@@ -281,3 +281,93 @@ def test_incoming_webhook_errors_are_mapped_without_leaking_the_url(
     with pytest.raises(PermanentError, match="HTTP 404: no_service") as caught2:
         slack.post_webhook(bad, text="x")
     assert "wrong" not in str(caught2.value)
+
+
+ACK_AND_RESOLVE = [
+    {
+        "text": "Acknowledge",
+        "action_id": "outage.acknowledge",
+        "value": "svc_1",
+        "style": "primary",
+    },
+    {"text": "Resolve", "action_id": "outage.resolve", "value": "svc_1", "style": "danger"},
+]
+
+
+def test_alert_buttons_are_an_actions_block_slack_accepts(
+    client: Client, fakes: FakeVendors
+) -> None:
+    posted = slack.post_alert(
+        client("slack"),
+        channel="#alerts",
+        title="Voice down",
+        severity="critical",
+        buttons=ACK_AND_RESOLVE,
+        run_url="https://prefect.example/runs/1",
+    )
+
+    blocks = fakes.slack.messages[0]["attachments"][0]["blocks"]
+    [actions] = [b for b in blocks if b["type"] == "actions"]
+    assert blocks[-1]["type"] == "context"  # the run link stays last, under the buttons
+    assert actions["block_id"] == "hookline-alert-actions"
+    assert actions["elements"] == [
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Acknowledge", "emoji": True},
+            "action_id": "outage.acknowledge",
+            "value": "svc_1",
+            "style": "primary",
+        },
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Resolve", "emoji": True},
+            "action_id": "outage.resolve",
+            "value": "svc_1",
+            "style": "danger",
+        },
+    ]
+
+    # An update given only Resolve drops Acknowledge; one given none drops both.
+    slack.update_alert(
+        client("slack"),
+        channel=posted["channel"],
+        ts=posted["ts"],
+        title="Voice down",
+        severity="critical",
+        buttons=ACK_AND_RESOLVE[1:],
+    )
+    blocks = fakes.slack.messages[0]["attachments"][0]["blocks"]
+    assert [e["action_id"] for b in blocks if b["type"] == "actions" for e in b["elements"]] == [
+        "outage.resolve"
+    ]
+    slack.update_alert(client("slack"), channel=posted["channel"], ts=posted["ts"], title="ok")
+    blocks = fakes.slack.messages[0]["attachments"][0]["blocks"]
+    assert not [b for b in blocks if b["type"] == "actions"]
+
+
+@pytest.mark.parametrize(
+    ("buttons", "error"),
+    [
+        ([{"text": "Ack"}], "button 1: action_id is required"),
+        ([{"action_id": "a"}], "button 1: text is required"),
+        ([{"text": "Ack", "action_id": "a", "style": "green"}], "style 'green'; valid: primary"),
+        ([{"text": "Ack", "action_id": "a", "colour": "x"}], "unknown key 'colour'"),
+        ([{"text": "A", "action_id": "a"}, {"text": "B", "action_id": "a"}], "share an action_id"),
+        ([{"text": "A", "action_id": "a", "value": "v" * 2001}], "value is 2001 characters"),
+        ([{"text": "A", "action_id": f"a{i}"} for i in range(26)], "at most 25"),
+        (["Acknowledge"], "button 1 must be a mapping"),
+    ],
+)
+def test_bad_buttons_fail_before_calling_slack(
+    client: Client, fakes: FakeVendors, buttons: list[Any], error: str
+) -> None:
+    with pytest.raises(PermanentError, match=error):
+        slack.post_alert(client("slack"), channel="#a", title="t", buttons=buttons)
+    assert not fakes.slack.calls_to("chat.postMessage")
+
+
+def test_the_fake_refuses_buttons_slack_refuses(client: Client) -> None:
+    # What render_buttons guards against is what Slack answers invalid_blocks for.
+    bad = [{"type": "actions", "elements": [{"type": "button", "text": "Ack", "action_id": "a"}]}]
+    with pytest.raises(PermanentError, match="invalid_blocks: .*plain_text"):
+        slack.post_message(client("slack"), channel="#a", text="x", blocks=bad)
