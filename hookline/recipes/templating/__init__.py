@@ -20,6 +20,7 @@ One concept a module:
 - `limits`: the size and time limits, and the checks the environment runs before each
   operator, method call and filter.
 - `escaping`: the ``mrkdwn`` filter and the escaping of Slack mrkdwn parameters.
+- `timefilters`: the ``elapsed`` filter (``{{ data.opened_at | elapsed(timestamp) }}``).
 - `context`: what a template sees (`build_context`).
 - `environment`: the Jinja environment (`ENV`, `MRKDWN_ENV`) and its code generator.
 - `render`: `Template`, `Expression`, compiling (cached) and rendering a step's ``with``.

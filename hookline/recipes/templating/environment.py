@@ -35,6 +35,7 @@ from hookline.recipes.templating.limits import (
     precheck_method,
     tick,
 )
+from hookline.recipes.templating.timefilters import elapsed
 
 
 def check_defined(value: Any, depth: int = 0) -> Any:
@@ -190,6 +191,7 @@ def _make_env(finalize: Callable[[Any], Any] = check_defined) -> RecipeEnvironme
         keep_trailing_newline=False,
     )
     env.filters["mrkdwn"] = mrkdwn
+    env.filters["elapsed"] = elapsed
     env.filters = {name: guarded_filter(name, f) for name, f in env.filters.items()}
     env.globals["lipsum"] = guarded_filter("lipsum", cast(Any, env.globals["lipsum"]))
     return env
