@@ -16,7 +16,7 @@ Severity = Literal["critical", "major", "minor", "warning", "info", "resolved"]
 #: Block Kit limits of a button (https://docs.slack.dev/reference/block-kit/block-elements/button-element).
 BUTTON_STYLES = ("primary", "danger")
 MAX_BUTTONS = 25
-_BUTTON_KEYS = {"text", "action_id", "value", "style", "url"}
+_BUTTON_KEYS = {"text", "action_id", "value", "style", "url", "show"}
 _BUTTON_LIMITS = {"text": 75, "action_id": 255, "value": 2000, "url": 3000}
 #: The ``block_id`` of an alert's buttons, so a click's payload says it came from an alert.
 ALERT_ACTIONS_BLOCK = "hookline-alert-actions"
@@ -47,9 +47,10 @@ def fallback_text(blocks: list[dict[str, Any]] | None, attachments: Any = None) 
     return shorten(" ".join(p for p in parts if p)) or "(message)"
 
 
-def render_buttons(buttons: list[dict[str, Any]], *, block_id: str) -> dict[str, Any]:
+def render_buttons(buttons: list[dict[str, Any]], *, block_id: str) -> dict[str, Any] | None:
     """An ``actions`` block of Block Kit buttons from ``{text, action_id, value?, style?,
-    url?}`` items.
+    url?, show?}`` items; an item with ``show`` false is left out (a recipe templates it), and
+    None when none is left.
 
     Raises:
         PermanentError: an item Slack would refuse (``invalid_blocks``), named by position.
@@ -81,6 +82,13 @@ def render_buttons(buttons: list[dict[str, Any]], *, block_id: str) -> dict[str,
                     f"{where}: {key} is {len(str(item[key]))} characters; Slack allows {limit}",
                     connector="slack",
                 )
+        show = item.get("show", True)
+        if not isinstance(show, bool):
+            raise PermanentError(
+                f"{where}: show must be true or false, not {show!r}", connector="slack"
+            )
+        if not show:
+            continue
         style = item.get("style")
         if style is not None and style not in BUTTON_STYLES:
             raise PermanentError(
@@ -96,6 +104,8 @@ def render_buttons(buttons: list[dict[str, Any]], *, block_id: str) -> dict[str,
             if item.get(key) is not None:
                 element[key] = str(item[key])
         elements.append(element)
+    if not elements:
+        return None  # every button has show: false
     ids = [e["action_id"] for e in elements]
     if len(set(ids)) != len(ids):
         raise PermanentError(
@@ -140,8 +150,9 @@ def render_alert(
                 "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in chunk],
             }
         )
-    if buttons:
-        blocks.append(render_buttons(buttons, block_id=ALERT_ACTIONS_BLOCK))
+    actions = render_buttons(buttons, block_id=ALERT_ACTIONS_BLOCK) if buttons else None
+    if actions is not None:
+        blocks.append(actions)
     if run_url:
         blocks.append(
             {

@@ -327,22 +327,26 @@ def test_alert_buttons_are_an_actions_block_slack_accepts(
         },
     ]
 
-    # An update given only Resolve drops Acknowledge; one given none drops both.
+    # An update showing only Resolve drops Acknowledge; one given none drops both.
     slack.update_alert(
         client("slack"),
         channel=posted["channel"],
         ts=posted["ts"],
         title="Voice down",
         severity="critical",
-        buttons=ACK_AND_RESOLVE[1:],
+        buttons=[{**ACK_AND_RESOLVE[0], "show": False}, ACK_AND_RESOLVE[1]],
     )
     blocks = fakes.slack.messages[0]["attachments"][0]["blocks"]
     assert [e["action_id"] for b in blocks if b["type"] == "actions" for e in b["elements"]] == [
         "outage.resolve"
     ]
-    slack.update_alert(client("slack"), channel=posted["channel"], ts=posted["ts"], title="ok")
-    blocks = fakes.slack.messages[0]["attachments"][0]["blocks"]
-    assert not [b for b in blocks if b["type"] == "actions"]
+    hidden = [{**b, "show": False} for b in ACK_AND_RESOLVE]  # what a recipe templates
+    for buttons in (None, hidden):
+        slack.update_alert(
+            client("slack"), channel=posted["channel"], ts=posted["ts"], title="ok", buttons=buttons
+        )
+        blocks = fakes.slack.messages[0]["attachments"][0]["blocks"]
+        assert not [b for b in blocks if b["type"] == "actions"]
 
 
 @pytest.mark.parametrize(
@@ -356,6 +360,7 @@ def test_alert_buttons_are_an_actions_block_slack_accepts(
         ([{"text": "A", "action_id": "a", "value": "v" * 2001}], "value is 2001 characters"),
         ([{"text": "A", "action_id": f"a{i}"} for i in range(26)], "at most 25"),
         (["Acknowledge"], "button 1 must be a mapping"),
+        ([{"text": "A", "action_id": "a", "show": "no"}], "show must be true or false"),
     ],
 )
 def test_bad_buttons_fail_before_calling_slack(
