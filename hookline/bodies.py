@@ -138,16 +138,6 @@ def interaction_id(payload: dict[str, Any]) -> str:
     return _required(payload, "trigger_id")[0]
 
 
-def interaction(body: bytes | str) -> tuple[str, str, dict[str, Any]]:
-    """(event type, event id, payload) of a Slack interactivity form body.
-
-    Raises:
-        BodyError: naming the field that is missing or wrong.
-    """
-    payload = payload_object(form_payload(body))
-    return interaction_type(payload), interaction_id(payload), payload
-
-
 def decode_body(body: bytes | str) -> Any:
     """The data a stored body carries: its JSON, else a Slack form's payload (a form is never
     valid JSON, so the two cannot be confused; no content type needed).
