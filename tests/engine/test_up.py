@@ -42,11 +42,11 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: flo
     raise AssertionError(f"{text!r} not printed after {timeout}s:\n{out}")
 
 
-def _click(url: str, secret: str) -> None:
+def _click(url: str, secret: str) -> str:
     """Post the click Slack would send for an alert's button, signed by slack_sdk."""
     from slack_sdk.signature import SignatureVerifier
 
-    from tests.receiver.test_slack_source import BLOCK_ACTIONS, form
+    from tests.receiver.test_slack_source import BLOCK_ACTIONS, CLICK_ID, form
 
     body, ts = form(BLOCK_ACTIONS), str(int(time.time()))
     signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
@@ -57,6 +57,7 @@ def _click(url: str, secret: str) -> None:
     }
     r = httpx.post(url, content=body, headers=headers, timeout=10)
     assert (r.status_code, r.content) == (200, b""), r.text
+    return CLICK_ID
 
 
 def test_up_runs_end_to_end_refuses_a_second_copy_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -81,7 +82,6 @@ def test_up_runs_end_to_end_refuses_a_second_copy_and_stops_on_ctrl_c(tmp_path: 
         assert f"http://127.0.0.1:{port}/webhooks/slack" in banner
         slack_secret = (home / "dev-slack-secret").read_text().strip()
         assert f"{slack_secret[:10]}... (SLACK_SIGNING_SECRET)" in banner
-        _click(f"http://127.0.0.1:{port}/webhooks/slack", slack_secret)
 
         url = f"http://127.0.0.1:{port}/webhooks/solveforce"
         sent = subprocess.run(
@@ -120,8 +120,19 @@ def test_up_runs_end_to_end_refuses_a_second_copy_and_stops_on_ctrl_c(tmp_path: 
                 break
             time.sleep(0.5)
         assert " done " in listing, listing
-        assert "slack.block_actions" in listing, listing
         assert f"http://127.0.0.1:{prefect_port}/runs/flow-run/" in listing
+
+        click_id = _click(f"http://127.0.0.1:{port}/webhooks/slack", slack_secret)
+        shown = subprocess.run(
+            [HOOKLINE, "events", "show", click_id],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api"},
+        ).stdout
+        # stored under its stable id, and shown as the parsed payload, not url-encoded text
+        assert "slack.block_actions" in shown and '"action_id": "acknowledge"' in shown, shown
 
         second = subprocess.run(
             [HOOKLINE, "up", "--port", str(free_port()), "--prefect-port", str(free_port())],
