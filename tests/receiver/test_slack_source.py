@@ -497,22 +497,3 @@ def test_a_click_through_the_real_server(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "inbox.sqlite3") as db:
         rows = db.execute("SELECT source, event_id, event_type, body FROM inbox").fetchall()
     assert rows == [("slack", CLICK_ID, "slack.block_actions", body)]
-
-
-def test_hookline_up_makes_a_slack_development_secret_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from hookline.engine.up import dev_secret
-
-    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
-    home = tmp_path / "home"
-    secret = dev_secret(home, "SLACK_SIGNING_SECRET")
-    assert len(secret) == 32 and int(secret, 16) >= 0  # like Slack's own: 32 hex digits
-    assert (home / "dev-slack-secret").stat().st_mode & 0o777 == 0o600
-    import os
-
-    assert os.environ["SLACK_SIGNING_SECRET"] == secret  # what the receiver then reads
-    monkeypatch.delenv("SLACK_SIGNING_SECRET")
-    assert dev_secret(home, "SLACK_SIGNING_SECRET") == secret  # kept
-    monkeypatch.setenv("SLACK_SIGNING_SECRET", SLACK_SECRET)
-    assert dev_secret(home, "SLACK_SIGNING_SECRET") == SLACK_SECRET  # the user's wins
