@@ -15,12 +15,17 @@ retries and double clicks are duplicates:
     view_closed       closed:<view.id>:<view.hash>
     any other type    <trigger_id>   (shortcut, message_action, ...)
 
+A block_actions event's time is its ``actions[0].action_ts`` (to the second), so templates
+see when the click happened as ``timestamp``; other interactions carry no time.
+
 Every problem is a `BodyError` naming the field (``payload``, ``actions[0].action_ts``, ...).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -136,6 +141,20 @@ def interaction_id(payload: dict[str, Any]) -> str:
     if kind == "view_closed":
         return "closed:" + ":".join(_required(payload, "view.id", "view.hash"))
     return _required(payload, "trigger_id")[0]
+
+
+def interaction_time(payload: dict[str, Any]) -> datetime | None:
+    """When a block_actions click happened (``actions[0].action_ts``, to the second), else
+    None."""
+    if payload.get("type") != "block_actions":
+        return None
+    try:
+        seconds = float(_get(payload, "actions[0].action_ts"))
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:  # before year 10000
+        return None
+    return datetime.fromtimestamp(int(seconds), tz=UTC)
 
 
 def decode_body(body: bytes | str) -> Any:

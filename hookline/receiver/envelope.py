@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hookline.bodies import FORM_FIELD, BodyError, form_payload, interaction_id, interaction_type
+from hookline.bodies import (
+    FORM_FIELD,
+    BodyError,
+    form_payload,
+    interaction_id,
+    interaction_time,
+    interaction_type,
+)
 from hookline.receiver.errors import EnvelopeError
 from hookline.receiver.sources import BODY_DIGEST, Source
 
@@ -218,5 +225,8 @@ def parse_interaction(body: bytes) -> ParsedEvent:
     except BodyError as exc:
         raise EnvelopeError(exc.field, exc.detail) from None
     return ParsedEvent(
-        _identifier("event_id", event_id), _identifier("type", event_type), None, payload
+        _identifier("event_id", event_id),
+        _identifier("type", event_type),
+        interaction_time(payload),
+        payload,
     )

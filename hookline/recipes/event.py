@@ -121,7 +121,7 @@ class Event:
                 source=source,
                 event_type=etype,
                 event_id=eid,
-                timestamp=timestamp,
+                timestamp=timestamp if timestamp is not None else bodies.interaction_time(payload),
                 data=payload,
                 account={},
                 envelope=payload,

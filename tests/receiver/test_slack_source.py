@@ -11,6 +11,7 @@ import logging
 import textwrap
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -414,7 +415,13 @@ def test_event_from_body_parses_a_form_and_names_it_like_the_receiver() -> None:
         interaction_id(payload),
     )
     assert (event.event_type, event.event_id) == ("slack.block_actions", CLICK_ID)
-    assert event.data == BLOCK_ACTIONS and event.account == {} and event.timestamp is None
+    assert event.data == BLOCK_ACTIONS and event.account == {}
+    # the click's time is its action_ts, to the second: templates' `timestamp`
+    assert event.timestamp == datetime(2019, 1, 25, 14, 26, 57, tzinfo=UTC)
+    assert event.timestamp_text == "2019-01-25T14:26:57+00:00"
+    assert payload_object(form_payload(form({**BLOCK_ACTIONS, "actions": []}))) is not None
+    no_time = Event.from_body(source="slack", body=form({**BLOCK_ACTIONS, "type": "shortcut"}))
+    assert no_time.timestamp is None
     # JSON bodies are read as before
     assert Event.from_body(source="s", body=b'{"type": "t", "id": "1", "data": {"a": 1}}').data == {
         "a": 1
