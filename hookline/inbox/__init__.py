@@ -29,8 +29,11 @@ from __future__ import annotations
 
 from hookline.config import CoreSettings, get_settings
 from hookline.inbox.base import (
+    COUNTED,
     FINAL_STATUSES,
+    SCHEDULED,
     STATUSES,
+    TIMER_SOURCE,
     Clock,
     Inbox,
     InboxEntry,
@@ -42,9 +45,12 @@ from hookline.inbox.postgres import PG_SCHEMA_VERSION, PostgresInbox
 from hookline.inbox.sqlite import SQLiteInbox, Synchronous, WriterName
 
 __all__ = [
+    "COUNTED",
     "FINAL_STATUSES",
     "PG_SCHEMA_VERSION",
+    "SCHEDULED",
     "STATUSES",
+    "TIMER_SOURCE",
     "Clock",
     "Inbox",
     "InboxEntry",

@@ -15,6 +15,7 @@ Entry life cycle (the dispatcher drives it)::
                  ^                 \\-> retry_later (attempts+1, not_before) -/
                  +--- requeue <--- any status            mark_failed -> failed (attempts+1)
     pending --claim with a sequencer, older event of its lane already ran--> late
+    start_timer -> pending (due later) --cancel_timer / start_timer of its key--> cancelled
 
 Every transition takes ``expect``: the status the caller saw. The update happens only if the
 entry still has it (and the call returns False otherwise), so two dispatchers following the
@@ -22,6 +23,12 @@ same runs cannot both resend an event or count its attempt twice.
 
 **Lanes and bursts** (``order_by``, ``coalesce``): `claim` with a *sequencer* runs one event
 of a lane at a time, in event-time order, and one run for a burst; see `hookline.inbox.lanes`.
+
+**Timers** (`start_timer`, `cancel_timer`): a timer is an entry of source `TIMER_SOURCE`
+with a ``timer_key``, pending and due (``not_before``) at its time; it fires as any event.
+Starting a key replaces its pending timer (the old one ends ``cancelled``) in one transaction.
+A timer whose entry is leased (claimed: firing now) is no longer pending for `cancel_timer`:
+the cancel loses and says so (False), so a cancel never races the runs a claim creates.
 
 **Run claims** (`claim_run`): a worker records (flow run, Scheduled state id) before it
 executes a run; the first claim wins, so one Scheduled state is executed once even when
@@ -45,9 +52,23 @@ from hookline.errors import HooklineError
 if TYPE_CHECKING:
     from hookline.inbox.lanes import Sequencer
 
-Status = Literal["pending", "dispatched", "done", "failed", "late", "superseded"]
-STATUSES: tuple[str, ...] = ("pending", "dispatched", "done", "failed", "late", "superseded")
-FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "late", "superseded"})
+Status = Literal["pending", "dispatched", "done", "failed", "late", "superseded", "cancelled"]
+STATUSES: tuple[str, ...] = (
+    "pending",
+    "dispatched",
+    "done",
+    "failed",
+    "late",
+    "superseded",
+    "cancelled",
+)
+FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "late", "superseded", "cancelled"})
+SCHEDULED = "scheduled"
+"""Not a stored status: what `Inbox.counts` calls the pending timers not due yet."""
+COUNTED: tuple[str, ...] = (*STATUSES, SCHEDULED)
+"""The keys of `Inbox.counts`."""
+TIMER_SOURCE = "hookline"
+"""The source of the events timers fire (``timer.start``); no sender may use it."""
 Clock = Callable[[], float]
 T = TypeVar("T")
 
@@ -80,7 +101,19 @@ class InboxEntry:
     superseded_by: int | None = None
     """The entry whose run covered this one (status ``superseded``, by ``coalesce``)."""
     note: str | None = None
-    """Why it ended ``done`` without a run ("no recipe matched"), set by `mark_done`."""
+    """Why it ended ``done`` without a run ("no recipe matched"), set by `mark_done`; why a
+    timer ended ``cancelled``."""
+    timer_key: str | None = None
+    """The key of the timer this entry is (`Inbox.start_timer`), else None."""
+
+    def scheduled(self, now: float) -> bool:
+        """A timer waiting for its due time (not waiting work)."""
+        return (
+            self.timer_key is not None
+            and self.status == "pending"
+            and self.not_before is not None
+            and self.not_before.timestamp() > now
+        )
 
 
 class NewEntry(NamedTuple):
@@ -198,6 +231,10 @@ class Inbox(ABC):
     @abstractmethod
     async def _close(self) -> None: ...
 
+    def now(self) -> float:
+        """The inbox's clock (epoch seconds): when a claim finds an entry due."""
+        return self._clock()
+
     @property
     @abstractmethod
     def description(self) -> str:
@@ -244,6 +281,24 @@ class Inbox(ABC):
     def _queue_put(self, row: NewEntry) -> asyncio.Future[tuple[bool, int]]:
         """Queue ``row`` for the next group commit, from the running loop; the future gets
         (inserted, entry id) once the transaction holding it has committed."""
+
+    # -- timers -------------------------------------------------------------------------
+    @abstractmethod
+    async def start_timer(
+        self, key: str, event_id: str, event_type: str, body: bytes, due: float
+    ) -> tuple[int, bool]:
+        """Store the timer ``key``: an entry of source `TIMER_SOURCE`, pending, due at ``due``
+        (epoch seconds; its event time too). Its pending, unleased timers of the same key end
+        ``cancelled`` in the same transaction. Returns (entry id, whether one was replaced).
+
+        Raises:
+            InboxError: the store could not commit (or ``event_id`` is taken).
+        """
+
+    @abstractmethod
+    async def cancel_timer(self, key: str) -> bool:
+        """End the pending timer ``key`` ``cancelled``; False if there is none, or if it is
+        leased (claimed: it is firing now, and its runs are being created)."""
 
     # -- dispatcher side ----------------------------------------------------------------
     @abstractmethod
@@ -365,12 +420,14 @@ class Inbox(ABC):
 
     @abstractmethod
     async def counts(self) -> dict[str, int]:
-        """Number of entries per status (every status present, zero included)."""
+        """Number of entries per status (every key of `COUNTED` present, zero included);
+        timers not due yet count as `SCHEDULED`, not ``pending``: they are not waiting work."""
 
     @abstractmethod
     async def oldest(self) -> dict[str, float]:
         """Seconds since the least recently changed ``pending`` and ``dispatched`` entry
-        changed (0 when there is none): an event stuck in one of them shows here."""
+        changed (0 when there is none): an event stuck in one of them shows here. A timer
+        counts from its due time, and not before it."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -446,7 +503,7 @@ class Inbox(ABC):
 COLUMNS = (
     "id, source, event_id, event_type, received_at, event_time, body, headers, status, "
     "attempts, last_error, flow_runs, not_before, lease_until, updated_at, seq, superseded_by,"
-    " note"
+    " note, timer_key"
 )
 
 
