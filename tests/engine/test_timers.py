@@ -233,3 +233,54 @@ async def test_two_dispatchers_on_postgres_fire_each_timer_once(
     assert sorted(pages(fakes)) == sorted(
         f"escalate {s} (timer escalate:{s}, started by arm)" for s in services
     )
+
+
+# -- hookline events -------------------------------------------------------------------------------
+
+
+async def test_hookline_events_shows_scheduled_and_cancelled_timers(tmp_path: Path) -> None:
+    import json
+
+    from hookline.connectors.timer import DictTimerStore, start
+    from hookline.engine import events as view
+    from hookline.inbox import SQLiteInbox
+
+    clock = [1_705_314_600.0]  # 2024-01-15T10:30:00Z
+    store = DictTimerStore(clock=lambda: clock[0])
+    out = start(
+        store,
+        key="escalate:svc_1",
+        after="15m",
+        event_type="outage.escalate",
+        idempotency_key="solveforce:evt_1:outage:escalate",
+    )
+    timer = store.pending()["escalate:svc_1"]
+    address = view.PrefectAddress(None, None)
+    async with SQLiteInbox(tmp_path / "inbox.sqlite3", clock=lambda: clock[0]) as inbox:
+        entry_id, _ = await inbox.start_timer(
+            timer.key, timer.event_id, timer.event_type, timer.body, timer.due
+        )
+        e = await inbox.get(entry_id)
+        assert e is not None
+        clock[0] += 60
+        lines = view.entry_lines(e, view.PrefectView(), address, None, now=clock[0])
+        assert f"scheduled  hookline:{out['event_id']}  outage.escalate" in lines[0]
+        assert lines[1] == "    timer escalate:svc_1 due 10:45:00 (in 14m)"
+        line = view.entry_json(e, view.PrefectView(), address, None, now=clock[0])
+        assert line["status"] == "scheduled"
+        assert line["timer"]["started_by"]["recipe"] == "outage"
+        detail = await view.load_detail(inbox, e)
+        shown = "\n".join(view.detail_lines(detail, view.PrefectView(), address, [], now=clock[0]))
+        assert "timer       escalate:svc_1 (after 15m)" in shown
+        assert "started by  solveforce:evt_1 recipe outage" in shown
+        assert json.loads(e.body)["timer"]["after"] == "15m"
+
+        assert await inbox.cancel_timer("escalate:svc_1")
+        e = await inbox.get(entry_id)
+        assert e is not None
+        lines = view.entry_lines(e, view.PrefectView(), address, None, now=clock[0])
+        assert lines[0].split()[2] == "cancelled"
+        assert lines[1:] == [
+            "    timer escalate:svc_1 was due 2024-01-15 10:45:00",
+            "    cancelled by timer.cancel",
+        ]

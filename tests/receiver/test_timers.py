@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,3 +257,26 @@ async def test_an_older_sqlite_inbox_gets_the_timer_column(tmp_path: Path) -> No
         entry_id, _ = await inbox.start_timer("k", "timer:k:1", "t", b"{}", 1.0)
         new = await inbox.get(entry_id)
         assert new is not None and new.timer_key == "k"
+
+
+# -- the receiver never takes timer events from outside ----------------------------------------
+
+
+async def test_post_to_the_hookline_source_is_not_found_and_stores_nothing(harness: Any) -> None:
+    from tests.receiver.conftest import encode, event, signed
+
+    body = encode(event(event_type="outage.escalate"))
+    r = await harness.client.post("/webhooks/hookline", content=body, headers=signed(body))
+    assert r.status_code == 404
+    assert await harness.inbox.list() == []
+
+
+def test_a_source_named_hookline_is_refused_at_start_up(tmp_path: Path) -> None:
+    from hookline.config import CoreSettings, HooklineConfig
+    from hookline.errors import ConfigError
+    from hookline.receiver.app import create_app
+
+    cfg = HooklineConfig(sources={"hookline": {"scheme": "github", "secrets": ["x" * 32]}})
+    cfg.path = tmp_path / "hookline.yaml"
+    with pytest.raises(ConfigError, match=r"sources\.hookline: 'hookline' is reserved for timer"):
+        create_app(cfg, settings=CoreSettings(home=tmp_path), environ={})
