@@ -69,6 +69,8 @@ COUNTED: tuple[str, ...] = (*STATUSES, SCHEDULED)
 """The keys of `Inbox.counts`."""
 TIMER_SOURCE = "hookline"
 """The source of the events timers fire (``timer.start``); no sender may use it."""
+UNTRIED_TIMER = "(timer_key IS NOT NULL AND attempts = 0)"
+"""SQL: a timer that has not tried to fire yet (one put off by a failed dispatch is work)."""
 Clock = Callable[[], float]
 T = TypeVar("T")
 
@@ -110,6 +112,7 @@ class InboxEntry:
         """A timer waiting for its due time (not waiting work)."""
         return (
             self.timer_key is not None
+            and self.attempts == 0
             and self.status == "pending"
             and self.not_before is not None
             and self.not_before.timestamp() > now

@@ -17,6 +17,7 @@ from hookline.inbox.base import (
     COLUMNS,
     COUNTED,
     SCHEDULED,
+    UNTRIED_TIMER,
     Clock,
     Inbox,
     InboxEntry,
@@ -395,7 +396,7 @@ class PostgresInbox(Inbox):
             ):
                 out[r["status"]] = int(r["n"])
             timers = await conn.fetchval(
-                f"SELECT COUNT(*) FROM {self._t} WHERE timer_key IS NOT NULL"
+                f"SELECT COUNT(*) FROM {self._t} WHERE {UNTRIED_TIMER}"
                 " AND status = 'pending' AND not_before > $1",
                 dt(now),
             )
@@ -413,9 +414,9 @@ class PostgresInbox(Inbox):
             for status in out:
                 # a timer waits from its due time, not from when it was started
                 t = await conn.fetchval(
-                    "SELECT MIN(CASE WHEN timer_key IS NULL THEN updated_at"
-                    f" ELSE GREATEST(updated_at, not_before) END) FROM {self._t}"
-                    " WHERE status = $1 AND (timer_key IS NULL OR not_before <= $2)",
+                    f"SELECT MIN(CASE WHEN {UNTRIED_TIMER} THEN GREATEST(updated_at, not_before)"
+                    f" ELSE updated_at END) FROM {self._t}"
+                    f" WHERE status = $1 AND NOT ({UNTRIED_TIMER} AND not_before > $2)",
                     status,
                     dt(now),
                 )

@@ -20,6 +20,7 @@ from hookline.inbox.base import (
     COLUMNS,
     COUNTED,
     SCHEDULED,
+    UNTRIED_TIMER,
     Clock,
     Inbox,
     InboxEntry,
@@ -324,7 +325,7 @@ class SQLiteInbox(Inbox):
                 out[status] = n
             # timers not due yet: few, found by their index
             (timers,) = conn.execute(
-                "SELECT COUNT(*) FROM inbox WHERE timer_key IS NOT NULL AND status = 'pending'"
+                f"SELECT COUNT(*) FROM inbox WHERE {UNTRIED_TIMER} AND status = 'pending'"
                 " AND not_before > ?",
                 (now,),
             ).fetchone()
@@ -342,9 +343,9 @@ class SQLiteInbox(Inbox):
             for status in out:
                 # a timer waits from its due time, not from when it was started
                 (t,) = conn.execute(
-                    "SELECT MIN(CASE WHEN timer_key IS NULL THEN updated_at"
-                    " ELSE MAX(updated_at, not_before) END) FROM inbox WHERE status = ?"
-                    " AND (timer_key IS NULL OR not_before <= ?)",
+                    f"SELECT MIN(CASE WHEN {UNTRIED_TIMER} THEN MAX(updated_at, not_before)"
+                    " ELSE updated_at END) FROM inbox WHERE status = ?"
+                    f" AND NOT ({UNTRIED_TIMER} AND not_before > ?)",
                     (status, now),
                 ).fetchone()
                 out[status] = 0.0 if t is None else max(0.0, now - t)

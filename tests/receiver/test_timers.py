@@ -83,6 +83,19 @@ async def test_a_scheduled_timer_is_not_waiting_work(any_inbox: Inbox) -> None:
     assert (await any_inbox.oldest())["pending"] == 10.0
 
 
+async def test_a_timer_put_off_by_a_failed_dispatch_is_waiting_work(any_inbox: Inbox) -> None:
+    entry_id, _ = await start(any_inbox, "k", 60)
+    advance(any_inbox, 60)
+    [e] = await claimed(any_inbox)
+    assert await any_inbox.retry_later(e.id, "Prefect API unavailable", 30)
+    advance(any_inbox, 5)
+    counts = await any_inbox.counts()
+    assert (counts["pending"], counts["scheduled"]) == (1, 0)
+    assert (await any_inbox.oldest())["pending"] == 5.0
+    got = await any_inbox.get(entry_id)
+    assert got is not None and not got.scheduled(now(any_inbox))
+
+
 async def test_starting_a_key_again_replaces_its_timer(any_inbox: Inbox) -> None:
     first, _ = await start(any_inbox, "k", 60, eid="timer:k:1")
     advance(any_inbox, 30)
