@@ -23,7 +23,6 @@ from hookline.inbox.base import (
     InboxEntry,
     InboxError,
     NewEntry,
-    Transition,
     check_status,
     to_epoch,
 )
@@ -40,6 +39,7 @@ from hookline.inbox.lanes import Sequencer
 from hookline.inbox.postgres_lanes import claim_due, leave_lanes
 from hookline.inbox.postgres_schema import PG_SCHEMA_VERSION, create_or_upgrade, dt, to_entry
 from hookline.inbox.postgres_timers import cancel_timer, start_timer
+from hookline.inbox.transition import Transition
 
 __all__ = ["PG_SCHEMA_VERSION", "PostgresInbox"]
 

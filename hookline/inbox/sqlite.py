@@ -25,7 +25,6 @@ from hookline.inbox.base import (
     Inbox,
     InboxEntry,
     NewEntry,
-    Transition,
     check_status,
     committed,
     to_epoch,
@@ -36,6 +35,7 @@ from hookline.inbox.sqlite_lanes import claim_due, leave_lanes
 from hookline.inbox.sqlite_schema import connect, to_entry
 from hookline.inbox.sqlite_timers import cancel_timer, start_timer
 from hookline.inbox.sqlite_writer import LoopWriter, ThreadWriter, Write, Writer
+from hookline.inbox.transition import Transition
 
 T = TypeVar("T")
 Synchronous = Literal["FULL", "NORMAL"]
