@@ -161,6 +161,24 @@ async def test_starting_again_replaces_the_pending_timer(
     assert len(pages(fakes)) == 1
 
 
+async def test_a_timer_survives_a_restart_of_the_engine(
+    prefect_api: str, tmp_path: Path, timer_recipes: Path, fakes: FakeVendors
+) -> None:
+    service = f"svc_{uuid.uuid4().hex[:8]}"
+    args = (prefect_api, tmp_path / "home", str(timer_recipes), HooklineConfig(env=[]))
+    env = {**os.environ, **fakes.env}
+    async with running_engine(*args, env) as first:
+        armed = await first.run(outage(service, escalate_after="2s"))
+        assert armed.status == "done", armed.last_error
+        timer = await timer_entry(first, armed)
+    assert timer.status == "pending" and pages(fakes) == []  # stopped before it was due
+    await asyncio.sleep(2.5)  # due while nothing runs
+    async with running_engine(*args, env) as second:
+        fired = await second.wait_final(timer.id, timeout=60)
+    assert fired.status == "done", fired.last_error
+    assert pages(fakes) == [f"escalate {service} (timer escalate:{service}, started by arm)"]
+
+
 # -- PostgreSQL, two dispatchers -----------------------------------------------------------------
 
 
