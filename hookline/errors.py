@@ -2,6 +2,7 @@
 
     HooklineError
     ├── ConfigError                      hookline.yaml or settings are wrong (hookline.config)
+    ├── bodies.BodyError                 a Slack form body or its payload is unusable
     ├── receiver.errors.ReceiverError    signature, envelope (hookline.receiver)
     ├── inbox.InboxError                 the inbox cannot store or read now (hookline.inbox)
     ├── recipes.errors.RecipeError       loading, validating, rendering recipes (hookline.recipes)

@@ -357,11 +357,13 @@ async def load_detail(inbox: Inbox, entry: InboxEntry) -> Detail:
 
 
 def _payload(body: bytes, secrets: list[str]) -> Any:
+    """The body's JSON (a Slack form: its parsed payload), else its text."""
+    from hookline.bodies import BodyError, decode_body
     from hookline.recipes.dryrun import mask
 
     try:
-        return mask(json.loads(body), secrets)
-    except ValueError:
+        return mask(decode_body(body), secrets)
+    except BodyError:
         return mask(body.decode("utf-8", "replace"), secrets)
 
 

@@ -73,18 +73,28 @@ def claim_home(home: Path, info: dict[str, Any]) -> Path:
     return state
 
 
-def dev_secret(home: Path) -> str:
-    """SOLVEFORCE_WEBHOOK_SECRET, else a development secret kept in HOOKLINE_HOME/dev-secret."""
-    if os.environ.get("SOLVEFORCE_WEBHOOK_SECRET"):
-        return os.environ["SOLVEFORCE_WEBHOOK_SECRET"]
-    path = private_dir(home) / "dev-secret"
+# The signing secrets `hookline up` makes up when unset, so the local stack's sources are on:
+# variable -> (file under HOOKLINE_HOME, how a new one is made). Both are above the 16-byte
+# minimum the receiver enforces for a signing key; Slack's own secrets are 32 hex digits.
+DEV_SECRETS: dict[str, tuple[str, Callable[[], str]]] = {
+    "SOLVEFORCE_WEBHOOK_SECRET": ("dev-secret", lambda: "whsec_dev_" + secrets.token_hex(16)),
+    "SLACK_SIGNING_SECRET": ("dev-slack-secret", lambda: secrets.token_hex(16)),
+}
+
+
+def dev_secret(home: Path, variable: str = "SOLVEFORCE_WEBHOOK_SECRET") -> str:
+    """``variable`` (a key of `DEV_SECRETS`) from the environment, else a development secret
+    kept in HOOKLINE_HOME (made once), which is then put in the environment."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    name, make = DEV_SECRETS[variable]
+    path = private_dir(home) / name
     if path.exists():
         private_file(path)  # tightened if an older version left it readable by others
     else:
-        # 42 bytes: above the 16-byte minimum the receiver enforces for a signing key.
-        private_file(path, "whsec_dev_" + secrets.token_hex(16) + "\n")
+        private_file(path, make() + "\n")
     secret = path.read_text().strip()
-    os.environ["SOLVEFORCE_WEBHOOK_SECRET"] = secret
+    os.environ[variable] = secret
     return secret
 
 
@@ -126,6 +136,7 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
         if not port_is_free(port, host):
             raise HooklineError(f"port {port} on {host} is in use; pass --port")
         secret = dev_secret(home)
+        slack_secret = dev_secret(home, "SLACK_SIGNING_SECRET")
         if server is not None:
             if not port_is_free(prefect_port):
                 raise HooklineError(
@@ -139,7 +150,7 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
-            asyncio.run(_serve(host, port, receiver_url, ui_url, secret, preview))
+            asyncio.run(_serve(host, port, receiver_url, ui_url, secret, slack_secret, preview))
     finally:
         if server is not None:
             click.echo("stopping Prefect server ...")
@@ -154,6 +165,7 @@ def _print_banner(
     secret: str,
     preview: bool,
     config: HooklineConfig | None = None,
+    slack_secret: str | None = None,
 ) -> None:
     """What `hookline up` prints once its receiver listens: where things are, what to try."""
     from hookline.connectors import unconfigured
@@ -165,6 +177,9 @@ def _print_banner(
     for n, line in enumerate(_recipe_lines(recipes)):
         click.echo(f"  {'recipes' if n == 0 else '':<19}{line}")
     click.echo(f"  signing secret     {secret[:10]}... (SOLVEFORCE_WEBHOOK_SECRET)")
+    if slack_secret is not None and (config is None or "slack" in config.sources):
+        click.echo(f"  Slack source       {receiver_url}/webhooks/slack")
+        click.echo(f"  Slack secret       {slack_secret[:10]}... (SLACK_SIGNING_SECRET)")
     if previews and preview:
         click.echo(
             f"  PREVIEW MODE for   {', '.join(previews)}: not configured, so their steps "
@@ -204,6 +219,7 @@ async def _serve(
     receiver_url: str,
     ui_url: str,
     secret: str,
+    slack_secret: str,
     preview: bool,
 ) -> None:
     from hookline.engine.app import configure_process_logging, open_engine
@@ -248,5 +264,13 @@ async def _serve(
         while not server.started and not jobs.done() and not stop.is_set():
             await asyncio.sleep(0.05)
         if server.started:
-            _print_banner(receiver_url, ui_url, eng.recipes.current, secret, preview, eng.config)
+            _print_banner(
+                receiver_url,
+                ui_url,
+                eng.recipes.current,
+                secret,
+                preview,
+                eng.config,
+                slack_secret=slack_secret,
+            )
         await jobs

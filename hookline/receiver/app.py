@@ -40,6 +40,7 @@ from hookline.receiver.handler import ReceiverState, webhook_asgi
 from hookline.receiver.metrics import ReceiverMetrics
 from hookline.receiver.openapi import openapi_schema
 from hookline.receiver.sources import (
+    disabled_warnings,
     load_receiver_config,
     load_sources,
     unsigned_warnings,
@@ -294,7 +295,7 @@ def create_app(
     env = os.environ if environ is None else environ
     rconfig = load_receiver_config(config, environ=env)
     sources = load_sources(config, rconfig, environ=env)
-    for warning in unsigned_warnings(sources):
+    for warning in unsigned_warnings(sources) + disabled_warnings(sources):
         log.warning(warning)
     owns = inbox is None
     if inbox is None:

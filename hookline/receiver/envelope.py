@@ -7,6 +7,9 @@ without a zone: a naive time is UTC, as the seed's test tool sends
 sources say where their id / type / time are with locators (``json:a.b`` or ``header:Name``);
 ``body:sha256`` makes the id the digest of the signed body, for senders such as GitHub whose
 id header is not signed (a captured body re-sent with new ids is then a duplicate).
+
+A Slack interactivity form (``payload=<JSON>``) is read by `parse_interaction`: its type,
+id and payload come from `hookline.bodies`, which the engine's `Event` reads it with too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from hookline.bodies import (
+    FORM_FIELD,
+    BodyError,
+    form_payload,
+    interaction_id,
+    interaction_time,
+    interaction_type,
+)
 from hookline.receiver.errors import EnvelopeError
 from hookline.receiver.sources import BODY_DIGEST, Source
 
@@ -189,3 +200,33 @@ def parse_event(body: bytes, headers: Mapping[str, str], source: Source) -> Pars
         if value is not None:
             event_time = parse_time(value, field)
     return ParsedEvent(event_id, event_type, event_time, payload)
+
+
+def parse_interaction(body: bytes) -> ParsedEvent:
+    """Decode and validate a Slack interactivity form: event type ``slack.<payload.type>``,
+    the stable id `hookline.bodies` documents, the parsed payload.
+
+    Raises:
+        EnvelopeError: naming the field: ``payload`` missing or not a JSON object, or the
+            payload fields the id is made of.
+    """
+    try:
+        text = form_payload(body)
+    except BodyError as exc:
+        raise EnvelopeError(exc.field, exc.detail) from None
+    try:
+        payload = decode_json(text.encode())
+    except EnvelopeError as exc:
+        raise EnvelopeError(FORM_FIELD, exc.detail) from None
+    if not isinstance(payload, dict):
+        raise EnvelopeError(FORM_FIELD, f"must be a JSON object, not {type(payload).__name__}")
+    try:
+        event_type, event_id = interaction_type(payload), interaction_id(payload)
+    except BodyError as exc:
+        raise EnvelopeError(exc.field, exc.detail) from None
+    return ParsedEvent(
+        _identifier("event_id", event_id),
+        _identifier("type", event_type),
+        interaction_time(payload),
+        payload,
+    )

@@ -2,9 +2,18 @@
 
 Checks run cheapest first:
 
-    404 unknown source -> 403 IP not allowed -> 413 declared too large -> 415 not JSON
-    -> 413 read too large -> 401 signature -> 400 JSON / envelope -> 429 rate limit
+    404 unknown source (or an optional one not configured) -> 403 IP not allowed
+    -> 413 declared too large -> 415 not JSON -> 413 read too large -> 401 signature
+    -> 400 JSON / envelope -> 429 rate limit
     -> inbox.put -> 200 accepted | 200 duplicate | 503 cannot store (Retry-After)
+
+A ``slack`` source also takes Slack's interactivity requests, ``application/x-www-form-
+urlencoded`` with a ``payload`` field of JSON (`hookline.bodies`): verified over the raw body
+like any other, then parsed (400 naming the field if the payload is missing or not a JSON
+object), stored as the raw signed body, and answered 200 with an empty body, Slack's
+acknowledgement (for a ``view_submission`` it closes the modal; any JSON would be read as a
+``response_action``). Slack's Events API retries (``X-Slack-Retry-Num``) carry the same
+``event_id``: a duplicate, answered 200; the retry number is logged.
 
 The rate limit counts new verified events only: unsigned floods cannot use up a sender's
 budget, and neither can replays of a captured body (a duplicate's token is given back, and
@@ -24,9 +33,10 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from hookline.bodies import is_form
 from hookline.inbox import Inbox, InboxError
 from hookline.logs import fast_info
-from hookline.receiver.envelope import decode_json, parse_event
+from hookline.receiver.envelope import ParsedEvent, decode_json, parse_event, parse_interaction
 from hookline.receiver.errors import EnvelopeError, SignatureError
 from hookline.receiver.metrics import ReceiverMetrics
 from hookline.receiver.ratelimit import TokenBucket, retry_after_header
@@ -208,6 +218,11 @@ async def handle_webhook(
         m.requests.labels("_unknown", "unknown_source").inc()
         _log(logging.INFO, "unknown source", {"source": name[:100], "outcome": "unknown_source"})
         return answer(404, {"error": "unknown_source", "detail": f"no source named {name!r}"})
+    if source.disabled is not None:
+        m.requests.labels(name, "not_configured").inc()
+        _log(logging.INFO, "source not configured", {"source": name, "outcome": "not_configured"})
+        detail = f"source {name!r} is disabled: {source.disabled}"
+        return answer(404, {"error": "source_not_configured", "detail": detail})
 
     client = client_ip(peer, headers, st.proxies)
     if not allowed(client, source.networks):
@@ -225,10 +240,15 @@ async def handle_webhook(
         _log(logging.INFO, "body too large", {"source": name, "outcome": "too_large"})
         return answer(413, {"error": "too_large", "limit_bytes": source.max_body_bytes})
 
-    if not is_json(headers.get("content-type")):
+    content_type = headers.get("content-type")
+    form = source.scheme == "slack" and is_form(content_type)
+    if not form and not is_json(content_type):
         m.requests.labels(name, "unsupported_media_type").inc()
         _log(logging.INFO, "not JSON", {"source": name, "outcome": "unsupported_media_type"})
-        return answer(415, {"error": "unsupported_media_type", "detail": "send application/json"})
+        media = "application/json"
+        if source.scheme == "slack":
+            media += " or application/x-www-form-urlencoded (interactivity)"
+        return answer(415, {"error": "unsupported_media_type", "detail": f"send {media}"})
 
     try:
         body = await _read_body(receive, source.max_body_bytes)
@@ -259,14 +279,15 @@ async def handle_webhook(
         )
         return answer(401, {"error": "invalid_signature"})
 
-    if source.scheme == "slack" and b"url_verification" in body:
+    if source.scheme == "slack" and not form and b"url_verification" in body:
         challenge = _slack_challenge(body)
         if challenge is not None:
-            # Slack's one-time handshake when the URL is registered: echo it, store nothing.
+            # Slack's one-time handshake when the URL is registered: echo it, store nothing
+            # (api.slack.com/events/url_verification accepts plain text, a form or JSON).
             return answer(200, {"challenge": challenge})
 
     try:
-        event = parse_event(body, headers, source)
+        event = parse_interaction(body) if form else parse_event(body, headers, source)
     except EnvelopeError as exc:
         m.requests.labels(name, "bad_request").inc()
         _log(
@@ -288,9 +309,9 @@ async def handle_webhook(
             if known is None:
                 m.requests.labels(name, "rate_limited").inc()
                 _log(logging.WARNING, "rate limited", {"source": name, "outcome": "rate_limited"})
-                headers = {"Retry-After": retry_after_header(wait)}
-                return answer(429, {"error": "rate_limited"}, headers)
-            return _stored(st, name, event.event_id, event.event_type, False, known, started)
+                later = {"Retry-After": retry_after_header(wait)}
+                return answer(429, {"error": "rate_limited"}, later)
+            return _stored(st, name, event, False, known, started, headers, form)
 
     try:
         inserted, entry_id = await st.inbox.put(
@@ -327,7 +348,7 @@ async def handle_webhook(
         return unavailable
     if bucket is not None and not inserted:
         bucket.give_back()  # a duplicate stored nothing: it must not use up the budget
-    return _stored(st, name, event.event_id, event.event_type, inserted, entry_id, started)
+    return _stored(st, name, event, inserted, entry_id, started, headers, form)
 
 
 async def _known(st: ReceiverState, source: str, event_id: str) -> int | None:
@@ -342,13 +363,16 @@ async def _known(st: ReceiverState, source: str, event_id: str) -> int | None:
 def _stored(
     st: ReceiverState,
     name: str,
-    event_id: str,
-    event_type: str,
+    event: ParsedEvent,
     inserted: bool,
     entry_id: int,
     started: float,
+    headers: Mapping[str, str],
+    form: bool,
 ) -> Answer:
-    """The 200 answer (and metrics and log line) for an event that is in the inbox."""
+    """The 200 answer (and metrics and log line) for an event that is in the inbox: an empty
+    body for a Slack interaction (its acknowledgement), else the JSON status."""
+    event_id, event_type = event.event_id, event.event_type
     m = st.metrics
     outcome = "accepted" if inserted else "duplicate"
     m.requests.labels(name, outcome).inc()
@@ -364,8 +388,14 @@ def _stored(
         "entry_id": entry_id,
         "ms": round(elapsed * 1000, 2),
     }
+    retry = headers.get("x-slack-retry-num")
+    if retry is not None:  # Slack's own retry of an event: the same event_id, a duplicate
+        fields["retry"] = retry[:10]
+        fields["retry_reason"] = headers.get("x-slack-retry-reason", "")[:40]
     if not fast_info(log, outcome, fields):
         _log(logging.INFO, outcome, fields)
+    if form:
+        return 200, b"", []
     ack = b'{"status":"%s","event_id":%s}' % (outcome.encode(), json.dumps(event_id).encode())
     return 200, ack, []
 
@@ -374,7 +404,7 @@ async def send_answer(send: Send, result: Answer) -> None:
     """Send an `Answer` as an ASGI response."""
     status, body, extra = result
     headers = [
-        (b"content-type", b"application/json"),
+        *([(b"content-type", b"application/json")] if body else []),
         (b"content-length", str(len(body)).encode()),
         *extra,
     ]

@@ -72,16 +72,23 @@ def openapi_schema(sources: Sequence[str]) -> dict[str, Any]:
                     "requestBody": {"required": True, "content": _json("Event")},
                     "responses": {
                         "200": {
-                            "description": "Stored (accepted) or already stored (duplicate).",
+                            "description": "Stored (accepted) or already stored (duplicate);"
+                            " a Slack interactivity form is answered with an empty body.",
                             "content": _json("Ack"),
                         },
                         "400": _error("Invalid JSON or envelope; `field` says which."),
                         "401": _error("Missing or invalid signature."),
                         "403": _error("Client address outside the source's allowlist."),
-                        "404": _error("Unknown source."),
+                        "404": _error(
+                            "Unknown source, or an optional source with no secret set"
+                            " (`source_not_configured`)."
+                        ),
                         "405": _error("Method not allowed."),
                         "413": _error("Body over the limit."),
-                        "415": _error("Not application/json."),
+                        "415": _error(
+                            "Not application/json (slack sources also take"
+                            " application/x-www-form-urlencoded)."
+                        ),
                         "429": _error("Rate limited.", retry_after=True),
                         "503": _error("Cannot store the event now.", retry_after=True),
                     },

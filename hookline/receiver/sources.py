@@ -12,6 +12,10 @@
         event_id: "json:event_id"
         event_type: "json:event_type"
         event_time: "json:timestamp"
+      slack:
+        scheme: slack                   # JSON events, and interactivity forms (payload=...)
+        secrets: ["${SLACK_SIGNING_SECRET:-}", "${SLACK_SIGNING_SECRET_PREVIOUS:-}"]
+        optional: true                  # no secret set: disabled (404), not an error
     receiver:
       max_body_bytes: 1048576
       store_timeout_seconds: 10
@@ -26,6 +30,12 @@ skipped, so a rotation slot can stay in the file; a source with no secret left i
 configuration error, and so is a key shorter than its scheme's minimum after decoding (24
 bytes for Standard Webhooks, 16 for the others): an unset variable must never leave a source
 that accepts bodies signed with an empty or guessable key.
+
+Unless the source says ``optional: true`` (the shipped ``slack`` source: not everyone uses
+Slack): with no secret left (unset variables included) it is *disabled*. The receiver then
+logs one WARNING naming the variables at start-up and answers its requests 404
+``source_not_configured``; it never accepts an unsigned body. A secret that is set but too
+short is still an error.
 """
 
 from __future__ import annotations
@@ -118,6 +128,10 @@ class SourceConfig(BaseModel):
 
     scheme: Scheme = Field(description="Signature scheme.")
     secrets: list[str] = Field(min_length=1, description="Secrets accepted at once (rotation).")
+    optional: bool = Field(
+        default=False,
+        description="With no secret set, the source is disabled (404) instead of an error.",
+    )
     allow_ips: Cidrs = Field(default_factory=list, description="CIDRs allowed; empty = any.")
     rate_limit: RateLimitConfig | None = None
     tolerance_seconds: float = Field(default=DEFAULT_TOLERANCE, gt=0)
@@ -191,6 +205,8 @@ class Source:
     event_id: str
     event_type: str
     event_time: str | None
+    # Why an optional source with no secret is off (naming the variables to set); None: on.
+    disabled: str | None = None
 
 
 def _problems(exc: ValidationError, prefix: str) -> str:
@@ -226,16 +242,22 @@ def _secrets(
     """The source's secret texts and their keys, empty rotation slots skipped.
 
     Raises:
-        ConfigError: no secret is left, or a key is shorter than the scheme's minimum; the
-            message names the source, the slot and the environment variable.
+        ConfigError: no secret is left (none left for an optional source: empty tuples), or
+            a key is shorter than the scheme's minimum; the message names the source, the
+            slot and the environment variable.
     """
     minimum = min_key_bytes(sc.scheme)
     texts: list[str] = []
     keys: list[bytes] = []
     for i, raw in enumerate(sc.secrets):
         slot = f"{where}.secrets[{i}]"
-        text = resolve(raw, where=slot, environ=environ)
         variables = referenced_variables(raw)
+        try:
+            text = resolve(raw, where=slot, environ=environ)
+        except ConfigError:
+            if sc.optional:
+                continue  # "${SLACK_SIGNING_SECRET}" unset: the optional source is disabled
+            raise
         if text == "":
             continue  # "${OLD:-}": an empty rotation slot
         # Decoded first: "whsec_${OLD:-}" is not empty, but its key is.
@@ -260,7 +282,7 @@ def _secrets(
             )
         texts.append(text)
         keys.append(key)
-    if not keys:
+    if not keys and not sc.optional:
         variables = [v for raw in sc.secrets for v in referenced_variables(raw)]
         todo = f"; set {' or '.join(variables)}" if variables else ""
         raise ConfigError(f"{where}.secrets: every secret resolved to an empty string{todo}")
@@ -312,8 +334,25 @@ def load_sources(
             event_id=sc.event_id or str(defaults["event_id"]),
             event_type=sc.event_type or str(defaults["event_type"]),
             event_time=sc.event_time if sc.event_time is not None else defaults["event_time"],
+            disabled=None if keys else _disabled(sc),
         )
     return out
+
+
+def _disabled(sc: SourceConfig) -> str:
+    """Why an optional source is off: the variable that would turn it on."""
+    variables = [v for raw in sc.secrets for v in referenced_variables(raw)]
+    return f"{variables[0]} is not set" if variables else "no secret is set"
+
+
+def disabled_warnings(sources: Mapping[str, Source]) -> list[str]:
+    """One line per disabled optional source: what to set to turn it on."""
+    return [
+        f"sources.{s.name}: disabled ({s.disabled}); POST /webhooks/{s.name} answers 404"
+        " source_not_configured until it is set"
+        for s in sources.values()
+        if s.disabled is not None
+    ]
 
 
 def signs(scheme: str, locator: str) -> bool:
@@ -349,6 +388,11 @@ def unsigned_warnings(sources: Mapping[str, Source]) -> list[str]:
 def describe(sources: Mapping[str, Source]) -> dict[str, Any]:
     """A loggable summary of the sources (never a secret)."""
     return {
-        n: {"scheme": s.scheme, "secrets": len(s.keys), "allow_ips": [str(x) for x in s.networks]}
+        n: {
+            "scheme": s.scheme,
+            "secrets": len(s.keys),
+            "allow_ips": [str(x) for x in s.networks],
+            **({"disabled": s.disabled} if s.disabled is not None else {}),
+        }
         for n, s in sources.items()
     }

@@ -154,7 +154,11 @@ def _default_source(config: HooklineConfig | None) -> str:
 
 @click.command("try")
 @path_option(
-    "--event", "event_file", file=True, allow_dash=True, help="JSON event body ('-' for stdin)."
+    "--event",
+    "event_file",
+    file=True,
+    allow_dash=True,
+    help="Event body: JSON, or a Slack form payload=... ('-' for stdin).",
 )
 @click.option("--sample", help="A packaged SolveForce sample instead of --event, by event type.")
 @click.option("--source", help="The event's source (default: the first in hookline.yaml).")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hookline import bodies
 from hookline.recipes.errors import EventError
 
 
@@ -28,7 +29,8 @@ def parse_timestamp(value: object) -> datetime | None:
 @dataclass(frozen=True)
 class Event:
     """One event. ``envelope`` is the whole JSON body; ``data`` its ``data`` member when it
-    has one (SolveForce does), else the whole body (generic webhooks)."""
+    has one (SolveForce does), else the whole body (generic webhooks); for a Slack
+    interactivity form, both are the parsed ``payload``."""
 
     source: str
     event_type: str
@@ -96,15 +98,34 @@ class Event:
         event_id: str | None = None,
         timestamp: datetime | None = None,
     ) -> Event:
-        """Build an event from a raw (already verified) JSON body.
+        """Build an event from a raw (already verified) body: JSON, or a Slack interactivity
+        form, whose parsed ``payload`` is then both ``data`` and ``envelope`` (type and id
+        by default as the receiver names them: `hookline.bodies`).
 
         Raises:
-            EventError: the body is not JSON, or has no event type / id.
+            EventError: the body is neither, or has no event type / id.
         """
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EventError(f"event body from {source!r} is not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            try:
+                payload = bodies.payload_object(bodies.form_payload(body))
+                etype = event_type or bodies.interaction_type(payload)
+                eid = event_id or bodies.interaction_id(payload)
+            except bodies.BodyError as err:
+                raise EventError(
+                    f"event body from {source!r} is not JSON ({exc}), nor a usable Slack"
+                    f" interactivity form: {err}"
+                ) from None
+            return cls(
+                source=source,
+                event_type=etype,
+                event_id=eid,
+                timestamp=timestamp if timestamp is not None else bodies.interaction_time(payload),
+                data=payload,
+                account={},
+                envelope=payload,
+            )
         return cls.from_envelope(
             parsed, source=source, event_type=event_type, event_id=event_id, timestamp=timestamp
         )

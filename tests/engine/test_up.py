@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hookline.engine.prefect_server import free_port, port_is_free
@@ -41,6 +42,24 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: flo
     raise AssertionError(f"{text!r} not printed after {timeout}s:\n{out}")
 
 
+def _click(url: str, secret: str) -> str:
+    """Post the click Slack would send for an alert's button, signed by slack_sdk."""
+    from slack_sdk.signature import SignatureVerifier
+
+    from tests.receiver.test_slack_source import BLOCK_ACTIONS, CLICK_ID, form
+
+    body, ts = form(BLOCK_ACTIONS), str(int(time.time()))
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": ts,
+        "x-slack-signature": str(signature),
+    }
+    r = httpx.post(url, content=body, headers=headers, timeout=10)
+    assert (r.status_code, r.content) == (200, b""), r.text
+    return CLICK_ID
+
+
 def test_up_runs_end_to_end_refuses_a_second_copy_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     home = tmp_path / "home"
     port, prefect_port = free_port(), free_port()
@@ -59,6 +78,10 @@ def test_up_runs_end_to_end_refuses_a_second_copy_and_stops_on_ctrl_c(tmp_path: 
         assert f"http://127.0.0.1:{port}/webhooks/solveforce" in banner
         assert f"http://127.0.0.1:{prefect_port}" in banner
         assert "PREVIEW MODE" in banner
+        # the Slack source is on, with the development secret `up` made and shows
+        assert f"http://127.0.0.1:{port}/webhooks/slack" in banner
+        slack_secret = (home / "dev-slack-secret").read_text().strip()
+        assert f"{slack_secret[:10]}... (SLACK_SIGNING_SECRET)" in banner
 
         url = f"http://127.0.0.1:{port}/webhooks/solveforce"
         sent = subprocess.run(
@@ -98,6 +121,18 @@ def test_up_runs_end_to_end_refuses_a_second_copy_and_stops_on_ctrl_c(tmp_path: 
             time.sleep(0.5)
         assert " done " in listing, listing
         assert f"http://127.0.0.1:{prefect_port}/runs/flow-run/" in listing
+
+        click_id = _click(f"http://127.0.0.1:{port}/webhooks/slack", slack_secret)
+        shown = subprocess.run(
+            [HOOKLINE, "events", "show", click_id],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api"},
+        ).stdout
+        # stored under its stable id, and shown as the parsed payload, not url-encoded text
+        assert "slack.block_actions" in shown and '"action_id": "acknowledge"' in shown, shown
 
         second = subprocess.run(
             [HOOKLINE, "up", "--port", str(free_port()), "--prefect-port", str(free_port())],

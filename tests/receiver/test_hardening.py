@@ -511,6 +511,25 @@ def test_dev_secret_is_owner_only_and_an_old_readable_one_is_tightened(
     assert _mode(home) == 0o700 and _mode(home / "dev-secret") == 0o600
 
 
+def test_hookline_up_makes_a_slack_development_secret_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hookline.engine.up import dev_secret
+
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    home = tmp_path / "home"
+    secret = dev_secret(home, "SLACK_SIGNING_SECRET")
+    assert len(secret) == 32 and int(secret, 16) >= 0  # like Slack's own: 32 hex digits
+    assert _mode(home / "dev-slack-secret") == 0o600
+    assert os.environ["SLACK_SIGNING_SECRET"] == secret  # what the receiver then reads
+    monkeypatch.delenv("SLACK_SIGNING_SECRET")
+    assert dev_secret(home, "SLACK_SIGNING_SECRET") == secret  # kept
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "8f742231b10e8888abcd99yyyzzz85a5")
+    assert (
+        dev_secret(home, "SLACK_SIGNING_SECRET") == "8f742231b10e8888abcd99yyyzzz85a5"
+    )  # the user's wins
+
+
 # -- 10. admin endpoints: a token, and an inbox depth that is not read on every scrape -------
 
 ADMIN_TOKEN = "admin-" + "t" * 26
