@@ -27,8 +27,9 @@ of a lane at a time, in event-time order, and one run for a burst; see `hookline
 **Timers** (`start_timer`, `cancel_timer`): a timer is an entry of source `TIMER_SOURCE`
 with a ``timer_key``, pending and due (``not_before``) at its time; it fires as any event.
 Starting a key replaces its pending timer (the old one ends ``cancelled``) in one transaction.
-A timer whose entry is leased (claimed: firing now) is no longer pending for `cancel_timer`:
-the cancel loses and says so (False), so a cancel never races the runs a claim creates.
+A timer whose entry has been claimed (it has a lease, expired or not: it is firing) is no
+longer cancellable: `cancel_timer` loses and says so (False), so a cancel never races the
+runs a claim creates; a crashed claimer's timer is claimed again and fires.
 
 **Run claims** (`claim_run`): a worker records (flow run, Scheduled state id) before it
 executes a run; the first claim wins, so one Scheduled state is executed once even when
@@ -263,8 +264,8 @@ class Inbox(ABC):
 
     @abstractmethod
     async def cancel_timer(self, key: str) -> bool:
-        """End the pending timer ``key`` ``cancelled``; False if there is none, or if it is
-        leased (claimed: it is firing now, and its runs are being created)."""
+        """End the pending timer ``key`` ``cancelled``; False if there is none, or if it was
+        claimed (it has a lease, even an expired one: it is firing, its runs being created)."""
 
     # -- dispatcher side ----------------------------------------------------------------
     @abstractmethod

@@ -58,7 +58,7 @@ async def _cancel(conn: Any, schema: str, key: str, now: float, note: str) -> bo
         for r in await conn.fetch(
             f"UPDATE \"{schema}\".inbox SET status = 'cancelled', note = $1, lease_until = NULL,"
             " updated_at = $2 WHERE timer_key = $3 AND status = 'pending'"
-            " AND (lease_until IS NULL OR lease_until <= $2) RETURNING id",
+            " AND lease_until IS NULL RETURNING id",
             note,
             dt(now),
             key,

@@ -40,8 +40,8 @@ def _cancel(conn: sqlite3.Connection, key: str, now: float, note: str) -> bool:
         i
         for (i,) in conn.execute(
             "SELECT id FROM inbox WHERE timer_key = ? AND status = 'pending'"
-            " AND (lease_until IS NULL OR lease_until <= ?)",
-            (key, now),
+            " AND lease_until IS NULL",
+            (key,),
         )
     ]
     for i in ids:

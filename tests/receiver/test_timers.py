@@ -125,11 +125,13 @@ async def test_a_cancelled_timer_never_fires(any_inbox: Inbox) -> None:
 
 
 async def test_cancel_loses_against_a_claimed_timer(any_inbox: Inbox) -> None:
-    """A claimed (leased) timer is firing: its runs are being created. A cancel then says
-    False and changes nothing, so the dispatcher's marks still apply."""
+    """A claimed timer is firing: its runs are being created. A cancel then says False and
+    changes nothing, even once the lease expired, so the dispatcher's marks still apply."""
     entry_id, _ = await start(any_inbox, "k", 60)
     advance(any_inbox, 60)
     [e] = await claimed(any_inbox)
+    assert not await any_inbox.cancel_timer("k")
+    advance(any_inbox, 31)  # past the lease: a slow dispatcher still creates its runs
     assert not await any_inbox.cancel_timer("k")
     # a restart of the key while it fires leaves the firing one alone
     _, replaced = await start(any_inbox, "k", 60, eid="timer:k:next")
