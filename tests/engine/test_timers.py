@@ -302,3 +302,31 @@ async def test_hookline_events_shows_scheduled_and_cancelled_timers(tmp_path: Pa
             "    timer escalate:svc_1 was due 2024-01-15 10:45:00",
             "    cancelled by timer.cancel",
         ]
+
+
+async def test_hookline_events_status_scheduled_lists_the_timers_not_due(tmp_path: Path) -> None:
+    import re
+    import time
+
+    from hookline.inbox import SQLiteInbox
+    from tests.engine.test_events import cli
+
+    async with SQLiteInbox(tmp_path / "inbox.sqlite3") as inbox:
+        await inbox.start_timer("later", "timer:later:1", "t.fired", b"{}", time.time() + 900)
+        await inbox.start_timer("gone", "timer:gone:1", "t.fired", b"{}", time.time() + 900)
+        await inbox.cancel_timer("gone")
+        await inbox.put("solveforce", "evt_waiting", "webhook.test", b"{}", {}, None)
+
+    def listed(out: str) -> list[str]:
+        return [line.split()[3] for line in out.splitlines() if not line.startswith(" ")]
+
+    everything = await cli(tmp_path, "events", prefect_api=None)
+    assert re.search(r"\n    timer later due \d\d:\d\d:\d\d \(in 1[45]m\)\n", everything.stdout)
+    scheduled = await cli(tmp_path, "events", "--status", "scheduled", prefect_api=None)
+    assert listed(scheduled.stdout) == ["hookline:timer:later:1"]
+    assert " scheduled  hookline:timer:later:1" in scheduled.stdout
+    pending = await cli(tmp_path, "events", "--status", "pending", prefect_api=None)
+    assert listed(pending.stdout) == ["solveforce:evt_waiting"]
+    cancelled = await cli(tmp_path, "events", "--status", "cancelled", prefect_api=None)
+    assert listed(cancelled.stdout) == ["hookline:timer:gone:1"]
+    assert "    cancelled by timer.cancel" in cancelled.stdout
