@@ -1,8 +1,8 @@
 """Inbox retention policy for ``hookline prune``: what is deleted, and after how long.
 
-Only final statuses are deleted (`PRUNABLE`: done, failed, late), never ``pending`` or
-``dispatched``: an entry still to run, or running, is kept whatever its age. The age is the
-time since the entry last changed (``updated_at``: when it became final, or was last
+Only final statuses are deleted (`PRUNABLE`: done, failed, late, cancelled timers), never
+``pending`` or ``dispatched``: an entry still to run, or running, is kept whatever its age.
+The age is the time since the entry last changed (``updated_at``: when it became final, or was last
 replayed), so a replayed event gets its full retention again. The step log of a deleted
 entry (the outputs `hookline replay` reuses) goes with it. `Inbox.prune` does the deleting,
 in batches (one transaction each), so a large prune never holds the SQLite writer for long.
@@ -19,7 +19,7 @@ import click
 
 from hookline.cli import CommandError
 
-PRUNABLE: tuple[str, ...] = ("done", "failed", "late")
+PRUNABLE: tuple[str, ...] = ("done", "failed", "late", "cancelled")
 
 
 def parse_age(value: str) -> timedelta:
@@ -44,8 +44,8 @@ def parse_age(value: str) -> timedelta:
 )
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 def prune_command(older_than: str, dry_run: bool) -> None:
-    """Delete done/failed/late inbox entries (and their step logs) older than --older-than;
-    pending and dispatched entries are always kept."""
+    """Delete done/failed/late/cancelled inbox entries (and their step logs) older than
+    --older-than; pending and dispatched entries are always kept."""
     from hookline.config import get_settings
     from hookline.errors import HooklineError
     from hookline.inbox import open_inbox

@@ -14,7 +14,7 @@ Every action accepts the reserved keyword ``idempotency_key`` (the engine fills 
 
 from __future__ import annotations
 
-from hookline.connectors import http, inventory, memory, salesforce, servicenow, slack
+from hookline.connectors import http, inventory, memory, salesforce, servicenow, slack, timer
 from hookline.connectors.errors import (
     ConnectorError,
     NotConfiguredError,
@@ -65,5 +65,6 @@ for _connector in (
     inventory.CONNECTOR,
     http.CONNECTOR,
     memory.CONNECTOR,
+    timer.CONNECTOR,
 ):
     register(_connector)

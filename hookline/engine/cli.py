@@ -16,7 +16,7 @@ from hookline.cli import CommandError
 from hookline.config import get_settings
 from hookline.engine.app import Engine, configure_process_logging, open_engine, stop_on_signals
 from hookline.errors import HooklineError
-from hookline.inbox import STATUSES
+from hookline.inbox import SCHEDULED, STATUSES
 
 T = TypeVar("T")
 
@@ -251,7 +251,11 @@ def _known_secrets() -> list[str]:
 
 
 @click.group(invoke_without_command=True)
-@click.option("--status", type=click.Choice(list(STATUSES)))
+@click.option(
+    "--status",
+    type=click.Choice([*STATUSES, SCHEDULED]),
+    help="scheduled: timers not due yet (stored as pending; --status pending leaves them out).",
+)
 @click.option("--since", default=None, help="30m, 2h, 1d or an ISO 8601 time.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -276,7 +280,11 @@ def events(
     async def main() -> tuple[list[Any], dict[int, str], view.PrefectView]:
         inbox = await open_inbox(get_settings())
         try:
-            entries: list[Any] = await inbox.list(status=status, since=since_dt, limit=limit)
+            stored = "pending" if status == SCHEDULED else status
+            entries: list[Any] = await inbox.list(status=stored, since=since_dt, limit=limit)
+            if stored == "pending":  # timers not due yet are listed as scheduled
+                now = inbox.now()
+                entries = [e for e in entries if e.scheduled(now) == (status == SCHEDULED)]
             covering: dict[int, str] = {}
             for e in entries:
                 if e.superseded_by is not None and e.superseded_by not in covering:

@@ -353,7 +353,9 @@ class Dispatcher:
         self._failures = 0
         await self.inbox.mark_dispatched(entry.id, runs)
         self.stats.dispatched += 1
-        self.stats.last_dispatch_lag = max(0.0, self.clock() - entry.received_at.timestamp())
+        # a timer waits for its due time on purpose: its lag counts from then
+        since = entry.not_before if entry.timer_key and entry.not_before else entry.received_at
+        self.stats.last_dispatch_lag = max(0.0, self.clock() - since.timestamp())
 
     async def _completed_runs(self, entry: InboxEntry, matched: list[Any]) -> dict[str, str]:
         """recipe -> the entry's earlier run of it, for the ones that completed (a "Preview"

@@ -19,6 +19,7 @@ it recovered from as ``earlier error (resolved)`` (only `hookline events show`).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from hookline.errors import HooklineError
-from hookline.inbox import Inbox, InboxEntry
+from hookline.inbox import SCHEDULED, Inbox, InboxEntry
 
 CURRENT_ERROR = frozenset({"failed", "late"})
 """Statuses whose ``last_error`` is why the event is in that status now."""
@@ -175,8 +176,52 @@ def split_error(e: InboxEntry) -> tuple[str | None, str | None]:
 
 
 def note_of(e: InboxEntry) -> str | None:
-    """The note of a done entry (a later replay or failure makes an old note stale)."""
-    return e.note if e.status == "done" else None
+    """The note of a done entry (a later replay or failure makes an old note stale), or why a
+    timer was cancelled."""
+    return e.note if e.status in ("done", "cancelled") else None
+
+
+def status_of(e: InboxEntry, now: float) -> str:
+    """The status shown: a timer not due yet is ``scheduled`` (stored as pending)."""
+    return SCHEDULED if e.scheduled(now) else e.status
+
+
+def _in(seconds: float) -> str:
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m" + (f"{s % 60:02d}s" if s < 600 and s % 60 else "")
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def timer_of(e: InboxEntry) -> dict[str, Any] | None:
+    """A timer's key, due time, ``after`` and who started it (from its event), else None."""
+    if e.timer_key is None:
+        return None
+    info: dict[str, Any] = {}
+    try:
+        stored = json.loads(e.body).get("timer")
+        info = stored if isinstance(stored, dict) else {}
+    except (ValueError, AttributeError):
+        pass
+    return {
+        "key": e.timer_key,
+        "due": e.event_time.isoformat() if e.event_time else None,
+        "after": info.get("after"),
+        "started_at": info.get("started_at"),
+        "started_by": info.get("started_by"),
+    }
+
+
+def timer_line(e: InboxEntry, now: float) -> str | None:
+    """``timer KEY due 14:05:00 (in 14m)``, or ``was due`` once it fired or was cancelled."""
+    if e.timer_key is None or e.event_time is None:
+        return None
+    due = e.event_time.timestamp()
+    if e.scheduled(now):
+        return f"timer {e.timer_key} due {e.event_time:%H:%M:%S} (in {_in(due - now)})"
+    return f"timer {e.timer_key} was due {e.event_time:%Y-%m-%d %H:%M:%S}"
 
 
 def _run_line(recipe: str, run_id: str, view: PrefectView, address: PrefectAddress) -> str:
@@ -201,7 +246,12 @@ def _run_json(view: PrefectView, address: PrefectAddress, run_id: str) -> dict[s
 
 
 def entry_json(
-    e: InboxEntry, view: PrefectView, address: PrefectAddress, superseded_by: str | None
+    e: InboxEntry,
+    view: PrefectView,
+    address: PrefectAddress,
+    superseded_by: str | None,
+    *,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """One `hookline events --json` line: what scripts and dashboards need of an entry."""
     error, previous = split_error(e)
@@ -209,7 +259,8 @@ def entry_json(
         "event_id": e.event_id,
         "source": e.source,
         "event_type": e.event_type,
-        "status": e.status,
+        "status": status_of(e, time.time() if now is None else now),
+        "timer": timer_of(e),
         "received_at": e.received_at.isoformat(),
         "event_time": e.event_time.isoformat() if e.event_time else None,
         "attempts": e.attempts,
@@ -224,12 +275,22 @@ def entry_json(
 
 
 def entry_lines(
-    e: InboxEntry, view: PrefectView, address: PrefectAddress, superseded_by: str | None
+    e: InboxEntry,
+    view: PrefectView,
+    address: PrefectAddress,
+    superseded_by: str | None,
+    *,
+    now: float | None = None,
 ) -> list[str]:
     """One entry of the `hookline events` listing."""
-    head = f"{e.received_at:%Y-%m-%d %H:%M:%S}  {e.status:<10} {e.source}:{e.event_id}  "
+    now = time.time() if now is None else now
+    status = status_of(e, now)
+    head = f"{e.received_at:%Y-%m-%d %H:%M:%S}  {status:<10} {e.source}:{e.event_id}  "
     head += e.event_type + (f"  ({failed_tries(e.attempts)})" if e.attempts else "")
     lines = [head]
+    timer = timer_line(e, now)
+    if timer:
+        lines.append(f"    {timer}")
     if e.superseded_by is not None:
         lines.append(f"    superseded by {superseded_by} (one run covered both)")
     if note_of(e):
@@ -340,13 +401,18 @@ def _steps_json(
 
 
 def detail_json(
-    d: Detail, view: PrefectView, address: PrefectAddress, secrets: list[str]
+    d: Detail,
+    view: PrefectView,
+    address: PrefectAddress,
+    secrets: list[str],
+    *,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """`hookline events show --json`."""
     from hookline.recipes.dryrun import mask
 
     e = d.entry
-    out = entry_json(e, view, address, d.superseded_by)
+    out = entry_json(e, view, address, d.superseded_by, now=now)
     error, previous = split_error(e)
     out["error"] = mask(error, secrets) if error else None
     out["previous_error"] = mask(previous, secrets) if previous else None
@@ -359,12 +425,17 @@ def detail_json(
 
 
 def detail_lines(
-    d: Detail, view: PrefectView, address: PrefectAddress, secrets: list[str]
+    d: Detail,
+    view: PrefectView,
+    address: PrefectAddress,
+    secrets: list[str],
+    *,
+    now: float | None = None,
 ) -> list[str]:
     """`hookline events show`: metadata, payload, runs and their steps."""
-    data = detail_json(d, view, address, secrets)
+    data = detail_json(d, view, address, secrets, now=now)
     e = d.entry
-    status = e.status + (f" (after {failed_tries(e.attempts)})" if e.attempts else "")
+    status = data["status"] + (f" (after {failed_tries(e.attempts)})" if e.attempts else "")
     rows = [
         ("event", f"{e.source}:{e.event_id}"),
         ("type", e.event_type),
@@ -372,12 +443,22 @@ def detail_lines(
         ("received", f"{e.received_at:%Y-%m-%d %H:%M:%S %Z}"),
         ("event time", f"{e.event_time:%Y-%m-%d %H:%M:%S %Z}" if e.event_time else "-"),
     ]
+    timer = data["timer"]
+    if timer is not None:
+        rows.append(("timer", f"{timer['key']} (after {timer['after']})"))
+        rows.append(("due", timer_line(e, time.time() if now is None else now) or "-"))
+        by = timer["started_by"]
+        if by:
+            rows.append(
+                ("started by", f"{by.get('source')}:{by.get('event_id')} recipe {by.get('recipe')}")
+            )
     if d.superseded_by:
         rows.append(("superseded by", f"{d.superseded_by} (one run covered both)"))
     if d.covers:
         rows.append(("covers", ", ".join(d.covers)))
     if data["note"]:
-        rows.append(("note", f"{data['note']} (`hookline try` says why, recipe by recipe)"))
+        why = " (`hookline try` says why, recipe by recipe)" if e.status == "done" else ""
+        rows.append(("note", f"{data['note']}{why}"))
     if data["error"]:
         rows.append(("error", data["error"]))
     elif data["previous_error"]:

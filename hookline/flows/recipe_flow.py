@@ -92,7 +92,7 @@ def step_key(source: str, event_id: str, recipe: str, step_id: str) -> str:
 
 
 async def _client(rt: runtime.Runtime, connector: str, timeout: float) -> Any:
-    if connector == "memory":  # built on the event loop that owns the inbox
+    if connector in runtime.INBOX_CLIENTS:  # built on the event loop that owns the inbox
         return rt.client(connector)
     # may read a Prefect Secret block or log in to Salesforce: not on the event loop
     return await asyncio.to_thread(rt.client, connector, timeout)

@@ -21,6 +21,7 @@ from hookline.flows.errors import FlowError
 from hookline.recipes.reload import RecipeSource
 
 if TYPE_CHECKING:
+    from hookline.connectors.timer import Timer
     from hookline.inbox import Inbox
     from hookline.recipes import Recipe, RecipeSet
 
@@ -58,9 +59,10 @@ class Runtime:
         """
         key = connector if timeout is None else f"{connector}@{timeout:g}"
         with self._lock:
-            if connector == "memory":
+            if connector in INBOX_CLIENTS:
                 if connector not in self._clients:
-                    self._clients[connector] = InboxMemory(self.inbox, asyncio.get_running_loop())
+                    make = INBOX_CLIENTS[connector]
+                    self._clients[connector] = make(self.inbox, asyncio.get_running_loop())
                 return self._clients[connector]
             if key not in self._clients:
                 self._clients[key] = build_client(
@@ -145,6 +147,42 @@ class InboxMemory:
         )
         future.result(self.TIMEOUT)
 
+
+class InboxTimers:
+    """`timer.*`'s store: each timer is an inbox entry of source ``hookline``, pending, due at
+    its time (`Inbox.start_timer`), so it survives restarts, fires through the dispatcher as
+    any event, and once with any number of dispatchers. Calls are handed to the event loop
+    that owns the inbox connection, as `InboxMemory`'s are."""
+
+    TIMEOUT = 30.0
+
+    def __init__(self, inbox: Inbox, loop: asyncio.AbstractEventLoop) -> None:
+        self._inbox = inbox
+        self._loop = loop
+
+    def now(self) -> float:
+        return self._inbox.now()
+
+    def start(self, timer: Timer) -> bool:
+        future = asyncio.run_coroutine_threadsafe(
+            self._inbox.start_timer(
+                timer.key, timer.event_id, timer.event_type, timer.body, timer.due
+            ),
+            self._loop,
+        )
+        _, replaced = future.result(self.TIMEOUT)
+        return replaced
+
+    def cancel(self, key: str) -> bool:
+        future = asyncio.run_coroutine_threadsafe(self._inbox.cancel_timer(key), self._loop)
+        return future.result(self.TIMEOUT)
+
+
+INBOX_CLIENTS: dict[str, Callable[[Inbox, asyncio.AbstractEventLoop], Any]] = {
+    "memory": InboxMemory,
+    "timer": InboxTimers,
+}
+"""Connectors whose client the worker builds over its inbox, on the loop that owns it."""
 
 _current: Runtime | None = None
 

@@ -14,23 +14,29 @@ rules of lanes and bursts in `hookline.inbox.lanes`); `open_inbox` picks one fro
 Modules:
 
     base.py             the interface: Inbox, InboxEntry, statuses, InboxError, life cycle
+    transition.py       one step of the life cycle (status and columns set), for both backends
     lanes.py            lanes and bursts: the rules, Sequenced, late arrivals
     batching.py         group commit both backends share (requests, timeouts, put results)
     sqlite.py           SQLiteInbox
     sqlite_writer.py    its two writers, chosen at construction: ThreadWriter, LoopWriter
     sqlite_lanes.py     claiming: leases, lanes, bursts
     sqlite_schema.py    tables, upgrades of older files, rows -> InboxEntry
+    sqlite_timers.py    timers: start (replacing the key's pending one), cancel
     postgres.py         PostgresInbox (group-committed puts)
     postgres_lanes.py   claiming, under an advisory lock per schema
     postgres_schema.py  tables, PG_SCHEMA_VERSION (DDL runs only when it differs), rows
+    postgres_timers.py  timers, under an advisory lock per key
 """
 
 from __future__ import annotations
 
 from hookline.config import CoreSettings, get_settings
 from hookline.inbox.base import (
+    COUNTED,
     FINAL_STATUSES,
+    SCHEDULED,
     STATUSES,
+    TIMER_SOURCE,
     Clock,
     Inbox,
     InboxEntry,
@@ -42,9 +48,12 @@ from hookline.inbox.postgres import PG_SCHEMA_VERSION, PostgresInbox
 from hookline.inbox.sqlite import SQLiteInbox, Synchronous, WriterName
 
 __all__ = [
+    "COUNTED",
     "FINAL_STATUSES",
     "PG_SCHEMA_VERSION",
+    "SCHEDULED",
     "STATUSES",
+    "TIMER_SOURCE",
     "Clock",
     "Inbox",
     "InboxEntry",

@@ -15,6 +15,7 @@ Entry life cycle (the dispatcher drives it)::
                  ^                 \\-> retry_later (attempts+1, not_before) -/
                  +--- requeue <--- any status            mark_failed -> failed (attempts+1)
     pending --claim with a sequencer, older event of its lane already ran--> late
+    start_timer -> pending (due later) --cancel_timer / start_timer of its key--> cancelled
 
 Every transition takes ``expect``: the status the caller saw. The update happens only if the
 entry still has it (and the call returns False otherwise), so two dispatchers following the
@@ -22,6 +23,13 @@ same runs cannot both resend an event or count its attempt twice.
 
 **Lanes and bursts** (``order_by``, ``coalesce``): `claim` with a *sequencer* runs one event
 of a lane at a time, in event-time order, and one run for a burst; see `hookline.inbox.lanes`.
+
+**Timers** (`start_timer`, `cancel_timer`): a timer is an entry of source `TIMER_SOURCE`
+with a ``timer_key``, pending and due (``not_before``) at its time; it fires as any event.
+Starting a key replaces its pending timer (the old one ends ``cancelled``) in one transaction.
+A timer whose entry has been claimed (it has a lease, expired or not: it is firing) is no
+longer cancellable: `cancel_timer` loses and says so (False), so a cancel never races the
+runs a claim creates; a crashed claimer's timer is claimed again and fires.
 
 **Run claims** (`claim_run`): a worker records (flow run, Scheduled state id) before it
 executes a run; the first claim wins, so one Scheduled state is executed once even when
@@ -41,13 +49,30 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from hookline.errors import HooklineError
+from hookline.inbox.transition import Transition
 
 if TYPE_CHECKING:
     from hookline.inbox.lanes import Sequencer
 
-Status = Literal["pending", "dispatched", "done", "failed", "late", "superseded"]
-STATUSES: tuple[str, ...] = ("pending", "dispatched", "done", "failed", "late", "superseded")
-FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "late", "superseded"})
+Status = Literal["pending", "dispatched", "done", "failed", "late", "superseded", "cancelled"]
+STATUSES: tuple[str, ...] = (
+    "pending",
+    "dispatched",
+    "done",
+    "failed",
+    "late",
+    "superseded",
+    "cancelled",
+)
+FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "late", "superseded", "cancelled"})
+SCHEDULED = "scheduled"
+"""Not a stored status: what `Inbox.counts` calls the pending timers not due yet."""
+COUNTED: tuple[str, ...] = (*STATUSES, SCHEDULED)
+"""The keys of `Inbox.counts`."""
+TIMER_SOURCE = "hookline"
+"""The source of the events timers fire (``timer.start``); no sender may use it."""
+UNTRIED_TIMER = "(timer_key IS NOT NULL AND attempts = 0)"
+"""SQL: a timer that has not tried to fire yet (one put off by a failed dispatch is work)."""
 Clock = Callable[[], float]
 T = TypeVar("T")
 
@@ -80,7 +105,20 @@ class InboxEntry:
     superseded_by: int | None = None
     """The entry whose run covered this one (status ``superseded``, by ``coalesce``)."""
     note: str | None = None
-    """Why it ended ``done`` without a run ("no recipe matched"), set by `mark_done`."""
+    """Why it ended ``done`` without a run ("no recipe matched"), set by `mark_done`; why a
+    timer ended ``cancelled``."""
+    timer_key: str | None = None
+    """The key of the timer this entry is (`Inbox.start_timer`), else None."""
+
+    def scheduled(self, now: float) -> bool:
+        """A timer waiting for its due time (not waiting work)."""
+        return (
+            self.timer_key is not None
+            and self.attempts == 0
+            and self.status == "pending"
+            and self.not_before is not None
+            and self.not_before.timestamp() > now
+        )
 
 
 class NewEntry(NamedTuple):
@@ -95,44 +133,6 @@ class NewEntry(NamedTuple):
     headers: str
     """JSON."""
     status: str
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One step of an entry's life cycle (`Inbox.mark_done` and the like): its new status and
-    what else changes. Every step also clears the lease and sets ``updated_at`` to ``at``."""
-
-    status: str
-    at: float
-    texts: Mapping[str, str | None] = field(default_factory=dict)
-    """Text columns set (``last_error``, ``note``)."""
-    not_before: float | None = None
-    count_attempt: bool = False
-    flow_runs: Mapping[str, str] | None = None
-    """Merged into the entry's (recipe -> flow run id)."""
-    leave_lanes: bool = False
-    """A final status: the entry leaves its lanes and its burst."""
-
-    def sets(
-        self, param: Callable[[int], str], time: Callable[[float], Any], merge_json: str
-    ) -> tuple[str, list[Any]]:
-        """The SET list of this step and its parameters, in one backend's dialect:
-        ``param(n)`` is the n-th parameter, ``time`` turns epoch seconds into a stored time,
-        ``merge_json`` merges a JSON parameter (``{}``) into ``flow_runs``."""
-        values: list[Any] = [self.status, time(self.at)]
-        sets = [f"status = {param(1)}", "lease_until = NULL", f"updated_at = {param(2)}"]
-        for column, text in self.texts.items():
-            values.append(text)
-            sets.append(f"{column} = {param(len(values))}")
-        if self.not_before is not None:
-            values.append(time(self.not_before))
-            sets.append(f"not_before = {param(len(values))}")
-        if self.count_attempt:
-            sets.append("attempts = attempts + 1")
-        if self.flow_runs is not None:
-            values.append(json.dumps(dict(self.flow_runs)))
-            sets.append("flow_runs = " + merge_json.format(param(len(values))))
-        return ", ".join(sets), values
 
 
 def to_epoch(value: datetime | None) -> float | None:
@@ -198,6 +198,10 @@ class Inbox(ABC):
     @abstractmethod
     async def _close(self) -> None: ...
 
+    def now(self) -> float:
+        """The inbox's clock (epoch seconds): when a claim finds an entry due."""
+        return self._clock()
+
     @property
     @abstractmethod
     def description(self) -> str:
@@ -244,6 +248,24 @@ class Inbox(ABC):
     def _queue_put(self, row: NewEntry) -> asyncio.Future[tuple[bool, int]]:
         """Queue ``row`` for the next group commit, from the running loop; the future gets
         (inserted, entry id) once the transaction holding it has committed."""
+
+    # -- timers -------------------------------------------------------------------------
+    @abstractmethod
+    async def start_timer(
+        self, key: str, event_id: str, event_type: str, body: bytes, due: float
+    ) -> tuple[int, bool]:
+        """Store the timer ``key``: an entry of source `TIMER_SOURCE`, pending, due at ``due``
+        (epoch seconds; its event time too). Its pending, unleased timers of the same key end
+        ``cancelled`` in the same transaction. Returns (entry id, whether one was replaced).
+
+        Raises:
+            InboxError: the store could not commit (or ``event_id`` is taken).
+        """
+
+    @abstractmethod
+    async def cancel_timer(self, key: str) -> bool:
+        """End the pending timer ``key`` ``cancelled``; False if there is none, or if it was
+        claimed (it has a lease, even an expired one: it is firing, its runs being created)."""
 
     # -- dispatcher side ----------------------------------------------------------------
     @abstractmethod
@@ -365,12 +387,14 @@ class Inbox(ABC):
 
     @abstractmethod
     async def counts(self) -> dict[str, int]:
-        """Number of entries per status (every status present, zero included)."""
+        """Number of entries per status (every key of `COUNTED` present, zero included);
+        timers not due yet count as `SCHEDULED`, not ``pending``: they are not waiting work."""
 
     @abstractmethod
     async def oldest(self) -> dict[str, float]:
         """Seconds since the least recently changed ``pending`` and ``dispatched`` entry
-        changed (0 when there is none): an event stuck in one of them shows here."""
+        changed (0 when there is none): an event stuck in one of them shows here. A timer
+        counts from its due time, and not before it."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -446,7 +470,7 @@ class Inbox(ABC):
 COLUMNS = (
     "id, source, event_id, event_type, received_at, event_time, body, headers, status, "
     "attempts, last_error, flow_runs, not_before, lease_until, updated_at, seq, superseded_by,"
-    " note"
+    " note, timer_key"
 )
 
 

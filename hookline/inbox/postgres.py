@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 from hookline.inbox.base import (
     COLUMNS,
-    STATUSES,
+    COUNTED,
+    SCHEDULED,
+    UNTRIED_TIMER,
     Clock,
     Inbox,
     InboxEntry,
     InboxError,
     NewEntry,
-    Transition,
     check_status,
     to_epoch,
 )
@@ -37,6 +38,8 @@ from hookline.inbox.batching import (
 from hookline.inbox.lanes import Sequencer
 from hookline.inbox.postgres_lanes import claim_due, leave_lanes
 from hookline.inbox.postgres_schema import PG_SCHEMA_VERSION, create_or_upgrade, dt, to_entry
+from hookline.inbox.postgres_timers import cancel_timer, start_timer
+from hookline.inbox.transition import Transition
 
 __all__ = ["PG_SCHEMA_VERSION", "PostgresInbox"]
 
@@ -195,6 +198,19 @@ class PostgresInbox(Inbox):
                 ):
                     existing[(r["source"], r["event_id"])] = int(r["id"])
         return put_results(rows, inserted, existing)
+
+    # -- timers (hookline.inbox.postgres_timers) -------------------------------------------
+    async def start_timer(
+        self, key: str, event_id: str, event_type: str, body: bytes, due: float
+    ) -> tuple[int, bool]:
+        now = self._clock()
+        return await self._call(
+            lambda conn: start_timer(conn, self.schema, key, event_id, event_type, body, due, now)
+        )
+
+    async def cancel_timer(self, key: str) -> bool:
+        now = self._clock()
+        return await self._call(lambda conn: cancel_timer(conn, self.schema, key, now))
 
     # -- the rest of the API ----------------------------------------------------------------
     async def claim(
@@ -371,12 +387,21 @@ class PostgresInbox(Inbox):
         return await self._select(f"{where} ORDER BY id DESC LIMIT ${len(args)}", *args)
 
     async def counts(self) -> dict[str, int]:
+        now = self._clock()
+
         async def fn(conn: Any) -> dict[str, int]:
-            out = dict.fromkeys(STATUSES, 0)
+            out = dict.fromkeys(COUNTED, 0)
             for r in await conn.fetch(
                 f"SELECT status, COUNT(*) AS n FROM {self._t} GROUP BY status"
             ):
                 out[r["status"]] = int(r["n"])
+            timers = await conn.fetchval(
+                f"SELECT COUNT(*) FROM {self._t} WHERE {UNTRIED_TIMER}"
+                " AND status = 'pending' AND not_before > $1",
+                dt(now),
+            )
+            out[SCHEDULED] = int(timers)
+            out["pending"] -= int(timers)
             return out
 
         return await self._call(fn)
@@ -387,8 +412,13 @@ class PostgresInbox(Inbox):
         async def fn(conn: Any) -> dict[str, float]:
             out = {"pending": 0.0, "dispatched": 0.0}
             for status in out:
+                # a timer waits from its due time, not from when it was started
                 t = await conn.fetchval(
-                    f"SELECT MIN(updated_at) FROM {self._t} WHERE status = $1", status
+                    f"SELECT MIN(CASE WHEN {UNTRIED_TIMER} THEN GREATEST(updated_at, not_before)"
+                    f" ELSE updated_at END) FROM {self._t}"
+                    f" WHERE status = $1 AND NOT ({UNTRIED_TIMER} AND not_before > $2)",
+                    status,
+                    dt(now),
                 )
                 out[status] = 0.0 if t is None else max(0.0, now - t.timestamp())
             return out

@@ -9,7 +9,7 @@ from typing import Any
 
 from hookline.inbox.base import InboxEntry
 
-PG_SCHEMA_VERSION = "3"
+PG_SCHEMA_VERSION = "4"
 """Bump when `_ddl` changes: processes then apply it (idempotently) once."""
 
 
@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS "{schema}".inbox_meta (key TEXT PRIMARY KEY, value TE
 ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS seq SMALLINT NOT NULL DEFAULT 0;
 ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS superseded_by BIGINT;
 ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS note TEXT;
+ALTER TABLE "{schema}".inbox ADD COLUMN IF NOT EXISTS timer_key TEXT;
+CREATE INDEX IF NOT EXISTS inbox_timer ON "{schema}".inbox (timer_key, status)
+    WHERE timer_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS "{schema}".inbox_coalesce (
     key         TEXT             NOT NULL,
     entry_id    BIGINT           NOT NULL,

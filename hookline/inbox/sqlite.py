@@ -18,12 +18,13 @@ from typing import Any, Literal, TypeVar
 
 from hookline.inbox.base import (
     COLUMNS,
-    STATUSES,
+    COUNTED,
+    SCHEDULED,
+    UNTRIED_TIMER,
     Clock,
     Inbox,
     InboxEntry,
     NewEntry,
-    Transition,
     check_status,
     committed,
     to_epoch,
@@ -32,7 +33,9 @@ from hookline.inbox.batching import PutResult
 from hookline.inbox.lanes import SEQUENCE_BATCH, Sequenced, Sequencer, sequence_all
 from hookline.inbox.sqlite_lanes import claim_due, leave_lanes
 from hookline.inbox.sqlite_schema import connect, to_entry
+from hookline.inbox.sqlite_timers import cancel_timer, start_timer
 from hookline.inbox.sqlite_writer import LoopWriter, ThreadWriter, Write, Writer
+from hookline.inbox.transition import Transition
 
 T = TypeVar("T")
 Synchronous = Literal["FULL", "NORMAL"]
@@ -142,6 +145,18 @@ class SQLiteInbox(Inbox):
     def _queue_put(self, row: NewEntry) -> asyncio.Future[PutResult]:
         # Written with every other queued put of the batch in one multi-row INSERT.
         return self._writer.submit(row)
+
+    async def start_timer(
+        self, key: str, event_id: str, event_type: str, body: bytes, due: float
+    ) -> tuple[int, bool]:
+        now = self._clock()
+        return await self._run(
+            lambda conn: start_timer(conn, key, event_id, event_type, body, due, now)
+        )
+
+    async def cancel_timer(self, key: str) -> bool:
+        now = self._clock()
+        return await self._run(lambda conn: cancel_timer(conn, key, now))
 
     async def claim(
         self, limit: int, *, lease_seconds: float, sequencer: Sequencer | None = None
@@ -302,10 +317,20 @@ class SQLiteInbox(Inbox):
         return await self._select(f"{where} ORDER BY id DESC LIMIT ?", (*params, limit))
 
     async def counts(self) -> dict[str, int]:
+        now = self._clock()
+
         def job(conn: sqlite3.Connection) -> dict[str, int]:
-            out = dict.fromkeys(STATUSES, 0)
+            out = dict.fromkeys(COUNTED, 0)
             for status, n in conn.execute("SELECT status, COUNT(*) FROM inbox GROUP BY status"):
                 out[status] = n
+            # timers not due yet: few, found by their index
+            (timers,) = conn.execute(
+                f"SELECT COUNT(*) FROM inbox WHERE {UNTRIED_TIMER} AND status = 'pending'"
+                " AND not_before > ?",
+                (now,),
+            ).fetchone()
+            out[SCHEDULED] = timers
+            out["pending"] -= timers
             return out
 
         return await self._run(job)
@@ -316,8 +341,12 @@ class SQLiteInbox(Inbox):
         def job(conn: sqlite3.Connection) -> dict[str, float]:
             out = {"pending": 0.0, "dispatched": 0.0}
             for status in out:
+                # a timer waits from its due time, not from when it was started
                 (t,) = conn.execute(
-                    "SELECT MIN(updated_at) FROM inbox WHERE status = ?", (status,)
+                    f"SELECT MIN(CASE WHEN {UNTRIED_TIMER} THEN MAX(updated_at, not_before)"
+                    " ELSE updated_at END) FROM inbox WHERE status = ?"
+                    f" AND NOT ({UNTRIED_TIMER} AND not_before > ?)",
+                    (status, now),
                 ).fetchone()
                 out[status] = 0.0 if t is None else max(0.0, now - t)
             return out

@@ -73,10 +73,14 @@ CREATE TABLE IF NOT EXISTS inbox_coalesce (
 );
 CREATE INDEX IF NOT EXISTS inbox_coalesce_entry ON inbox_coalesce (entry_id);
 """
-# After the column exists (added to inboxes created before lanes were kept here).
+# After the columns exist (added to inboxes created before lanes or timers were kept here).
 _SEQ_INDEX = (
     "CREATE INDEX IF NOT EXISTS inbox_unsequenced ON inbox (id)"
     " WHERE status = 'pending' AND seq <> 1"
+)
+_TIMER_INDEX = (
+    "CREATE INDEX IF NOT EXISTS inbox_timer ON inbox (timer_key, status)"
+    " WHERE timer_key IS NOT NULL"
 )
 
 
@@ -117,7 +121,10 @@ def _connect(path: Path, synchronous: str, busy_timeout: float) -> sqlite3.Conne
             conn.execute("ALTER TABLE inbox ADD COLUMN superseded_by INTEGER")
         if "note" not in columns:
             conn.execute("ALTER TABLE inbox ADD COLUMN note TEXT")
+        if "timer_key" not in columns:
+            conn.execute("ALTER TABLE inbox ADD COLUMN timer_key TEXT")
         conn.execute(_SEQ_INDEX)
+        conn.execute(_TIMER_INDEX)
     except BaseException:
         conn.close()
         raise
@@ -145,4 +152,5 @@ def to_entry(row: tuple[Any, ...]) -> InboxEntry:
         seq=row[15],
         superseded_by=row[16],
         note=row[17],
+        timer_key=row[18],
     )

@@ -50,6 +50,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from hookline.config import HooklineConfig, referenced_variables, resolve
 from hookline.errors import ConfigError
+from hookline.inbox.base import TIMER_SOURCE
 from hookline.receiver.verify import (
     DEFAULT_TOLERANCE,
     SCHEMES,
@@ -303,6 +304,8 @@ def load_sources(
     out: dict[str, Source] = {}
     for name, raw in config.sources.items():
         where = f"{config.path}: sources.{name}"
+        if name == TIMER_SOURCE:  # its events are fired by timers, never posted
+            raise ConfigError(f"{where}: {name!r} is reserved for timer events; rename it")
         try:
             sc = SourceConfig.model_validate(raw)
         except ValidationError as exc:

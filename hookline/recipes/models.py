@@ -4,7 +4,6 @@ and the validated, compiled objects the engine runs (`Recipe`, `Step`)."""
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,38 +21,13 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from hookline.durations import parse_duration as parse_duration
 from hookline.recipes.errors import RecipeEvalError, RecipeRenderError
 from hookline.recipes.templating import Expression, Template, describe_error
 from hookline.retry import RetryPolicy
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-DURATION_HINT = "write seconds (30, 1.5) or a duration such as '500ms', '2s', '1m30s', '1h'"
-
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-def parse_duration(value: object) -> float:
-    """``30`` / ``1.5`` (seconds) or ``"500ms"``, ``"2s"``, ``"1m30s"``, ``"1h"`` → seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad duration {value!r}; {DURATION_HINT}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        try:
-            seconds = float(text)
-        except ValueError:
-            if not _DURATION.match(text):
-                raise ValueError(f"bad duration {value!r}; {DURATION_HINT}") from None
-            seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
-    else:
-        raise ValueError(f"bad duration {value!r}; {DURATION_HINT}")
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
-        raise ValueError(f"bad duration {value!r}: must be a finite number >= 0")
-    return seconds
 
 
 _DURATION_SCHEMA: dict[str, Any] = {

@@ -119,8 +119,8 @@ CASES: dict[str, Case] = {
 }
 
 
-#: Connectors without a vendor behind them (memory: the worker's inbox database).
-NO_VENDOR = {"memory"}
+#: Connectors without a vendor behind them (memory, timer: the worker's inbox database).
+NO_VENDOR = {"memory", "timer"}
 
 
 def test_every_vendor_action_has_a_case() -> None:

@@ -107,6 +107,8 @@ async def test_life_cycle(any_inbox: Inbox) -> None:
         "failed": 1,
         "late": 0,
         "superseded": 0,
+        "cancelled": 0,
+        "scheduled": 0,
     }
 
     await any_inbox.requeue(c)  # replay
@@ -195,7 +197,7 @@ async def test_postgres_inbox_of_an_older_version_gets_the_note_column(pg_schema
         )
     finally:
         await conn.close()
-    assert version == PG_SCHEMA_VERSION == "3"
+    assert version == PG_SCHEMA_VERSION == "4"
 
 
 async def test_a_row_the_store_refuses_fails_only_its_own_put(any_inbox: Inbox) -> None:
