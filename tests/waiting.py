@@ -33,3 +33,14 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout:g}s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+def wait_until_sync(
+    condition: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "the condition",
+) -> T:
+    """`wait_until` for tests that drive other processes from plain (non-async) code."""
+    return asyncio.run(wait_until(condition, timeout=timeout, interval=interval, what=what))

@@ -82,7 +82,7 @@ def test_offline_commands(command: str, monkeypatch: pytest.MonkeyPatch) -> None
     r = CliRunner().invoke(main, shlex.split(command)[1:], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     if command == "hookline check":
-        assert r.output.startswith("ok: 9 recipes (billing-invoice, billing-payment,")
+        assert r.output.startswith("ok: 11 recipes (billing-invoice, billing-payment,")
     if command == "hookline test-recipes":
         assert re.search(r"^\d+ passed, 0 failed$", r.output, flags=re.M), r.output
     if command.startswith("hookline try"):
