@@ -69,8 +69,18 @@ SHIPPED = {
 }
 
 
+#: The on-call loop's recipes: Slack clicks on the outage alert, and its escalation timer.
+ON_CALL = {
+    "outage-alert-actions": ("slack", "slack.block_actions"),
+    "outage-escalation": ("hookline", "service.outage.unacknowledged"),
+}
+
+
 def test_every_solveforce_event_type_has_a_shipped_recipe(recipes: RecipeSet) -> None:
-    assert sorted(r.name for r in recipes.recipes) == sorted(SHIPPED)
+    assert sorted(r.name for r in recipes.recipes) == sorted([*SHIPPED, *ON_CALL])
+    for name, (source, event_type) in ON_CALL.items():
+        recipe = recipes.get(name)
+        assert recipe is not None and (recipe.source, recipe.on) == ((source,), (event_type,))
     assert sorted(SHIPPED.values()) == [n for n in samples.names() if n != "webhook.test"]
 
 
