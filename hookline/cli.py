@@ -56,6 +56,7 @@ COMMANDS: dict[str, str] = {
     "dispatch": "hookline.engine.cli:dispatch",
     "up": "hookline.engine.cli:up",
     "send": "hookline.engine.cli:send",
+    "click": "hookline.engine.slack_click:click_command",
     "events": "hookline.engine.cli:events",
     "replay": "hookline.engine.cli:replay",
     "prune": "hookline.retention:prune_command",

@@ -192,6 +192,11 @@ def _print_banner(
         "--set data.current_status=outage"
     )
     click.echo("  then:                       .venv/bin/hookline events")
+    if slack_secret is not None and (config is None or "slack" in config.sources):
+        click.echo(
+            "  on-call's Acknowledge:      .venv/bin/hookline click outage.acknowledge "
+            "svc_voice_001"
+        )
     click.echo("  Ctrl-C stops everything.")
     click.echo("")
 

@@ -161,6 +161,7 @@ def test_acknowledge_from_slack_and_escalation_through_hookline_up(tmp_path: Pat
             banner = log.read_text(errors="replace")
             assert proc.poll() is None, banner
             assert f"http://127.0.0.1:{port}/webhooks/slack" in banner
+            assert "hookline click outage.acknowledge" in banner
             solveforce = f"http://127.0.0.1:{port}/webhooks/solveforce"
             slack_url = f"http://127.0.0.1:{port}/webhooks/slack"
 
@@ -236,7 +237,33 @@ def test_acknowledge_from_slack_and_escalation_through_hookline_up(tmp_path: Pat
             )
             assert not _buttons(_alert(fakes, "svc_ack") or {})
 
-            _click(slack_url, alert, "outage.acknowledge", "carol")  # the alert as first seen
+            # carol clicks Acknowledge on the alert as she first saw it: `hookline click`
+            # sends what Slack would
+            clicked = subprocess.run(
+                [
+                    HOOKLINE,
+                    "click",
+                    "outage.acknowledge",
+                    "svc_ack",
+                    "--user",
+                    "carol",
+                    "--channel",
+                    alert["channel"],
+                    "--ts",
+                    alert["ts"],
+                    "--url",
+                    slack_url,
+                ],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert clicked.returncode == 0, clicked.stderr
+            assert (
+                "slack.block_actions outage.acknowledge=svc_ack by carol -> 200" in clicked.stdout
+            )
 
             def stale_reply() -> list[dict[str, Any]]:
                 return [

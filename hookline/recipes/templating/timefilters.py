@@ -37,7 +37,7 @@ def _moment(value: Any, name: str) -> datetime:
 def human_duration(seconds: float) -> str:
     """``3725`` -> ``"1h 2m"``: the two largest units, rounded down (``"0s"`` for less)."""
     left = max(0, int(seconds))
-    parts = []
+    parts: list[str] = []
     for unit, size in _UNITS:
         if left >= size or (unit == "s" and not parts):
             parts.append(f"{left // size}{unit}")
