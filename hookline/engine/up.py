@@ -104,7 +104,13 @@ class _NotifyingInbox:
         return getattr(self._inbox, name)
 
 
-def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
+#: Recipe runs `hookline up`'s worker executes at once (its ``--limit``); see `_serve`.
+UP_LIMIT = 4
+
+
+def run_up(
+    *, host: str, port: int, prefect_port: int, preview: bool, limit: int = UP_LIMIT
+) -> None:
     from hookline.engine.prefect_internals import check_prefect
 
     check_prefect()  # before the Prefect server starts: the internals Hookline uses
@@ -139,7 +145,7 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
-            asyncio.run(_serve(host, port, receiver_url, ui_url, secret, preview))
+            asyncio.run(_serve(host, port, receiver_url, ui_url, secret, preview, limit))
     finally:
         if server is not None:
             click.echo("stopping Prefect server ...")
@@ -205,6 +211,7 @@ async def _serve(
     ui_url: str,
     secret: str,
     preview: bool,
+    limit: int = UP_LIMIT,
 ) -> None:
     from hookline.engine.app import configure_process_logging, open_engine
     from hookline.engine.metrics import EngineCollector
@@ -216,7 +223,7 @@ async def _serve(
         # 4 runs at once and 4 creates at once: the best of 1/2/4 measured with bench/e2e.py on
         # 2 cores, on the embedded SQLite server (its transactions queue for the write lock,
         # see prefect_serve.py, so no write gate is needed) and on PostgreSQL alike.
-        worker = eng.worker(poll_seconds=2.0, limit=4)
+        worker = eng.worker(poll_seconds=2.0, limit=limit)
         dispatcher = eng.dispatcher(worker, concurrency=4)
         app = create_app(
             eng.config,
