@@ -136,11 +136,15 @@ def fake_vendors(work: Path, latency_ms: float) -> Iterator[tuple[dict[str, Any]
         proc.wait(10)
 
 
-def post_message_calls(fakes: dict[str, Any]) -> list[dict[str, Any]]:
+def slack_calls(fakes: dict[str, Any]) -> list[dict[str, Any]]:
     from vendor_fakes import RemoteFake
 
     slack = RemoteFake(fakes["control"]["slack"], ca_file=fakes["env"]["SSL_CERT_FILE"])
-    return [c for c in slack.calls() if c["path"].endswith("/chat.postMessage")]
+    return slack.calls()
+
+
+def post_message_calls(fakes: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in slack_calls(fakes) if c["path"].endswith("/chat.postMessage")]
 
 
 # -- the stack -----------------------------------------------------------------------------------
@@ -257,7 +261,8 @@ def postgres_stack(
             receiver = stack.run("serve", "serve", "--host", "127.0.0.1", "--port", str(port))
             dispatcher = stack.run("dispatch", "dispatch")
             limit = ["--limit", str(args.worker_limit)] if args.worker_limit else []
-            ws = [stack.run(f"worker{i}", "worker", *limit) for i in range(workers)]
+            poll = ["--poll", str(args.worker_poll)]
+            ws = [stack.run(f"worker{i}", "worker", *limit, *poll) for i in range(workers)]
             stack.url = f"http://127.0.0.1:{port}"
             receiver.wait_http(f"{stack.url}/healthz")
             dispatcher.wait_for("dispatcher running")
@@ -445,8 +450,11 @@ def measure(
         result["paced_rate"] = rate
         result["paced_latency"] = latency(post_message_calls(fakes), paced_accepted)
         result["load_after_paced"] = load()
-    calls = post_message_calls(fakes)
+    every = slack_calls(fakes)
+    calls = [c for c in every if c["path"].endswith("/chat.postMessage")]
     result["exactly_once"] = exactly_once(calls, [*burst, *paced_ids], bare_ids)
+    # a permalink is built locally: one auth.test per client, no chat.getPermalink
+    result["slack_calls"] = dict(Counter(c["path"] for c in every))
     return result
 
 
@@ -504,6 +512,7 @@ def show(r: dict[str, Any]) -> None:
             f"paced at {r['paced_rate']:.2f}/s: accepted -> vendor call p50 {p['p50_s']:.3f} s, "
             f"p99 {p['p99_s']:.3f} s (n={p['n']}); load {r['load_after_paced']}"
         )
+    print(f"slack API calls at the fake: {r['slack_calls']}")
     e = r["exactly_once"]
     print(
         f"exactly once: {e['ok']} ({e['calls']} calls for {e['expected']} expected; missing "
@@ -519,6 +528,7 @@ def main() -> int:
     ap.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     ap.add_argument("--workers", default="1,2", help="postgres: `hookline worker` processes")
     ap.add_argument("--worker-limit", type=int, help="postgres: `hookline worker --limit`")
+    ap.add_argument("--worker-poll", type=float, default=0.25, help="`hookline worker --poll`")
     ap.add_argument("--up-limit", type=int, help="embedded: `hookline up --limit`")
     ap.add_argument("--baseline-events", type=int, help="default: --events; 0: no baseline")
     ap.add_argument("--baseline-concurrency", type=int, default=4)
