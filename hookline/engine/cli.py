@@ -391,7 +391,7 @@ def replay(event_ids: tuple[str, ...], source: str | None, all_failed: bool) -> 
 )
 @click.option(
     "--limit",
-    default=8,
+    default=6,
     show_default=True,
     help="Recipe runs the in-process worker executes at once (see bench/README.md).",
 )

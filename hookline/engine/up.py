@@ -105,7 +105,7 @@ class _NotifyingInbox:
 
 
 #: Recipe runs `hookline up`'s worker executes at once (its ``--limit``); see `_serve`.
-UP_LIMIT = 8
+UP_LIMIT = 6
 
 
 def run_up(
@@ -220,11 +220,13 @@ async def _serve(
     configure_process_logging()
     stop = asyncio.Event()
     async with open_engine(preview=preview) as eng:
-        # `limit` runs at once (8: a run mostly waits, for Prefect's server or a vendor; with
-        # 50 ms vendor calls bench/sustained.py measured 0.92-0.99 of bare Prefect flows at 8,
-        # 0.72-0.77 at 4) and 4 creates at once (the best of 1/2/4 with bench/e2e.py on 2
-        # cores, on the embedded SQLite server (its transactions queue for the write lock, see
-        # prefect_serve.py, so no write gate is needed) and on PostgreSQL alike).
+        # `limit` runs at once (6: a run mostly waits, for Prefect's server or a vendor; with
+        # 50 ms vendor calls bench/sustained.py measured 0.72-0.77 of bare Prefect flows at 4,
+        # 0.83 at 6, 0.88-0.99 at 8, but at 8 a new run's first step waits behind the others:
+        # p99 1.3 s at 80 % load, 0.7-0.9 s at 4 and 6) and 4 creates at once (the best of
+        # 1/2/4 with bench/e2e.py on 2 cores, on the embedded SQLite server (its transactions
+        # queue for the write lock, see prefect_serve.py, so no write gate is needed) and on
+        # PostgreSQL alike).
         worker = eng.worker(poll_seconds=2.0, limit=limit)
         dispatcher = eng.dispatcher(worker, concurrency=4)
         app = create_app(
