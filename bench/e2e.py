@@ -309,7 +309,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=60)
     parser.add_argument("--profiles", default="embedded,default,postgres")
-    parser.add_argument("--limit", type=int, default=4, help="worker limit (`hookline up`: 4)")
+    parser.add_argument("--limit", type=int, default=6, help="worker limit (`hookline up`: 6)")
     parser.add_argument(
         "--concurrency", type=int, default=4, help="dispatcher concurrency (`hookline up`: 4)"
     )

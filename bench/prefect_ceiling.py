@@ -37,35 +37,52 @@ async def ceiling(
     hookline/engine/prefect_internals.py: one client pair, one suspension observer, a local
     result storage); otherwise each run
     does what Prefect does for a run on its own."""
-    if shared:
-        import tempfile
-        from pathlib import Path
+    return await run_bare(
+        client,
+        bare,
+        [{"n_tasks": n_tasks}] * runs,
+        concurrency=concurrency,
+        shared=shared,
+        entrypoint="bench/prefect_ceiling.py:bare",
+    )
 
-        from hookline.engine.prefect_internals import local_result_storage, shared_run_context
 
-        async with shared_run_context():
-            return await _ceiling(
-                client,
-                runs=runs,
-                n_tasks=n_tasks,
-                concurrency=concurrency,
-                flow_=bare.with_options(
-                    result_storage=local_result_storage(Path(tempfile.gettempdir()))
-                ),
-            )
-    return await _ceiling(client, runs=runs, n_tasks=n_tasks, concurrency=concurrency, flow_=bare)
+async def run_bare(
+    client: Any,
+    flow_: Any,
+    parameters: list[dict[str, Any]],
+    *,
+    concurrency: int,
+    shared: bool,
+    entrypoint: str,
+) -> dict[str, float]:
+    """Create one run of ``flow_`` per parameter set from a deployment and execute them
+    in-process, ``concurrency`` at a time (``shared``: as in `ceiling`)."""
+    if not shared:
+        return await _ceiling(client, parameters, concurrency, flow_, entrypoint)
+    import tempfile
+    from pathlib import Path
+
+    from hookline.engine.prefect_internals import local_result_storage, shared_run_context
+
+    async with shared_run_context():
+        storage = local_result_storage(Path(tempfile.gettempdir()))
+        return await _ceiling(
+            client, parameters, concurrency, flow_.with_options(result_storage=storage), entrypoint
+        )
 
 
 async def _ceiling(
-    client: Any, *, runs: int, n_tasks: int, concurrency: int, flow_: Any
+    client: Any, parameters: list[dict[str, Any]], concurrency: int, flow_: Any, entrypoint: str
 ) -> dict[str, float]:
+    runs = len(parameters)
     try:
         await client.create_work_pool(WorkPoolCreate(name="bench-bare", type="hookline"))
     except ObjectAlreadyExists:
         pass
-    fid = await client.create_flow(bare)
+    fid = await client.create_flow(flow_)
     did = await client.create_deployment(
-        fid, name="bench", work_pool_name="bench-bare", entrypoint="bench/prefect_ceiling.py:bare"
+        fid, name="bench", work_pool_name="bench-bare", entrypoint=entrypoint
     )
     sem = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -75,12 +92,10 @@ async def _ceiling(
         async with sem:
             t0 = time.perf_counter()
             fr = await client.create_flow_run_from_deployment(
-                did, parameters={"n_tasks": n_tasks}, idempotency_key=f"bare-{stamp}-{i}"
+                did, parameters=parameters[i], idempotency_key=f"bare-{stamp}-{i}"
             )
             await propose_state(client, Pending(), flow_run_id=fr.id)
-            await run_flow_async(
-                flow_, flow_run=fr, parameters={"n_tasks": n_tasks}, return_type="state"
-            )
+            await run_flow_async(flow_, flow_run=fr, parameters=parameters[i], return_type="state")
             latencies.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()

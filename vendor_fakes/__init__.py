@@ -47,9 +47,12 @@ __all__ = [
 
 
 class FakeVendors:
-    """All five fakes, sharing one throwaway CA when ``tls`` (the default)."""
+    """All five fakes, sharing one throwaway CA when ``tls`` (the default); every vendor call
+    answers after ``latency`` seconds."""
 
-    def __init__(self, *, tls: bool = True, ca_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, tls: bool = True, ca_dir: Path | None = None, latency: float = 0.0
+    ) -> None:
         self._tmp: str | None = None
         self.ca_file: Path | None = None
         context: ssl.SSLContext | None = None
@@ -64,11 +67,11 @@ class FakeVendors:
             ca_dir.mkdir(parents=True, exist_ok=True)
             self.ca_file = ca_dir / "hookline-fake-ca.pem"
             ca.cert_pem.write_to_path(str(self.ca_file))
-        self.slack = FakeSlack(tls=context)
-        self.servicenow = FakeServiceNow(tls=context)
-        self.salesforce = FakeSalesforce(tls=context)
-        self.inventory = FakeInventory(tls=context)
-        self.echo = FakeEcho(tls=context)
+        self.slack = FakeSlack(tls=context, latency=latency)
+        self.servicenow = FakeServiceNow(tls=context, latency=latency)
+        self.salesforce = FakeSalesforce(tls=context, latency=latency)
+        self.inventory = FakeInventory(tls=context, latency=latency)
+        self.echo = FakeEcho(tls=context, latency=latency)
 
     @property
     def servers(self) -> list[FakeServer]:

@@ -40,6 +40,9 @@ class Call:
     status: int = 0
     received_at: float = 0.0
     """time.monotonic() when the request arrived."""
+    received_wall: float = 0.0
+    """time.time() when the request arrived: comparable with another process's clock
+    (bench/sustained.py: accepted by the receiver -> the step's vendor call)."""
     abandoned_at: float | None = None
     """time.monotonic() when the client closed the connection before a delayed answer."""
 
@@ -128,7 +131,10 @@ class FakeServer:
 
     name = "fake"
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None, latency: float = 0.0) -> None:
+        self.latency = latency
+        """Seconds every vendor call waits before its answer (a SaaS API's latency); control
+        calls answer at once."""
         self.calls: list[Call] = []
         self._failures: list[Failure] = []
         self._lock = threading.RLock()
@@ -272,6 +278,7 @@ class FakeServer:
             json=parsed,
             body=raw.decode(errors="replace"),
             received_at=time.monotonic(),
+            received_wall=time.time(),
         )
         with self._lock:
             self.calls.append(call)
@@ -284,7 +291,8 @@ class FakeServer:
         else:
             with self._lock:
                 response = self.route(request)
-        if failure is not None and failure.delay and self._delay(handler, call, failure.delay):
+        delay = self.latency + (failure.delay if failure is not None else 0.0)
+        if delay and self._delay(handler, call, delay):
             return
         call.status = response.status
         self._send(handler, response)

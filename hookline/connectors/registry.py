@@ -64,14 +64,19 @@ class ClientContext:
         """The environment variable (or hookline.yaml key) setting ``key`` reads."""
         return variable_for(self.raw, key, self.connection)
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """An SSL context trusting ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE``, if either is set
-        (None: the system CAs); for urllib-based SDKs."""
-        return ssl_context(self.environ) if ca_file(self.environ) else None
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying SSL context for one client: it trusts ``SSL_CERT_FILE`` or
+        ``REQUESTS_CA_BUNDLE`` if either is set, else the system CAs.
+
+        Always one, never None: urllib (slack_sdk's transport) given no context builds a
+        default one for every connection, which loads the whole CA bundle each time: about
+        20 ms CPU per Slack call here (bench/README.md, "Sustained")."""
+        return ssl_context(self.environ)
 
     def verify(self) -> ssl.SSLContext | bool:
-        """httpx's ``verify=``: httpx reads neither CA variable by itself in every version."""
-        return self.ssl_context() or True
+        """httpx's ``verify=``: httpx reads neither CA variable by itself in every version
+        (True: httpx's own CAs, loaded once per client)."""
+        return self.ssl_context() if ca_file(self.environ) else True
 
     def misconfigured(self, key: str, problem: str) -> NotConfiguredError:
         """The error for a setting the vendor's SDK refused (say, not an https URL)."""

@@ -397,11 +397,17 @@ def replay(event_ids: tuple[str, ...], source: str | None, all_failed: bool) -> 
     show_default=True,
     help="Steps whose connector is not configured record what they would send instead of failing.",
 )
-def up(host: str, port: int, prefect_port: int, preview: bool) -> None:
+@click.option(
+    "--limit",
+    default=6,
+    show_default=True,
+    help="Recipe runs the in-process worker executes at once (see bench/README.md).",
+)
+def up(host: str, port: int, prefect_port: int, preview: bool, limit: int) -> None:
     """Run Hookline end to end: Prefect server, receiver, dispatcher and worker."""
     from hookline.engine.up import run_up
 
     try:
-        run_up(host=host, port=port, prefect_port=prefect_port, preview=preview)
+        run_up(host=host, port=port, prefect_port=prefect_port, preview=preview, limit=limit)
     except HooklineError as exc:
         raise CommandError(str(exc)) from None

@@ -114,7 +114,13 @@ class _NotifyingInbox:
         return getattr(self._inbox, name)
 
 
-def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
+#: Recipe runs `hookline up`'s worker executes at once (its ``--limit``); see `_serve`.
+UP_LIMIT = 6
+
+
+def run_up(
+    *, host: str, port: int, prefect_port: int, preview: bool, limit: int = UP_LIMIT
+) -> None:
     from hookline.engine.prefect_internals import check_prefect
 
     check_prefect()  # before the Prefect server starts: the internals Hookline uses
@@ -150,7 +156,9 @@ def run_up(*, host: str, port: int, prefect_port: int, preview: bool) -> None:
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
-            asyncio.run(_serve(host, port, receiver_url, ui_url, secret, slack_secret, preview))
+            asyncio.run(
+                _serve(host, port, receiver_url, ui_url, secret, slack_secret, preview, limit)
+            )
     finally:
         if server is not None:
             click.echo("stopping Prefect server ...")
@@ -226,6 +234,7 @@ async def _serve(
     secret: str,
     slack_secret: str,
     preview: bool,
+    limit: int = UP_LIMIT,
 ) -> None:
     from hookline.engine.app import configure_process_logging, open_engine
     from hookline.engine.metrics import EngineCollector
@@ -234,10 +243,14 @@ async def _serve(
     configure_process_logging()
     stop = asyncio.Event()
     async with open_engine(preview=preview) as eng:
-        # 4 runs at once and 4 creates at once: the best of 1/2/4 measured with bench/e2e.py on
-        # 2 cores, on the embedded SQLite server (its transactions queue for the write lock,
-        # see prefect_serve.py, so no write gate is needed) and on PostgreSQL alike.
-        worker = eng.worker(poll_seconds=2.0, limit=4)
+        # `limit` runs at once (6: a run mostly waits, for Prefect's server or a vendor; with
+        # 50 ms vendor calls bench/sustained.py measured 0.72-0.77 of bare Prefect flows at 4,
+        # 0.83 at 6, 0.88-0.99 at 8, but at 8 a new run's first step waits behind the others:
+        # p99 1.3 s at 80 % load, 0.7-0.9 s at 4 and 6) and 4 creates at once (the best of
+        # 1/2/4 with bench/e2e.py on 2 cores, on the embedded SQLite server (its transactions
+        # queue for the write lock, see prefect_serve.py, so no write gate is needed) and on
+        # PostgreSQL alike).
+        worker = eng.worker(poll_seconds=2.0, limit=limit)
         dispatcher = eng.dispatcher(worker, concurrency=4)
         app = create_app(
             eng.config,

@@ -6,9 +6,9 @@ process takes about 0.2 s. This worker keeps Prefect's scale-out machinery — a
 queues, the Scheduled -> Pending transition as the claim, worker heartbeats shown in the UI —
 and replaces only the per-run process with a coroutine:
 
-    poll get_scheduled_flow_runs_for_work_pool  -->  claim (flow run, Scheduled state) in the
-    inbox (exactly one worker wins)  -->  propose Pending  -->  record this worker on the run
-    -->  run_flow_async(recipe_flow, flow_run)  in this process
+    poll the pool's due runs (no more than it has room for)  -->  claim (flow run,
+    Scheduled state) in the inbox (exactly one worker wins)  -->  propose Pending  -->  record
+    this worker on the run  -->  run_flow_async(recipe_flow, flow_run)  in this process
 
 Any number of workers on any number of machines can serve the same pool. A run handed over
 directly by an in-process dispatcher (`hookline up`) skips the poll but is claimed the same way.
@@ -179,9 +179,7 @@ class Worker:
         room = self.limit + self.handoff_backlog - self.busy
         if room <= 0:
             return 0
-        responses = await self.client.get_scheduled_flow_runs_for_work_pool(
-            work_pool_name=self.work_pool, scheduled_before=datetime.now(UTC)
-        )
+        responses = await _scheduled_runs(self.client, self.work_pool, limit=room)
         started = 0
         for r in responses:
             if started >= room:
@@ -286,6 +284,23 @@ class Worker:
                 self.stats.completed += 1
             else:
                 self.stats.failed += 1
+
+
+async def _scheduled_runs(client: PrefectClient, work_pool: str, *, limit: int) -> list[Any]:
+    """At most ``limit`` runs of ``work_pool`` that are due, oldest first.
+
+    `PrefectClient.get_scheduled_flow_runs_for_work_pool` does not pass the endpoint's
+    ``limit``, so the server answered up to 200 whole runs per poll while a burst waited in
+    the pool, for a worker with room for one (bench/README.md, "Sustained")."""
+    from prefect.client.schemas.responses import WorkerFlowRunResponse
+
+    response = await client.request(
+        "POST",
+        "/work_pools/{name}/get_scheduled_flow_runs",
+        path_params={"name": work_pool},
+        json={"scheduled_before": str(datetime.now(UTC)), "limit": limit},
+    )
+    return [WorkerFlowRunResponse.model_validate(r) for r in response.json()]
 
 
 def _prefect_version() -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hookline.connectors import slack
+from hookline.connectors import build_client, slack
 from hookline.connectors.errors import PermanentError, TransientError
 from vendor_fakes import FakeVendors
 from vendor_fakes.slack import channel_id
@@ -376,3 +376,30 @@ def test_the_fake_refuses_buttons_slack_refuses(client: Client) -> None:
     bad = [{"type": "actions", "elements": [{"type": "button", "text": "Ack", "action_id": "a"}]}]
     with pytest.raises(PermanentError, match="invalid_blocks: .*plain_text"):
         slack.post_message(client("slack"), channel="#a", text="x", blocks=bad)
+
+
+def test_web_client_builds_no_tls_context_per_call(
+    env: dict[str, str], fakes: FakeVendors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No CA variable in the connector's settings: the system CAs, as against the real Slack.
+    # urllib given no context would build a default one (loading the whole CA bundle, ~20 ms
+    # CPU) for every connection. The process trusts the fake's CA through SSL_CERT_FILE,
+    # which OpenSSL reads when any default context loads its CAs.
+    import ssl
+
+    monkeypatch.setenv("SSL_CERT_FILE", env["SSL_CERT_FILE"])
+    settings = {k: v for k, v in env.items() if k not in {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"}}
+    web = build_client("slack", environ=settings)
+    built: list[object] = []
+    default = ssl._create_default_https_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(args)
+        return default(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "_create_default_https_context", counting)
+    for n in range(3):
+        slack.post_message(web, channel="#alerts", text=f"message {n}")
+
+    assert len(fakes.slack.calls_to("chat.postMessage")) == 3
+    assert built == []

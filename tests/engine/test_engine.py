@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from uuid import UUID
 
 import pytest
@@ -15,6 +17,25 @@ from tests.engine.harness import EngineHarness
 from vendor_fakes import FakeVendors
 
 pytestmark = pytest.mark.anyio
+
+
+@contextlib.contextmanager
+def runs_held_in_the_pool(engine: EngineHarness) -> Iterator[list[object]]:
+    """Inside: the dispatcher hands no new run to the worker (the list collects them) and the
+    worker does not poll, so they wait in the work pool."""
+    real_submit, real_poll = engine.dispatcher.on_created, engine.worker.poll_once
+    created: list[object] = []
+
+    async def no_poll() -> int:
+        return 0
+
+    engine.dispatcher.on_created = created.append
+    engine.worker.poll_once = no_poll  # type: ignore[method-assign]
+    try:
+        yield created
+    finally:
+        engine.dispatcher.on_created = real_submit
+        engine.worker.poll_once = real_poll  # type: ignore[method-assign]
 
 
 async def _task_runs(client, flow_run_id: str, count: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -217,25 +238,16 @@ async def test_run_left_running_by_a_dead_worker_is_crashed_and_sent_again(
     from prefect.states import Running
 
     # a worker that claims the run and dies: nothing executes it, it stays Running
-    real_submit, real_poll = engine.dispatcher.on_created, engine.worker.poll_once
-    claimed: list[object] = []
-
-    async def no_poll() -> int:
-        return 0
-
-    engine.dispatcher.on_created = claimed.append
-    engine.worker.poll_once = no_poll  # type: ignore[method-assign]
-    entry_id = await engine.put(sample(current_status="degraded"))
-    for _ in range(200):
-        if claimed:
-            break
-        await asyncio.sleep(0.05)
-    lost = claimed[0]
-    await engine.client.set_flow_run_state(lost.id, Running(), force=True)  # type: ignore[attr-defined]
+    with runs_held_in_the_pool(engine) as claimed:
+        entry_id = await engine.put(sample(current_status="degraded"))
+        for _ in range(200):
+            if claimed:
+                break
+            await asyncio.sleep(0.05)
+        lost = claimed[0]
+        await engine.client.set_flow_run_state(lost.id, Running(), force=True)  # type: ignore[attr-defined]
 
     # the worker is back; time passes beyond anything the recipe could take
-    engine.dispatcher.on_created = real_submit
-    engine.worker.poll_once = real_poll  # type: ignore[method-assign]
     engine.dispatcher.clock = lambda: time.time() + 3600
     for _ in range(200):
         current = await engine.inbox.get(entry_id)
@@ -418,3 +430,26 @@ async def test_run_cancelled_from_the_ui_stops_before_its_next_step(
     assert await _run_state(engine, run_id) == "Cancelled"
     assert len(fakes.slack.messages) == 1  # the alert in flight finished; nothing after it
     assert fakes.servicenow.incidents == []
+
+
+async def test_a_poll_asks_the_pool_for_no_more_runs_than_the_worker_has_room_for(
+    engine: EngineHarness,
+) -> None:
+    from hookline.engine.deployment import WORK_POOL
+    from hookline.engine.worker import _scheduled_runs
+
+    # three runs wait in the pool: the dispatcher hands none over, the worker does not poll
+    with runs_held_in_the_pool(engine) as created:
+        ids = [await engine.put(sample(current_status="degraded")) for _ in range(3)]
+        for _ in range(200):
+            if len(created) == 3:
+                break
+            await asyncio.sleep(0.05)
+
+        # a burst left in the pool must not be read whole for a worker with room for two
+        # (bench/README.md, "Sustained": up to 200 whole runs per poll)
+        assert len(await _scheduled_runs(engine.client, WORK_POOL, limit=2)) == 2
+        assert len(await _scheduled_runs(engine.client, WORK_POOL, limit=10)) == 3
+
+    for entry_id in ids:
+        assert (await engine.wait_final(entry_id)).status == "done"

@@ -1,0 +1,567 @@
+"""Sustained benchmark: a long burst of one-step recipe runs (`slack.post_message`) through real
+Hookline processes, the fake Slack served over HTTPS from another process with a SaaS-like
+latency, next to bare Prefect flows making the same `chat_postMessage` call on the same server
+in the same run.
+
+    .venv/bin/python bench/sustained.py [--events 1000] [--latency-ms 50] [--profiles embedded]
+    .venv/bin/python bench/sustained.py --profiles postgres --workers 1,2 \\
+        --postgres postgresql://postgres@127.0.0.1:5432
+
+Per profile:
+
+- **embedded**: `hookline up` (its embedded Prefect server on SQLite, its in-process worker);
+- **postgres**: `hookline prefect-server` on a fresh database of ``--postgres``, the inbox in
+  a fresh schema of its ``test`` database, `hookline serve`, `hookline dispatch` and one
+  `hookline worker` process per ``--workers`` entry (a fresh stack per entry).
+
+Then, against that stack: (1) a burst of ``--events`` signed events; Hookline's rate is
+events / (first accepted -> all `done`); (2) the **baseline** on the same Prefect server:
+``--events`` bare async flow runs (one task, the same `slack_sdk` call on one shared client)
+created from a deployment and executed in this process ``--baseline-concurrency`` at a time
+with what `hookline worker` shares between runs (`bench/prefect_ceiling.py`, *shared*);
+(3) ``--paced-events`` events sent at ``--paced`` (0.8) x Hookline's rate, for the latency at
+that load. Latency is accepted (the receiver's 200, here) -> the step's `chat.postMessage`
+arriving at the fake (its wall clock; the event id is in the message text). Every sent event
+must have reached the fake exactly once, and every baseline run too: exit 1 otherwise.
+
+CPU per run comes from /proc (utime+stime) of Hookline's processes, Prefect's server and the
+fake, over the burst. ``--py-spy DIR`` records the Hookline processes (and their children)
+with `py-spy record --subprocesses -f raw` during the burst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from hookline.engine.prefect_server import free_port  # noqa: E402
+from hookline.engine.send import solveforce_signature  # noqa: E402
+from tests.docs.conftest import Proc, clean_env, start  # noqa: E402
+
+SECRET = "whsec-sustained-bench-0123456789"
+CHANNEL = "#bench"
+RECIPE = """
+name: bench-slack
+on: service.status.changed
+defaults: { retries: 0 }
+steps:
+  - id: post
+    uses: slack.post_message
+    with:
+      channel: "#bench"
+      text: "bench {{ event_id }}"
+"""
+CONFIG = """
+sources:
+  solveforce: { scheme: solveforce, secrets: ["${SOLVEFORCE_WEBHOOK_SECRET}"] }
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# -- processes and their CPU -------------------------------------------------------------------
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for t in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (t / "children").read_text().split()]
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+@contextlib.contextmanager
+def fake_vendors(work: Path, latency_ms: float) -> Iterator[tuple[dict[str, Any], int]]:
+    """`python -m vendor_fakes` over HTTPS in another process; yields its info and pid."""
+    port_file = work / "fakes.json"
+    argv = [sys.executable, "-m", "vendor_fakes", "--port-file", str(port_file)]
+    argv += ["--latency-ms", str(latency_ms), "--ca-dir", str(work / "ca")]
+    with (work / "fakes.log").open("ab") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=clean_env(), stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the fake vendors did not start; see {work / 'fakes.log'}")
+            time.sleep(0.05)
+        yield json.loads(port_file.read_text()), proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def slack_calls(fakes: dict[str, Any]) -> list[dict[str, Any]]:
+    from vendor_fakes import RemoteFake
+
+    slack = RemoteFake(fakes["control"]["slack"], ca_file=fakes["env"]["SSL_CERT_FILE"])
+    return slack.calls()
+
+
+def post_message_calls(fakes: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in slack_calls(fakes) if c["path"].endswith("/chat.postMessage")]
+
+
+# -- the stack -----------------------------------------------------------------------------------
+
+
+class Stack:
+    """Hookline's processes for one profile, and where to read their progress."""
+
+    def __init__(self, work: Path, env: dict[str, str], database_url: str | None) -> None:
+        self.work, self.env, self.database_url = work, env, database_url
+        self.procs: list[Proc] = []
+        self.url = ""
+        self.api_url = ""
+        self.server_pids: list[int] = []
+
+    def run(self, name: str, *args: str, wrap: list[str] | None = None) -> Proc:
+        argv = ["hookline", *args]
+        if wrap:
+            argv = [*wrap, sys.executable, "-m", "hookline", *args]
+        self.procs.append(start(argv, cwd=self.work, env=self.env, log=self.work / f"{name}.log"))
+        return self.procs[-1]
+
+    def hookline_pids(self) -> list[int]:
+        """Hookline's own processes (not Prefect's server, not py-spy)."""
+        pids = [p for proc in self.procs for p in tree(proc.proc.pid)]
+        return [p for p in pids if p not in self.server_pids and "py-spy" not in _cmd(p)]
+
+    def statuses(self) -> Counter[str]:
+        import sqlite3
+
+        if self.database_url is None:
+            db = self.work / "hookline-home" / "inbox.sqlite3"
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                rows = conn.execute("SELECT status, count(*) FROM inbox GROUP BY status")
+                return Counter(dict(rows.fetchall()))
+        return asyncio.run(_pg_statuses(self.work, self.database_url))
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def _cmd(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+async def _pg_statuses(work: Path, database_url: str) -> Counter[str]:
+    from hookline.config import CoreSettings
+    from hookline.inbox import open_inbox
+
+    inbox = await open_inbox(CoreSettings(home=work / "hookline-home", database_url=database_url))
+    try:
+        return Counter({k: v for k, v in (await inbox.counts()).items() if v})
+    finally:
+        await inbox.close()
+
+
+def base_env(work: Path, fakes: dict[str, Any]) -> dict[str, str]:
+    (work / "recipes").mkdir(exist_ok=True)
+    (work / "recipes" / "bench-slack.yaml").write_text(textwrap.dedent(RECIPE))
+    (work / "hookline.yaml").write_text(textwrap.dedent(CONFIG))
+    return clean_env(
+        **fakes["env"],
+        SOLVEFORCE_WEBHOOK_SECRET=SECRET,
+        HOOKLINE_HOME=str(work / "hookline-home"),
+        PREFECT_HOME=str(work / "prefect-home"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+
+
+@contextlib.contextmanager
+def embedded_stack(work: Path, env: dict[str, str], args: argparse.Namespace) -> Iterator[Stack]:
+    stack = Stack(work, env, None)
+    port = free_port()
+    try:
+        limit = ["--limit", str(args.up_limit)] if args.up_limit else []
+        up = stack.run(
+            "up",
+            "up",
+            "--port",
+            str(port),
+            "--no-preview",
+            "--prefect-port",
+            str(free_port()),
+            *limit,
+        )
+        up.wait_for("Ctrl-C stops everything", timeout=120)
+        state = json.loads((work / "hookline-home" / "up.json").read_text())
+        stack.url, stack.api_url = state["receiver_url"], state["prefect_api_url"]
+        stack.server_pids = [p for p in tree(up.proc.pid) if p != up.proc.pid]
+        yield stack
+    finally:
+        stack.stop()
+
+
+@contextlib.contextmanager
+def postgres_stack(
+    work: Path, env: dict[str, str], args: argparse.Namespace, workers: int
+) -> Iterator[Stack]:
+    from tests.stack import pg, prefect_on_postgres
+
+    schema = f"hl_sustained_{uuid.uuid4().hex[:8]}"
+    dsn = args.postgres.rstrip("/")
+    env = {**env, "HOOKLINE_DATABASE_URL": f"{dsn}/test?schema={schema}"}
+    stack = Stack(work, env, env["HOOKLINE_DATABASE_URL"])
+    try:
+        with prefect_on_postgres(work, env) as (api, server):
+            env["PREFECT_API_URL"] = stack.api_url = api
+            stack.server_pids = tree(server.proc.pid)
+            port = free_port()
+            receiver = stack.run("serve", "serve", "--host", "127.0.0.1", "--port", str(port))
+            dispatcher = stack.run("dispatch", "dispatch")
+            limit = ["--limit", str(args.worker_limit)] if args.worker_limit else []
+            poll = ["--poll", str(args.worker_poll)]
+            ws = [stack.run(f"worker{i}", "worker", *limit, *poll) for i in range(workers)]
+            stack.url = f"http://127.0.0.1:{port}"
+            receiver.wait_http(f"{stack.url}/healthz")
+            dispatcher.wait_for("dispatcher running")
+            for w in ws:
+                w.wait_for("polling work pool")
+            try:
+                yield stack
+            finally:
+                stack.stop()
+    finally:
+        asyncio.run(pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+# -- sending -------------------------------------------------------------------------------------
+
+
+async def send_events(url: str, ids: list[str], *, rate: float | None) -> dict[str, float]:
+    """POST one signed event per id (all at once, 32 in flight, or ``rate`` per second);
+    returns each id's accepted time (wall clock at the 200)."""
+    import httpx
+
+    from hookline import samples
+
+    accepted: dict[str, float] = {}
+    sem = asyncio.Semaphore(32)
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def one(event_id: str) -> None:
+            payload = samples.load("service.status.changed")
+            payload["event_id"] = event_id
+            body = json.dumps(payload).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "X-SolveForce-Signature": solveforce_signature(body, SECRET),
+            }
+            async with sem:
+                answer = await http.post(
+                    f"{url}/webhooks/solveforce", content=body, headers=headers
+                )
+            if answer.status_code != 200:
+                raise SystemExit(f"receiver answered {answer.status_code}: {answer.text}")
+            accepted[event_id] = time.time()
+
+        jobs = []
+        t0 = time.monotonic()
+        for i, event_id in enumerate(ids):
+            if rate:
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+            jobs.append(asyncio.create_task(one(event_id)))
+        await asyncio.gather(*jobs)
+    return accepted
+
+
+def wait_done(stack: Stack, total: int, timeout: float) -> float:
+    """Wait until ``total`` inbox entries are final; the wall time when seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = stack.statuses()
+        if counts.get("done", 0) + counts.get("failed", 0) >= total:
+            if counts.get("failed", 0):
+                raise SystemExit(f"failed events: {dict(counts)}; see {stack.work}/*.log")
+            return time.time()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not finished after {timeout:.0f} s: {dict(counts)}")
+        time.sleep(0.1)
+
+
+# -- the baseline --------------------------------------------------------------------------------
+
+_slack: Any = None
+
+
+@task(name="post", persist_result=False, cache_policy=NO_CACHE)
+async def bare_post(text: str) -> str:
+    # the sync SDK call in a thread, as a Prefect user would write it in an async flow
+    answer = await asyncio.to_thread(_slack.chat_postMessage, channel=CHANNEL, text=text)
+    return str(answer["ts"])
+
+
+@flow(name="bench-slack-bare", persist_result=False, validate_parameters=False)
+async def bare_slack(event_id: str) -> None:
+    await bare_post(f"bare {event_id}")
+
+
+def baseline(api_url: str, fakes: dict[str, Any], ids: list[str], concurrency: int) -> float:
+    """Bare flow runs on the stack's Prefect server; returns runs/s."""
+    global _slack
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from slack_sdk import WebClient
+
+    from bench.prefect_ceiling import run_bare
+
+    env = fakes["env"]
+    _slack = WebClient(
+        token=env["SLACK_BOT_TOKEN"],
+        base_url=env["SLACK_API_URL"],
+        ssl=ssl.create_default_context(cafile=env["SSL_CERT_FILE"]),
+        retry_handlers=[],
+    )
+
+    async def go() -> dict[str, float]:
+        async with get_client() as client:
+            return await run_bare(
+                client,
+                bare_slack,
+                [{"event_id": i} for i in ids],
+                concurrency=concurrency,
+                shared=True,
+                entrypoint="bench/sustained.py:bare_slack",
+            )
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        return asyncio.run(go())["runs_per_s"]
+
+
+# -- one profile -----------------------------------------------------------------------------
+
+
+def measure(
+    stack: Stack, fakes: dict[str, Any], fake_pid: int, args: argparse.Namespace, label: str
+) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    burst = [f"evt_sus_{tag}_{n:05d}" for n in range(args.events)]
+    result: dict[str, Any] = {"profile": label, "events": args.events, "load_before": load()}
+    spy = None
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+        out = args.py_spy / f"{label}.txt"
+        pid = str(stack.procs[0].proc.pid if label == "embedded" else stack.procs[-1].proc.pid)
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", pid]
+            + ["--subprocesses", "--nonblocking", "-f", "raw", "-r", "50", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=(args.py_spy / f"{label}.log").open("wb"),
+        )
+        time.sleep(1.0)
+    pids = stack.hookline_pids()
+    cpu0 = cpu_seconds(pids), cpu_seconds(stack.server_pids), cpu_seconds([fake_pid])
+    accepted = asyncio.run(send_events(stack.url, burst, rate=None))
+    done = wait_done(stack, len(burst), args.timeout)
+    cpu1 = cpu_seconds(pids), cpu_seconds(stack.server_pids), cpu_seconds([fake_pid])
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+    first = min(accepted.values())
+    wall = done - first
+    n = len(burst)
+    result.update(
+        hookline_runs_per_s=n / wall,
+        wall_s=wall,
+        acked_s=max(accepted.values()) - first,
+        cpu_ms_per_run={
+            "hookline": 1000 * (cpu1[0] - cpu0[0]) / n,
+            "prefect_server": 1000 * (cpu1[1] - cpu0[1]) / n,
+            "fake": 1000 * (cpu1[2] - cpu0[2]) / n,
+        },
+        load_after_burst=load(),
+    )
+    calls = post_message_calls(fakes)
+    result["burst_latency"] = latency(calls, accepted)
+    if args.baseline_events:
+        bare_ids = [f"bare_{tag}_{n:05d}" for n in range(args.baseline_events)]
+        server0 = cpu_seconds(stack.server_pids)
+        me0 = time.process_time()
+        result["baseline_runs_per_s"] = baseline(
+            stack.api_url, fakes, bare_ids, args.baseline_concurrency
+        )
+        rate = result["baseline_runs_per_s"]
+        result["baseline_cpu_ms_per_run"] = {
+            "client": 1000 * (time.process_time() - me0) / len(bare_ids),
+            "prefect_server": 1000 * (cpu_seconds(stack.server_pids) - server0) / len(bare_ids),
+        }
+        result["ratio"] = result["hookline_runs_per_s"] / rate
+        result["load_after_baseline"] = load()
+    else:
+        bare_ids = []
+    paced_ids: list[str] = []
+    paced_accepted: dict[str, float] = {}
+    if args.paced_events:
+        rate = args.paced * result["hookline_runs_per_s"]
+        paced_ids = [f"evt_paced_{tag}_{n:05d}" for n in range(args.paced_events)]
+        paced_accepted = asyncio.run(send_events(stack.url, paced_ids, rate=rate))
+        wait_done(stack, n + len(paced_ids), args.timeout)
+        result["paced_rate"] = rate
+        result["paced_latency"] = latency(post_message_calls(fakes), paced_accepted)
+        result["load_after_paced"] = load()
+    every = slack_calls(fakes)
+    calls = [c for c in every if c["path"].endswith("/chat.postMessage")]
+    result["exactly_once"] = exactly_once(calls, [*burst, *paced_ids], bare_ids)
+    # a permalink is built locally: one auth.test per client, no chat.getPermalink
+    result["slack_calls"] = dict(Counter(c["path"] for c in every))
+    return result
+
+
+def latency(calls: list[dict[str, Any]], accepted: dict[str, float]) -> dict[str, float]:
+    first: dict[str, float] = {}
+    for c in calls:
+        event_id = str((c.get("json") or {}).get("text", "")).removeprefix("bench ")
+        if event_id in accepted and event_id not in first:
+            first[event_id] = c["received_wall"]
+    values = [first[e] - accepted[e] for e in first]
+    return {"p50_s": pct(values, 0.5), "p99_s": pct(values, 0.99), "n": len(values)}
+
+
+def exactly_once(
+    calls: list[dict[str, Any]], ids: list[str], bare_ids: list[str]
+) -> dict[str, Any]:
+    texts = Counter(str((c.get("json") or {}).get("text", "")) for c in calls)
+    wanted = Counter({f"bench {i}": 1 for i in ids}) + Counter({f"bare {i}": 1 for i in bare_ids})
+    missing = [t for t in wanted if texts[t] == 0]
+    repeated = [t for t, k in texts.items() if k > 1]
+    unexpected = [t for t in texts if t not in wanted]
+    return {
+        "ok": not (missing or repeated or unexpected),
+        "calls": sum(texts.values()),
+        "expected": sum(wanted.values()),
+        "missing": len(missing),
+        "repeated": len(repeated),
+        "unexpected": len(unexpected),
+    }
+
+
+def show(r: dict[str, Any]) -> None:
+    cpu = r["cpu_ms_per_run"]
+    print(
+        f"\n== {r['profile']}: {r['events']} events, load {r['load_before']} -> "
+        f"{r['load_after_burst']}"
+    )
+    print(
+        f"hookline {r['hookline_runs_per_s']:.2f} runs/s (all acked in {r['acked_s']:.1f} s, "
+        f"drained in {r['wall_s']:.1f} s); CPU ms/run: hookline {cpu['hookline']:.0f}, "
+        f"prefect server {cpu['prefect_server']:.0f}, fake {cpu['fake']:.0f}"
+    )
+    b = r["burst_latency"]
+    print(f"burst: accepted -> vendor call p50 {b['p50_s']:.2f} s, p99 {b['p99_s']:.2f} s")
+    if "baseline_runs_per_s" in r:
+        bc = r["baseline_cpu_ms_per_run"]
+        print(
+            f"baseline bare Prefect flows {r['baseline_runs_per_s']:.2f} runs/s (CPU ms/run: "
+            f"client {bc['client']:.0f}, prefect server {bc['prefect_server']:.0f}); "
+            f"ratio {r['ratio']:.2f}; load {r['load_after_baseline']}"
+        )
+    if "paced_latency" in r:
+        p = r["paced_latency"]
+        print(
+            f"paced at {r['paced_rate']:.2f}/s: accepted -> vendor call p50 {p['p50_s']:.3f} s, "
+            f"p99 {p['p99_s']:.3f} s (n={p['n']}); load {r['load_after_paced']}"
+        )
+    print(f"slack API calls at the fake: {r['slack_calls']}")
+    e = r["exactly_once"]
+    print(
+        f"exactly once: {e['ok']} ({e['calls']} calls for {e['expected']} expected; missing "
+        f"{e['missing']}, repeated {e['repeated']}, unexpected {e['unexpected']})"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=1000)
+    ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--profiles", default="embedded", help="embedded,postgres")
+    ap.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
+    ap.add_argument("--workers", default="1,2", help="postgres: `hookline worker` processes")
+    ap.add_argument("--worker-limit", type=int, help="postgres: `hookline worker --limit`")
+    ap.add_argument("--worker-poll", type=float, default=0.25, help="`hookline worker --poll`")
+    ap.add_argument("--up-limit", type=int, help="embedded: `hookline up --limit`")
+    ap.add_argument("--baseline-events", type=int, help="default: --events; 0: no baseline")
+    ap.add_argument("--baseline-concurrency", type=int, default=4)
+    ap.add_argument("--paced", type=float, default=0.8, help="fraction of Hookline's rate")
+    ap.add_argument("--paced-events", type=int, help="default: --events // 2; 0: none")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--py-spy", type=Path, help="record the Hookline processes into DIR")
+    args = ap.parse_args()
+    if args.baseline_events is None:
+        args.baseline_events = args.events
+    if args.paced_events is None:
+        args.paced_events = args.events // 2
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hookline-sustained-") as tmp:
+        for profile in args.profiles.split(","):
+            counts = [1] if profile == "embedded" else [int(w) for w in args.workers.split(",")]
+            for workers in counts:
+                label = profile if profile == "embedded" else f"postgres-{workers}w"
+                work = Path(tmp) / label
+                work.mkdir()
+                with fake_vendors(work, args.latency_ms) as (fakes, fake_pid):
+                    env = base_env(work, fakes)
+                    stack_cm = (
+                        embedded_stack(work, env, args)
+                        if profile == "embedded"
+                        else postgres_stack(work, env, args, workers)
+                    )
+                    with stack_cm as stack:
+                        results.append(measure(stack, fakes, fake_pid, args, label))
+                show(results[-1])
+    print("\n" + json.dumps(results, indent=1))
+    return 0 if all(r["exactly_once"]["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
