@@ -259,13 +259,20 @@ def postgres_stack(
             stack.server_pids = tree(server.proc.pid)
             port = free_port()
             receiver = stack.run("serve", "serve", "--host", "127.0.0.1", "--port", str(port))
-            dispatcher = stack.run("dispatch", "dispatch")
             limit = ["--limit", str(args.worker_limit)] if args.worker_limit else []
             poll = ["--poll", str(args.worker_poll)]
-            ws = [stack.run(f"worker{i}", "worker", *limit, *poll) for i in range(workers)]
+            # --dispatch-in-worker: each worker process runs a dispatcher too, which hands the
+            # runs it creates straight to its worker (as `hookline up` does), instead of one
+            # `hookline dispatch` whose runs reach the workers by polling.
+            colocated = ["--dispatch"] if args.dispatch_in_worker else []
+            dispatcher = None if colocated else stack.run("dispatch", "dispatch")
+            ws = [
+                stack.run(f"worker{i}", "worker", *limit, *poll, *colocated) for i in range(workers)
+            ]
             stack.url = f"http://127.0.0.1:{port}"
             receiver.wait_http(f"{stack.url}/healthz")
-            dispatcher.wait_for("dispatcher running")
+            if dispatcher is not None:
+                dispatcher.wait_for("dispatcher running")
             for w in ws:
                 w.wait_for("polling work pool")
             try:
@@ -529,6 +536,12 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2", help="postgres: `hookline worker` processes")
     ap.add_argument("--worker-limit", type=int, help="postgres: `hookline worker --limit`")
     ap.add_argument("--worker-poll", type=float, default=0.25, help="`hookline worker --poll`")
+    ap.add_argument(
+        "--dispatch-in-worker",
+        action="store_true",
+        help="postgres: `hookline worker --dispatch` (a dispatcher in each worker process, "
+        "handing runs over in-process) instead of a separate `hookline dispatch`",
+    )
     ap.add_argument("--up-limit", type=int, help="embedded: `hookline up --limit`")
     ap.add_argument("--baseline-events", type=int, help="default: --events; 0: no baseline")
     ap.add_argument("--baseline-concurrency", type=int, default=4)
@@ -547,6 +560,8 @@ def main() -> int:
             counts = [1] if profile == "embedded" else [int(w) for w in args.workers.split(",")]
             for workers in counts:
                 label = profile if profile == "embedded" else f"postgres-{workers}w"
+                if profile != "embedded" and args.dispatch_in_worker:
+                    label += "+dispatch"
                 work = Path(tmp) / label
                 work.mkdir()
                 with fake_vendors(work, args.latency_ms) as (fakes, fake_pid):
