@@ -579,4 +579,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    # Every stack is stopped by now; Prefect's events worker in this process would otherwise
+    # keep retrying the baseline runs' events against the stopped servers before exiting.
+    os._exit(code)
