@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from hookline.config import CoreSettings, HooklineConfig
 from hookline.engine.dispatcher import Dispatcher
@@ -18,6 +21,7 @@ from hookline.flows import runtime
 from hookline.inbox import FINAL_STATUSES, Inbox, InboxEntry, open_inbox
 from hookline.recipes.event import parse_timestamp
 from hookline.recipes.reload import RecipeSource
+from tests.stack import PG, pg, pg_available
 
 
 @dataclass
@@ -128,3 +132,31 @@ async def running_engine(
             runtime.install(None)
             await inbox.close()
             await APILogHandler.aflush()  # before this test's server may go away
+
+
+@contextlib.asynccontextmanager
+async def running_pg_engine(
+    prefect_api: str,
+    home: Path,
+    recipe_paths: str,
+    environ: Mapping[str, str],
+    *,
+    schema_prefix: str,
+) -> AsyncIterator[EngineHarness]:
+    """`running_engine` with its inbox in a fresh PostgreSQL schema, dropped afterwards; the
+    test is skipped when PostgreSQL is not listening."""
+    if not pg_available():
+        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
+    schema = f"{schema_prefix}_{uuid.uuid4().hex[:8]}"
+    try:
+        async with running_engine(
+            prefect_api,
+            home,
+            recipe_paths,
+            HooklineConfig(env=[]),
+            environ,
+            database_url=f"{PG}/test?schema={schema}",
+        ) as harness:
+            yield harness
+    finally:
+        await pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

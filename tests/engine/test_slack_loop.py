@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ import pytest
 from slack_sdk.signature import SignatureVerifier
 
 from hookline.engine.prefect_server import free_port
+from tests.docs.conftest import clean_env, start
 from tests.waiting import wait_until_sync
 from vendor_fakes import FakeVendors
 from vendor_fakes.slack import channel_id
@@ -34,19 +33,14 @@ ESCALATE_AFTER = 12  # seconds: past the outage recipe's 3 s coalescing quiet an
 
 
 def _env(home: Path, fakes: FakeVendors) -> dict[str, str]:
-    drop = ("HOOKLINE_", "PREFECT_", "SLACK_", "SERVICENOW_", "SALESFORCE_", "INVENTORY_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.pop("SOLVEFORCE_WEBHOOK_SECRET", None)
-    env.update(fakes.env)
-    env.update(
+    return clean_env(
+        **fakes.env,
         HOOKLINE_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         SLACK_ALERT_CHANNEL="#service-alerts",
         SLACK_ONCALL_CHANNEL="#oncall",
         ESCALATE_AFTER=f"{ESCALATE_AFTER}s",
     )
-    return env
 
 
 def _send_outage(env: dict[str, str], url: str, service: str) -> None:
@@ -141,25 +135,15 @@ def test_acknowledge_from_slack_and_escalation_through_hookline_up(tmp_path: Pat
         home = tmp_path / "home"
         port, prefect_port = free_port(), free_port()
         env = _env(home, fakes)
-        log = tmp_path / "up.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [HOOKLINE, "up", "--port", str(port), "--prefect-port", str(prefect_port)],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        up = start(
+            ["hookline", "up", "--port", str(port), "--prefect-port", str(prefect_port)],
+            cwd=REPO,
+            env=env,
+            log=tmp_path / "up.log",
+        )
         try:
-            wait_until_sync(
-                lambda: (
-                    "Ctrl-C stops everything" in log.read_text(errors="replace")
-                    or proc.poll() is not None
-                ),
-                timeout=120,
-            )
-            banner = log.read_text(errors="replace")
-            assert proc.poll() is None, banner
+            up.wait_for("Ctrl-C stops everything", timeout=120)
+            banner = up.output()
             assert f"http://127.0.0.1:{port}/webhooks/slack" in banner
             assert "hookline click outage.acknowledge" in banner
             solveforce = f"http://127.0.0.1:{port}/webhooks/solveforce"
@@ -275,10 +259,5 @@ def test_acknowledge_from_slack_and_escalation_through_hookline_up(tmp_path: Pat
             wait_until_sync(stale_reply, timeout=60, what="the stale click's reply")
             assert _incident(fakes, "svc_ack")["state"] == "6"  # nothing else changed
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                code = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
-        assert code == 0, log.read_text()
+            code = up.stop()
+        assert code == 0, up.output()

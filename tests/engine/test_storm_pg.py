@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
@@ -16,12 +15,11 @@ from uuid import UUID
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from hookline.config import CoreSettings, HooklineConfig
+from hookline.config import CoreSettings
 from hookline.engine.dispatcher import Dispatcher
 from hookline.inbox import open_inbox
 from tests.engine.conftest import sample
-from tests.engine.harness import EngineHarness, running_engine
-from tests.stack import PG, pg, pg_available
+from tests.engine.harness import EngineHarness, running_pg_engine
 from vendor_fakes import FakeVendors
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.anyio]
@@ -34,21 +32,14 @@ PER_LANE = 12
 async def pg_engine(
     prefect_api: str, tmp_path: Path, recipes_dir: Path, fakes: FakeVendors
 ) -> AsyncIterator[EngineHarness]:
-    if not pg_available():
-        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
-    schema = f"hl_storm_{uuid.uuid4().hex[:8]}"
-    try:
-        async with running_engine(
-            prefect_api,
-            tmp_path / "home",
-            str(recipes_dir),
-            HooklineConfig(env=[]),
-            {**os.environ, **fakes.env},
-            database_url=f"{PG}/test?schema={schema}",
-        ) as harness:
-            yield harness
-    finally:
-        await pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with running_pg_engine(
+        prefect_api,
+        tmp_path / "home",
+        str(recipes_dir),
+        {**os.environ, **fakes.env},
+        schema_prefix="hl_storm",
+    ) as harness:
+        yield harness
 
 
 async def test_two_dispatchers_keep_every_lane_in_order_through_a_restart(

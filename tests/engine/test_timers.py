@@ -20,8 +20,7 @@ from hookline.config import CoreSettings, HooklineConfig
 from hookline.engine.dispatcher import Dispatcher
 from hookline.inbox import TIMER_SOURCE, InboxEntry, open_inbox
 from tests.engine.conftest import sample
-from tests.engine.harness import EngineHarness, running_engine
-from tests.stack import PG, pg, pg_available
+from tests.engine.harness import EngineHarness, running_engine, running_pg_engine
 from vendor_fakes import FakeVendors
 from vendor_fakes.slack import channel_id
 
@@ -186,21 +185,14 @@ async def test_a_timer_survives_a_restart_of_the_engine(
 async def pg_engine(
     prefect_api: str, tmp_path: Path, timer_recipes: Path, fakes: FakeVendors
 ) -> AsyncIterator[EngineHarness]:
-    if not pg_available():
-        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
-    schema = f"hl_timers_{uuid.uuid4().hex[:8]}"
-    try:
-        async with running_engine(
-            prefect_api,
-            tmp_path / "home",
-            str(timer_recipes),
-            HooklineConfig(env=[]),
-            {**os.environ, **fakes.env},
-            database_url=f"{PG}/test?schema={schema}",
-        ) as harness:
-            yield harness
-    finally:
-        await pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with running_pg_engine(
+        prefect_api,
+        tmp_path / "home",
+        str(timer_recipes),
+        {**os.environ, **fakes.env},
+        schema_prefix="hl_timers",
+    ) as harness:
+        yield harness
 
 
 @pytest.mark.postgres
