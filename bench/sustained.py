@@ -159,6 +159,8 @@ class Stack:
         self.url = ""
         self.api_url = ""
         self.server_pids: list[int] = []
+        self._pg: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def run(self, name: str, *args: str, wrap: list[str] | None = None) -> Proc:
         argv = ["hookline", *args]
@@ -173,6 +175,9 @@ class Stack:
         return [p for p in pids if p not in self.server_pids and "py-spy" not in _cmd(p)]
 
     def statuses(self) -> Counter[str]:
+        """The inbox's entries by status. On PostgreSQL through one connection kept for the
+        whole run: a pool opened per poll (10 a second) cost the machine ~14 new PostgreSQL
+        sessions a second, CPU the Hookline side was then measured without."""
         import sqlite3
 
         if self.database_url is None:
@@ -180,9 +185,17 @@ class Stack:
             with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
                 rows = conn.execute("SELECT status, count(*) FROM inbox GROUP BY status")
                 return Counter(dict(rows.fetchall()))
-        return asyncio.run(_pg_statuses(self.work, self.database_url))
+        if self._pg is None:
+            self._loop = asyncio.new_event_loop()
+            self._pg = self._loop.run_until_complete(_pg_connect(self.database_url))
+        assert self._loop is not None
+        return self._loop.run_until_complete(_pg_statuses(self._pg, self.database_url))
 
     def stop(self) -> None:
+        if self._pg is not None and self._loop is not None:
+            self._loop.run_until_complete(self._pg.close())
+            self._loop.close()
+            self._pg = self._loop = None
         for p in reversed(self.procs):
             p.stop()
 
@@ -194,15 +207,19 @@ def _cmd(pid: int) -> str:
         return ""
 
 
-async def _pg_statuses(work: Path, database_url: str) -> Counter[str]:
-    from hookline.config import CoreSettings
-    from hookline.inbox import open_inbox
+async def _pg_connect(database_url: str) -> Any:
+    import asyncpg
 
-    inbox = await open_inbox(CoreSettings(home=work / "hookline-home", database_url=database_url))
-    try:
-        return Counter({k: v for k, v in (await inbox.counts()).items() if v})
-    finally:
-        await inbox.close()
+    return await asyncpg.connect(database_url.split("?", 1)[0])
+
+
+async def _pg_statuses(conn: Any, database_url: str) -> Counter[str]:
+    import urllib.parse
+
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(database_url).query)
+    schema = query.get("schema", ["hookline"])[0]
+    rows = await conn.fetch(f'SELECT status, count(*) AS n FROM "{schema}".inbox GROUP BY status')
+    return Counter({r["status"]: r["n"] for r in rows})
 
 
 def base_env(work: Path, fakes: dict[str, Any]) -> dict[str, str]:
@@ -264,8 +281,9 @@ def postgres_stack(
             # --dispatch-in-worker: each worker process runs a dispatcher too, which hands the
             # runs it creates straight to its worker (as `hookline up` does), instead of one
             # `hookline dispatch` whose runs reach the workers by polling.
-            colocated = ["--dispatch"] if args.dispatch_in_worker else []
-            dispatcher = None if colocated else stack.run("dispatch", "dispatch")
+            cap = ["--max-in-flight", str(args.max_in_flight)] if args.max_in_flight else []
+            colocated = ["--dispatch", *cap] if args.dispatch_in_worker else []
+            dispatcher = None if colocated else stack.run("dispatch", "dispatch", *cap)
             ws = [
                 stack.run(f"worker{i}", "worker", *limit, *poll, *colocated) for i in range(workers)
             ]
@@ -395,25 +413,35 @@ def measure(
     tag = uuid.uuid4().hex[:6]
     burst = [f"evt_sus_{tag}_{n:05d}" for n in range(args.events)]
     result: dict[str, Any] = {"profile": label, "events": args.events, "load_before": load()}
-    spy = None
+    spies: list[subprocess.Popen[bytes]] = []
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)
-        out = args.py_spy / f"{label}.txt"
-        pid = str(stack.procs[0].proc.pid if label == "embedded" else stack.procs[-1].proc.pid)
-        spy = subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", pid]
-            + ["--subprocesses", "--nonblocking", "-f", "raw", "-r", "50", "-o", str(out)],
-            stdout=subprocess.DEVNULL,
-            stderr=(args.py_spy / f"{label}.log").open("wb"),
-        )
+        # the Hookline process (with its children: `hookline up`'s embedded server); on
+        # PostgreSQL the last worker, and the Prefect server separately
+        targets = {
+            label: stack.procs[0].proc.pid if label == "embedded" else stack.procs[-1].proc.pid
+        }
+        if label != "embedded":
+            targets[f"{label}-server"] = stack.server_pids[0]
+        for name, pid in targets.items():
+            spies.append(
+                subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
+                    + ["--subprocesses", "--nonblocking", "-f", "raw", "-r", "50"]
+                    + ["-o", str(args.py_spy / f"{name}.txt")],
+                    stdout=subprocess.DEVNULL,
+                    stderr=(args.py_spy / f"{name}.log").open("wb"),
+                )
+            )
         time.sleep(1.0)
     pids = stack.hookline_pids()
     cpu0 = cpu_seconds(pids), cpu_seconds(stack.server_pids), cpu_seconds([fake_pid])
     accepted = asyncio.run(send_events(stack.url, burst, rate=None))
     done = wait_done(stack, len(burst), args.timeout)
     cpu1 = cpu_seconds(pids), cpu_seconds(stack.server_pids), cpu_seconds([fake_pid])
-    if spy is not None:
+    for spy in spies:
         spy.send_signal(signal.SIGINT)
+    for spy in spies:
         spy.wait(60)
     first = min(accepted.values())
     wall = done - first
@@ -542,6 +570,7 @@ def main() -> int:
         help="postgres: `hookline worker --dispatch` (a dispatcher in each worker process, "
         "handing runs over in-process) instead of a separate `hookline dispatch`",
     )
+    ap.add_argument("--max-in-flight", type=int, help="postgres: the dispatcher's --max-in-flight")
     ap.add_argument("--up-limit", type=int, help="embedded: `hookline up --limit`")
     ap.add_argument("--baseline-events", type=int, help="default: --events; 0: no baseline")
     ap.add_argument("--baseline-concurrency", type=int, default=4)

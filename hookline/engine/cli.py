@@ -60,7 +60,15 @@ def _run_engine(jobs: Callable[[Engine, asyncio.Event], list[Coroutine[Any, Any,
     show_default=True,
     help="Also run a dispatcher in this process.",
 )
-def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: bool) -> None:
+@click.option(
+    "--max-in-flight",
+    default=1000,
+    show_default=True,
+    help="With --dispatch: events in Prefect at once, as for `hookline dispatch`.",
+)
+def worker(
+    limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: bool, max_in_flight: int
+) -> None:
     """Execute recipe runs from the Prefect work pool, in this process."""
 
     def jobs(eng: Engine, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
@@ -69,7 +77,8 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
         )
         running = [w.run(stop)]
         if dispatch:
-            running.append(eng.dispatcher(w, work_pool=work_pool).run(stop))
+            d = eng.dispatcher(w, work_pool=work_pool, max_in_flight=max_in_flight)
+            running.append(d.run(stop))
         click.echo(f"worker {w.name} polling work pool {work_pool!r} (limit {limit})")
         return running
 
@@ -97,8 +106,17 @@ def worker(limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: 
     help="Seconds a claimed event stays with this dispatcher: if it dies, another takes the "
     "event over after this long.",
 )
+@click.option(
+    "--max-in-flight",
+    default=1000,
+    show_default=True,
+    help="Events in Prefect at once (their runs Scheduled to Running); in a storm the rest "
+    "wait in the inbox, pending. Keep it well above the workers' total --limit.",
+)
 @click.option("--work-pool", default="hookline", show_default=True)
-def dispatch(concurrency: int, worker_timeout: float, lease: float, work_pool: str) -> None:
+def dispatch(
+    concurrency: int, worker_timeout: float, lease: float, max_in_flight: int, work_pool: str
+) -> None:
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""
 
     def jobs(eng: Engine, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
@@ -106,6 +124,7 @@ def dispatch(concurrency: int, worker_timeout: float, lease: float, work_pool: s
             concurrency=concurrency,
             worker_timeout=worker_timeout,
             lease_seconds=lease,
+            max_in_flight=max_in_flight,
             work_pool=work_pool,
         )
         click.echo("dispatcher running")

@@ -125,6 +125,14 @@ class Dispatcher:
     settled (a `failed` one for as long as it stays failed)."""
     follow_page: int = 500
     """Dispatched entries read per inbox query while following (all are followed)."""
+    max_in_flight: int = 1000
+    """Events dispatched and not yet settled, at most: in a storm the rest wait in the inbox,
+    pending, instead of as Scheduled runs in Prefect. Every event in flight is read from
+    Prefect at each follow cycle (200 run ids a query), so 10,000 of them would keep the
+    server busy with reads alone; 1,000 is the burst bench/sustained.py measures at full
+    speed. Lower is not faster: with 100, a 1,000-event burst drained 12 % slower in
+    bench/sustained.py (bench/README.md, "Sustained"). Keep it well above the workers' total
+    ``--limit``. Counted across the dispatchers sharing an inbox."""
     write_gate: asyncio.Lock | None = None
     """Optionally shared with an in-process worker: a flow-run create waits for the run being
     executed. For a plain SQLite Prefect server, where a create that overlaps a run's state
@@ -138,6 +146,10 @@ class Dispatcher:
     stats: DispatcherStats = field(default_factory=DispatcherStats)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _pause_until: float = 0.0
+    in_flight: int = 0
+    """Dispatched, not yet settled events: counted by each follow cycle (`Follower`), and
+    raised by each dispatch in between."""
+    _next_full_log: float = 0.0
     _held: int = 0
     _next_follow: float = 0.0
     _failures: int = 0
@@ -226,9 +238,20 @@ class Dispatcher:
         """Claim due entries and create their flow runs; return how many were claimed."""
         if self._held or self.clock() < self._pause_until:
             return 0
+        room = self.max_in_flight - self.in_flight
+        if room <= 0:
+            if self.clock() >= self._next_full_log:  # a storm says so once a minute
+                self._next_full_log = self.clock() + 60.0
+                log.info(
+                    "%d events in flight in Prefect (max_in_flight %d): the next ones wait "
+                    "in the inbox until runs end",
+                    self.in_flight,
+                    self.max_in_flight,
+                )
+            return 0
         uses_lanes = any(r.order_by or r.coalesce for r in self.recipes.recipes)
         entries = await self.inbox.claim(
-            self.batch,
+            min(self.batch, room),
             lease_seconds=self.lease_seconds,
             sequencer=self.sequence if uses_lanes else None,
         )
@@ -353,6 +376,7 @@ class Dispatcher:
         self._failures = 0
         await self.inbox.mark_dispatched(entry.id, runs)
         self.stats.dispatched += 1
+        self.in_flight += 1
         # a timer waits for its due time on purpose: its lag counts from then
         since = entry.not_before if entry.timer_key and entry.not_before else entry.received_at
         self.stats.last_dispatch_lag = max(0.0, self.clock() - since.timestamp())

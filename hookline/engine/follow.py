@@ -10,7 +10,8 @@ reflects in the inbox what happens to settled events' runs later in Prefect.
   (at most 200 ids per query, Prefect's limit) which of their runs ended; an entry is ``done``
   when all its runs completed, ``failed`` (with the runs' messages) when any failed, crashed
   or was cancelled. Transitions name the status they expect, so several dispatchers following
-  the same runs act once.
+  the same runs act once. The count of entries still in flight is the owner's ``in_flight``
+  (its dispatches stop at ``max_in_flight``).
 - Lost runs: every `recover_seconds`, runs still Scheduled, Pending or Running are checked
   against the worker that claimed them (`Inbox.run_claims`) and that worker's heartbeats in
   Prefect's work pool. A worker silent for `worker_timeout` seconds is dead: its Pending and
@@ -95,6 +96,7 @@ class Owner(Protocol):
     worker_timeout: float
     settled_window: float
     stuck_margin: float
+    in_flight: int
     max_auto_retries: int
     work_pool: str
 
@@ -123,22 +125,26 @@ class Follower:
         recover = now >= self._next_recover
         if recover:
             self._next_recover = now + o.recover_seconds
-        finished = 0
+        finished = seen = 0
         after = 0
+        whole = True  # every dispatched entry counted: the owner's in_flight is exact
         while True:
             entries = await o.inbox.dispatched(after_id=after, limit=o.follow_page)
             if not entries:
                 break
             after = entries[-1].id
+            seen += len(entries)
             try:
                 finished += await self._follow(entries)
                 if recover:
                     await self._recover(entries, now)
             except PREFECT_ERRORS as exc:
                 log.warning("cannot read flow run states: %s", exc)
+                whole = False
                 break
             if len(entries) < o.follow_page:
                 break
+        o.in_flight = seen - finished if whole else max(0, o.in_flight - finished)
         if recover:
             try:
                 await self.reconcile_once(now)

@@ -46,6 +46,12 @@ class EngineCollector(Collector):
             "Seconds from an event's arrival to its dispatch, for the last one dispatched.",
             value=d.last_dispatch_lag,
         )
+        yield GaugeMetricFamily(
+            "hookline_dispatcher_in_flight",
+            "Events dispatched and not yet settled (their runs in Prefect); at the dispatcher's "
+            "max_in_flight, the next ones wait in the inbox.",
+            value=self.dispatcher.in_flight,
+        )
         runs = CounterMetricFamily(
             "hookline_worker_runs",
             "Recipe runs this worker executed, by how they ended.",

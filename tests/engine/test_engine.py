@@ -453,3 +453,25 @@ async def test_a_poll_asks_the_pool_for_no_more_runs_than_the_worker_has_room_fo
 
     for entry_id in ids:
         assert (await engine.wait_final(entry_id)).status == "done"
+
+
+async def test_a_storm_waits_in_the_inbox_beyond_max_in_flight(engine: EngineHarness) -> None:
+    engine.dispatcher.max_in_flight = 2
+    try:
+        # five events, none of whose runs can end while held: two go to Prefect, three wait
+        with runs_held_in_the_pool(engine) as created:
+            ids = [await engine.put(sample(current_status="degraded")) for _ in range(5)]
+            for _ in range(200):
+                if len(created) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.5)  # several dispatch and follow cycles
+            assert len(created) == 2
+            counts = await engine.inbox.counts()
+            assert (counts.get("dispatched"), counts.get("pending")) == (2, 3)
+        # runs end, room frees, the rest go out in turn
+        for entry_id in ids:
+            assert (await engine.wait_final(entry_id)).status == "done"
+        assert engine.dispatcher.in_flight == 0
+    finally:
+        engine.dispatcher.max_in_flight = 1000
