@@ -38,11 +38,13 @@ async def pg(sql: str, db: str = "test") -> Any:
 
 
 @contextlib.contextmanager
-def prefect_on_postgres(home: Path, env: dict[str, str]) -> Iterator[tuple[str, Proc]]:
+def prefect_on_postgres(
+    home: Path, env: dict[str, str], *, database: str | None = None
+) -> Iterator[tuple[str, Proc]]:
     """`hookline prefect-server` (Prefect's server, Hookline's profile) on a new PostgreSQL
-    database, dropped afterwards;
+    database (``database``, else a random name), dropped afterwards;
     yields its PREFECT_API_URL and process (log: ``home/prefect.log``)."""
-    db = f"hl_prefect_{uuid.uuid4().hex[:8]}"
+    db = database or f"hl_prefect_{uuid.uuid4().hex[:8]}"
     asyncio.run(pg(f'CREATE DATABASE "{db}"', db="postgres"))
     port = free_port()
     server_env = {
