@@ -177,11 +177,7 @@ class Worker:
         a dispatcher faster than this worker (a burst, with no write gate) must not leave the
         runs it could not hand over to one poll per slot every `poll_seconds`."""
         room = self.limit + self.handoff_backlog - self.busy
-        if room <= 0 or self.busy - self.limit >= self.limit:
-            # full, or as many runs wait here for a slot as it has slots: they keep it busy
-            # for a while, and in a burst a poll each `poll_seconds` (a read of the pool and
-            # writes of its status, 26 ms of Prefect server CPU with 1,000 runs waiting) cost
-            # more than the runs it found; the next poll takes a whole backlog's worth
+        if room <= 0:
             return 0
         responses = await _scheduled_runs(self.client, self.work_pool, limit=room)
         started = 0

@@ -476,31 +476,3 @@ async def test_a_storm_waits_in_the_inbox_beyond_max_in_flight(engine: EngineHar
     finally:
         engine.dispatcher.max_in_flight = 1000
 
-
-async def test_a_worker_with_a_deep_backlog_does_not_poll(engine: EngineHarness) -> None:
-    from hookline.engine.deployment import WORK_POOL
-    from hookline.engine.worker import Worker, _scheduled_runs
-
-    # a worker with one slot and room for four runs waiting for it
-    worker = Worker(engine.client, inbox=engine.inbox, limit=1, handoff_backlog=4, name="deep")
-    hold = asyncio.Event()
-    placeholders = [asyncio.create_task(hold.wait()) for _ in range(2)]
-    worker._inflight.update({f"held-{i}": t for i, t in enumerate(placeholders)})
-    with runs_held_in_the_pool(engine) as created:
-        ids = [await engine.put(sample(current_status="degraded")) for _ in range(3)]
-        for _ in range(200):
-            if len(created) == 3:
-                break
-            await asyncio.sleep(0.05)
-        # one running, one waiting for its slot: as many waiting as it has slots, no poll
-        assert await worker.poll_once() == 0
-        assert len(await _scheduled_runs(engine.client, WORK_POOL, limit=10)) == 3
-        # nothing waiting any more: the next poll takes what it has room for
-        placeholders[1].cancel()
-        worker._inflight.pop("held-1")
-        assert await worker.poll_once() == 3
-        for entry_id in ids:
-            assert (await engine.wait_final(entry_id)).status == "done"
-    assert worker.stats.claimed == 3
-    hold.set()
-    await asyncio.gather(*placeholders, return_exceptions=True)
