@@ -475,4 +475,3 @@ async def test_a_storm_waits_in_the_inbox_beyond_max_in_flight(engine: EngineHar
         assert engine.dispatcher.in_flight == 0
     finally:
         engine.dispatcher.max_in_flight = 1000
-
