@@ -62,6 +62,7 @@ def _run_engine(jobs: Callable[[Engine, asyncio.Event], list[Coroutine[Any, Any,
 )
 @click.option(
     "--max-in-flight",
+    type=click.IntRange(min=1),
     default=1000,
     show_default=True,
     help="With --dispatch: events in Prefect at once, as for `hookline dispatch`.",
@@ -108,6 +109,7 @@ def worker(
 )
 @click.option(
     "--max-in-flight",
+    type=click.IntRange(min=1),
     default=1000,
     show_default=True,
     help="Events in Prefect at once (their runs Scheduled to Running); in a storm the rest "

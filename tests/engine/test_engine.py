@@ -38,6 +38,17 @@ def runs_held_in_the_pool(engine: EngineHarness) -> Iterator[list[object]]:
         engine.worker.poll_once = real_poll  # type: ignore[method-assign]
 
 
+async def _put_held(engine: EngineHarness, created: list[object], n: int) -> list[int]:
+    """Store ``n`` degraded events inside `runs_held_in_the_pool`; their entry ids, once
+    ``created`` holds ``n`` runs (or after 10 s)."""
+    ids = [await engine.put(sample(current_status="degraded")) for _ in range(n)]
+    for _ in range(200):
+        if len(created) == n:
+            break
+        await asyncio.sleep(0.05)
+    return ids
+
+
 async def _task_runs(client, flow_run_id: str, count: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Task run name -> state name, once ``count`` task runs are recorded in final states."""
     from prefect.client.schemas.filters import FlowRunFilter as F
@@ -440,11 +451,7 @@ async def test_a_poll_asks_the_pool_for_no_more_runs_than_the_worker_has_room_fo
 
     # three runs wait in the pool: the dispatcher hands none over, the worker does not poll
     with runs_held_in_the_pool(engine) as created:
-        ids = [await engine.put(sample(current_status="degraded")) for _ in range(3)]
-        for _ in range(200):
-            if len(created) == 3:
-                break
-            await asyncio.sleep(0.05)
+        ids = await _put_held(engine, created, 3)
 
         # a burst left in the pool must not be read whole for a worker with room for two
         # (bench/README.md, "Sustained": up to 200 whole runs per poll)
@@ -460,11 +467,7 @@ async def test_a_storm_waits_in_the_inbox_beyond_max_in_flight(engine: EngineHar
     try:
         # five events, none of whose runs can end while held: two go to Prefect, three wait
         with runs_held_in_the_pool(engine) as created:
-            ids = [await engine.put(sample(current_status="degraded")) for _ in range(5)]
-            for _ in range(200):
-                if len(created) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            ids = await _put_held(engine, created, 5)  # waits 10 s for 5 runs: only 2 come
             await asyncio.sleep(1.5)  # several dispatch and follow cycles
             assert len(created) == 2
             counts = await engine.inbox.counts()

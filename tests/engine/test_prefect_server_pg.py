@@ -21,7 +21,7 @@ def test_concurrent_api_calls_reuse_the_servers_postgres_connections(tmp_path: P
     # Prefect's default pool keeps 5 connections and closes each overflow connection as soon
     # as it is returned: under a burst (a worker's runs, the dispatcher's creates and follow
     # reads) that was 1.2 new PostgreSQL sessions, each a fork and a login, per recipe run
-    # (bench/README.md, "Sustained"). The profile keeps 20 open.
+    # (bench/README.md, "PostgreSQL: the server's connection pool"). The profile keeps 20 open.
     database = f"hl_prefect_pool_{uuid.uuid4().hex[:8]}"
     env = clean_env(PREFECT_HOME=str(tmp_path / "prefect-home"))
     with prefect_on_postgres(tmp_path, env, database=database) as (api, _server):
