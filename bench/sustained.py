@@ -38,6 +38,7 @@ import json
 import os
 import signal
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -423,97 +424,217 @@ def baseline(api_url: str, fakes: dict[str, Any], ids: list[str], concurrency: i
 # -- one profile -----------------------------------------------------------------------------
 
 
+def machine_cpu() -> tuple[float, float]:
+    """The whole machine's busy and stolen CPU seconds so far (/proc/stat: all but idle and
+    iowait; steal is time the hypervisor gave this VM's vCPUs to someone else)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = sum(fields) - fields[3] - fields[4] - fields[7]
+    return busy / tick, fields[7] / tick
+
+
+PROBE = """
+import sys, time
+while True:
+    t0 = time.process_time()
+    x = 0
+    for i in range(100_000):
+        x += i * i % 7
+    print(f"{time.time():.3f} {1000 * (time.process_time() - t0):.3f}", flush=True)
+    time.sleep(1.0)
+"""
+
+
+class SpeedProbe:
+    """How fast this machine is, all along: another process runs a fixed pure-Python loop
+    (~4 ms of CPU) every second and logs its CPU milliseconds. On this VM the same loop took
+    up to 1.5x longer in one quarter of an hour than in the next, and the baseline's rate
+    moved with it, so each phase reports the probe's mean over its own window."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PROBE], stdout=path.open("wb"), stderr=subprocess.DEVNULL
+        )
+
+    def mean_ms(self, t0: float, t1: float) -> float:
+        values = []
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                when, ms = (float(v) for v in line.split())
+                if t0 <= when <= t1:
+                    values.append(ms)
+        return statistics.mean(values) if values else float("nan")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Meter:
+    """CPU over one phase: Hookline's processes, Prefect's server, the fake, this process and
+    the whole machine (the rest is PostgreSQL and anything else running)."""
+
+    def __init__(self, stack: Stack, fake_pid: int, probe: SpeedProbe) -> None:
+        self.probe = probe
+        self.groups = {
+            "hookline": stack.hookline_pids(),
+            "prefect_server": stack.server_pids,
+            "fake": [fake_pid],
+        }
+        self.start = self._read()
+        self.t0 = time.time()
+
+    def _read(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pids) for name, pids in self.groups.items()}
+        now["bench"] = time.process_time()
+        now["machine"], now["steal"] = machine_cpu()
+        now["wall"] = time.monotonic()
+        return now
+
+    def per_run(self, runs: int) -> dict[str, float]:
+        end = self._read()
+        d = {k: end[k] - self.start[k] for k in end}
+        out = {k: 1000 * v / runs for k, v in d.items() if k != "wall"}
+        known = sum(d[k] for k in ("hookline", "prefect_server", "fake", "bench"))
+        out["other"] = 1000 * (d["machine"] - known) / runs
+        out["machine_busy_cores"] = d["machine"] / d["wall"]
+        out["probe_ms"] = self.probe.mean_ms(self.t0, time.time())
+        return out
+
+
+def burst_phase(
+    stack: Stack,
+    fakes: dict[str, Any],
+    meter: Meter,
+    args: argparse.Namespace,
+    ids: list[str],
+) -> dict[str, Any]:
+    """Send ``ids`` at once and wait until the inbox says each is done."""
+    before = sum(stack.statuses().values())
+    accepted = asyncio.run(send_events(stack.url, ids, rate=None))
+    done = wait_done(stack, before + len(ids), args.timeout)
+    cpu = meter.per_run(len(ids))
+    first = min(accepted.values())
+    wall = done - first
+    return {
+        "runs_per_s": len(ids) / wall,
+        "wall_s": wall,
+        "acked_s": max(accepted.values()) - first,
+        "cpu_ms_per_run": cpu,
+        "latency": latency(post_message_calls(fakes), accepted),
+    }
+
+
+def baseline_phase(
+    stack: Stack,
+    fakes: dict[str, Any],
+    meter: Meter,
+    args: argparse.Namespace,
+    ids: list[str],
+) -> dict[str, Any]:
+    rate = baseline(stack.api_url, fakes, ids, args.baseline_concurrency)
+    return {"runs_per_s": rate, "cpu_ms_per_run": meter.per_run(len(ids))}
+
+
 def measure(
     stack: Stack, fakes: dict[str, Any], fake_pid: int, args: argparse.Namespace, label: str
 ) -> dict[str, Any]:
+    """``--rounds`` rounds of a Hookline burst and a baseline, in the order ABBA (burst,
+    baseline, baseline, burst, ...), then the paced phase. The machine's speed drifts (see
+    `SpeedProbe`): alternating cancels a steady drift from the ratio of the means."""
     tag = uuid.uuid4().hex[:6]
-    burst = [f"evt_sus_{tag}_{n:05d}" for n in range(args.events)]
     result: dict[str, Any] = {"profile": label, "events": args.events, "load_before": load()}
-    spies: list[subprocess.Popen[bytes]] = []
-    if args.py_spy:
-        args.py_spy.mkdir(parents=True, exist_ok=True)
-        # the Hookline process (with its children: `hookline up`'s embedded server); on
-        # PostgreSQL the last worker, and the Prefect server separately
-        targets = {
-            label: stack.procs[0].proc.pid if label == "embedded" else stack.procs[-1].proc.pid
-        }
-        if label != "embedded":
-            targets[f"{label}-server"] = stack.server_pids[0]
-        for name, pid in targets.items():
-            spies.append(
-                subprocess.Popen(
-                    [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
-                    + ["--subprocesses", "--nonblocking", "-f", "raw", "-r", "50"]
-                    + ["-o", str(args.py_spy / f"{name}.txt")],
-                    stdout=subprocess.DEVNULL,
-                    stderr=(args.py_spy / f"{name}.log").open("wb"),
+    probe = SpeedProbe(stack.work / "speed-probe.log")
+    spies = start_spies(stack, args, label)
+    sent: list[str] = []
+    bare_sent: list[str] = []
+    phases: list[dict[str, Any]] = []
+    order = ["hookline", "baseline"] if args.baseline_events else ["hookline"]
+    try:
+        for r in range(args.rounds):
+            for kind in order if r % 2 == 0 else order[::-1]:
+                meter = Meter(stack, fake_pid, probe)
+                if kind == "hookline":
+                    ids = [f"evt_sus_{tag}_{r}_{n:05d}" for n in range(args.events)]
+                    sent += ids
+                    phase = burst_phase(stack, fakes, meter, args, ids)
+                else:
+                    ids = [f"bare_{tag}_{r}_{n:05d}" for n in range(args.baseline_events)]
+                    bare_sent += ids
+                    phase = baseline_phase(stack, fakes, meter, args, ids)
+                if spies:
+                    for spy in spies:
+                        spy.send_signal(signal.SIGINT)
+                    for spy in spies:
+                        spy.wait(60)
+                    spies = []
+                waited, tail = settle(stack.server_pids)
+                phase.update(
+                    kind=kind,
+                    round=r + 1,
+                    load_after=load(),
+                    server_settle={"s": waited, "cpu_ms_per_run": 1000 * tail / len(ids)},
                 )
-            )
-        time.sleep(1.0)
-    pids = stack.hookline_pids()
-    cpu0 = cpu_seconds(pids), cpu_seconds(stack.server_pids), cpu_seconds([fake_pid])
-    accepted = asyncio.run(send_events(stack.url, burst, rate=None))
-    done = wait_done(stack, len(burst), args.timeout)
-    cpu1 = cpu_seconds(pids), cpu_seconds(stack.server_pids), cpu_seconds([fake_pid])
-    for spy in spies:
-        spy.send_signal(signal.SIGINT)
-    for spy in spies:
-        spy.wait(60)
-    first = min(accepted.values())
-    wall = done - first
-    n = len(burst)
-    result.update(
-        hookline_runs_per_s=n / wall,
-        wall_s=wall,
-        acked_s=max(accepted.values()) - first,
-        cpu_ms_per_run={
-            "hookline": 1000 * (cpu1[0] - cpu0[0]) / n,
-            "prefect_server": 1000 * (cpu1[1] - cpu0[1]) / n,
-            "fake": 1000 * (cpu1[2] - cpu0[2]) / n,
-        },
-        load_after_burst=load(),
-    )
-    calls = post_message_calls(fakes)
-    result["burst_latency"] = latency(calls, accepted)
-    waited, tail = settle(stack.server_pids)
-    result["server_settle"] = {"s": waited, "cpu_ms_per_run": 1000 * tail / n}
-    if args.baseline_events:
-        bare_ids = [f"bare_{tag}_{n:05d}" for n in range(args.baseline_events)]
-        server0 = cpu_seconds(stack.server_pids)
-        me0 = time.process_time()
-        result["baseline_runs_per_s"] = baseline(
-            stack.api_url, fakes, bare_ids, args.baseline_concurrency
-        )
-        rate = result["baseline_runs_per_s"]
-        result["baseline_cpu_ms_per_run"] = {
-            "client": 1000 * (time.process_time() - me0) / len(bare_ids),
-            "prefect_server": 1000 * (cpu_seconds(stack.server_pids) - server0) / len(bare_ids),
+                phases.append(phase)
+        result["phases"] = phases
+        rates = {k: [p["runs_per_s"] for p in phases if p["kind"] == k] for k in order}
+        speed = {
+            k: statistics.mean(p["cpu_ms_per_run"]["probe_ms"] for p in phases if p["kind"] == k)
+            for k in order
         }
-        result["ratio"] = result["hookline_runs_per_s"] / rate
-        result["load_after_baseline"] = load()
-        waited, tail = settle(stack.server_pids)
-        result["baseline_server_settle"] = {
-            "s": waited,
-            "cpu_ms_per_run": 1000 * tail / len(bare_ids),
-        }
-    else:
-        bare_ids = []
-    paced_ids: list[str] = []
-    paced_accepted: dict[str, float] = {}
-    if args.paced_events:
-        rate = args.paced * result["hookline_runs_per_s"]
-        paced_ids = [f"evt_paced_{tag}_{n:05d}" for n in range(args.paced_events)]
-        paced_accepted = asyncio.run(send_events(stack.url, paced_ids, rate=rate))
-        wait_done(stack, n + len(paced_ids), args.timeout)
-        result["paced_rate"] = rate
-        result["paced_latency"] = latency(post_message_calls(fakes), paced_accepted)
-        result["load_after_paced"] = load()
+        result["hookline_runs_per_s"] = statistics.mean(rates["hookline"])
+        if args.baseline_events:
+            result["baseline_runs_per_s"] = statistics.mean(rates["baseline"])
+            result["ratio"] = result["hookline_runs_per_s"] / result["baseline_runs_per_s"]
+            # the same ratio if both sides had run on a machine as fast as in the other's
+            # phases: the probe's CPU time for the same loop scales the rate
+            result["ratio_speed_adjusted"] = result["ratio"] * speed["hookline"] / speed["baseline"]
+        paced_ids: list[str] = []
+        if args.paced_events:
+            rate = args.paced * result["hookline_runs_per_s"]
+            paced_ids = [f"evt_paced_{tag}_{n:05d}" for n in range(args.paced_events)]
+            before = sum(stack.statuses().values())
+            meter = Meter(stack, fake_pid, probe)
+            paced_accepted = asyncio.run(send_events(stack.url, paced_ids, rate=rate))
+            wait_done(stack, before + len(paced_ids), args.timeout)
+            result["paced_cpu_ms_per_run"] = meter.per_run(len(paced_ids))
+            result["paced_rate"] = rate
+            result["paced_latency"] = latency(post_message_calls(fakes), paced_accepted)
+            result["load_after_paced"] = load()
+    finally:
+        probe.stop()
     every = slack_calls(fakes)
     calls = [c for c in every if c["path"].endswith("/chat.postMessage")]
-    result["exactly_once"] = exactly_once(calls, [*burst, *paced_ids], bare_ids)
+    result["exactly_once"] = exactly_once(calls, [*sent, *paced_ids], bare_sent)
     # a permalink is built locally: one auth.test per client, no chat.getPermalink
     result["slack_calls"] = dict(Counter(c["path"] for c in every))
     return result
+
+
+def start_spies(
+    stack: Stack, args: argparse.Namespace, label: str
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the Hookline process (with its children: `hookline up`'s embedded server);
+    on PostgreSQL the last worker, and the Prefect server separately. First burst only."""
+    if not args.py_spy:
+        return []
+    args.py_spy.mkdir(parents=True, exist_ok=True)
+    targets = {label: stack.procs[0].proc.pid if label == "embedded" else stack.procs[-1].proc.pid}
+    if label != "embedded":
+        targets[f"{label}-server"] = stack.server_pids[0]
+    spies = [
+        subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
+            + ["--subprocesses", "--nonblocking", "-f", "raw", "-r", "50"]
+            + ["-o", str(args.py_spy / f"{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=(args.py_spy / f"{name}.log").open("wb"),
+        )
+        for name, pid in targets.items()
+    ]
+    time.sleep(1.0)
+    return spies
 
 
 def latency(calls: list[dict[str, Any]], accepted: dict[str, float]) -> dict[str, float]:
@@ -544,38 +665,45 @@ def exactly_once(
     }
 
 
+def _cpu(c: dict[str, float]) -> str:
+    return (
+        f"CPU ms/run: hookline {c['hookline']:.0f}, prefect server {c['prefect_server']:.0f}, "
+        f"fake {c['fake']:.0f}, bench {c['bench']:.0f}, other (PostgreSQL...) {c['other']:.0f}; "
+        f"machine {c['machine_busy_cores']:.2f} cores busy, steal {c['steal']:.1f} ms/run; "
+        f"probe {c['probe_ms']:.1f} ms"
+    )
+
+
 def show(r: dict[str, Any]) -> None:
-    cpu = r["cpu_ms_per_run"]
-    print(
-        f"\n== {r['profile']}: {r['events']} events, load {r['load_before']} -> "
-        f"{r['load_after_burst']}"
-    )
-    print(
-        f"hookline {r['hookline_runs_per_s']:.2f} runs/s (all acked in {r['acked_s']:.1f} s, "
-        f"drained in {r['wall_s']:.1f} s); CPU ms/run: hookline {cpu['hookline']:.0f}, "
-        f"prefect server {cpu['prefect_server']:.0f}, fake {cpu['fake']:.0f}"
-    )
-    b = r["burst_latency"]
-    print(f"burst: accepted -> vendor call p50 {b['p50_s']:.2f} s, p99 {b['p99_s']:.2f} s")
-    t = r["server_settle"]
-    print(
-        f"after the burst the Prefect server settled in {t['s']:.0f} s "
-        f"(+{t['cpu_ms_per_run']:.0f} ms CPU/run)"
-    )
-    if "baseline_runs_per_s" in r:
-        bc = r["baseline_cpu_ms_per_run"]
+    print(f"\n== {r['profile']}: {r['events']} events per burst, load {r['load_before']}")
+    for p in r["phases"]:
+        t = p["server_settle"]
+        if p["kind"] == "hookline":
+            b = p["latency"]
+            what = (
+                f"hookline {p['runs_per_s']:.2f} runs/s (all acked in {p['acked_s']:.1f} s, "
+                f"drained in {p['wall_s']:.1f} s; accepted -> vendor call p50 "
+                f"{b['p50_s']:.1f} s)"
+            )
+        else:
+            what = f"baseline bare Prefect flows {p['runs_per_s']:.2f} runs/s"
         print(
-            f"baseline bare Prefect flows {r['baseline_runs_per_s']:.2f} runs/s (CPU ms/run: "
-            f"client {bc['client']:.0f}, prefect server {bc['prefect_server']:.0f}); "
-            f"ratio {r['ratio']:.2f}; load {r['load_after_baseline']}; server settled in "
-            f"{r['baseline_server_settle']['s']:.0f} s "
-            f"(+{r['baseline_server_settle']['cpu_ms_per_run']:.0f} ms CPU/run)"
+            f"round {p['round']}: {what}; load {p['load_after']}; server settled in "
+            f"{t['s']:.0f} s (+{t['cpu_ms_per_run']:.0f} ms CPU/run)\n  {_cpu(p['cpu_ms_per_run'])}"
+        )
+    if "ratio" in r:
+        print(
+            f"mean: hookline {r['hookline_runs_per_s']:.2f} runs/s, baseline "
+            f"{r['baseline_runs_per_s']:.2f} runs/s, ratio {r['ratio']:.2f} "
+            f"(adjusted for the machine's speed in each side's phases: "
+            f"{r['ratio_speed_adjusted']:.2f})"
         )
     if "paced_latency" in r:
         p = r["paced_latency"]
         print(
             f"paced at {r['paced_rate']:.2f}/s: accepted -> vendor call p50 {p['p50_s']:.3f} s, "
-            f"p99 {p['p99_s']:.3f} s (n={p['n']}); load {r['load_after_paced']}"
+            f"p99 {p['p99_s']:.3f} s (n={p['n']}); load {r['load_after_paced']}\n  "
+            f"{_cpu(r['paced_cpu_ms_per_run'])}"
         )
     print(f"slack API calls at the fake: {r['slack_calls']}")
     e = r["exactly_once"]
@@ -604,6 +732,12 @@ def main() -> int:
     ap.add_argument("--up-limit", type=int, help="embedded: `hookline up --limit`")
     ap.add_argument("--baseline-events", type=int, help="default: --events; 0: no baseline")
     ap.add_argument("--baseline-concurrency", type=int, default=4)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of a burst and a baseline, ABBA order; the ratio is of the means",
+    )
     ap.add_argument("--paced", type=float, default=0.8, help="fraction of Hookline's rate")
     ap.add_argument("--paced-events", type=int, help="default: --events // 2; 0: none")
     ap.add_argument("--timeout", type=float, default=900.0)
