@@ -43,6 +43,50 @@ def _run_engine(jobs: Callable[[Engine, asyncio.Event], list[Coroutine[Any, Any,
     _run(main())
 
 
+def _dispatcher_options(worker: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The dispatcher's options, for `hookline dispatch` and `hookline worker --dispatch`
+    (where they apply to the worker's own dispatcher)."""
+    only = " Only with --dispatch." if worker else ""
+    options = [
+        click.option(
+            "--concurrency",
+            default=4,
+            show_default=True,
+            help="Flow-run creates at once (a plain SQLite-backed Prefect server: 1)." + only,
+        ),
+        click.option(
+            "--worker-timeout",
+            default=60.0,
+            show_default=True,
+            help="Seconds without a heartbeat after which a worker is dead and its runs are "
+            "recovered (crashed and sent again, or scheduled again)." + only,
+        ),
+        click.option(
+            "--lease",
+            default=60.0,
+            show_default=True,
+            help="Seconds a claimed event stays with this dispatcher: if it dies, another "
+            "takes the event over after this long." + only,
+        ),
+        click.option(
+            "--max-in-flight",
+            type=click.IntRange(min=1),
+            default=1000,
+            show_default=True,
+            help="Events in Prefect at once (their runs Scheduled to Running); in a storm the "
+            "rest wait in the inbox, pending. Keep it well above the workers' total --limit."
+            + only,
+        ),
+    ]
+
+    def apply(f: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
 @click.command()
 @click.option("--limit", default=8, show_default=True, help="Recipe runs executed at once.")
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between work-pool polls.")
@@ -58,19 +102,31 @@ def _run_engine(jobs: Callable[[Engine, asyncio.Event], list[Coroutine[Any, Any,
     "--dispatch/--no-dispatch",
     default=False,
     show_default=True,
-    help="Also run a dispatcher in this process.",
+    help="Also run a dispatcher in this process: it hands the runs it creates to this worker "
+    "(the fastest topology; any number of such processes may share a PostgreSQL inbox).",
 )
-@click.option(
-    "--max-in-flight",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="With --dispatch: events in Prefect at once, as for `hookline dispatch`.",
-)
+@_dispatcher_options(worker=True)
 def worker(
-    limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: bool, max_in_flight: int
+    limit: int,
+    poll: float,
+    work_pool: str,
+    heartbeat: float,
+    dispatch: bool,
+    concurrency: int,
+    worker_timeout: float,
+    lease: float,
+    max_in_flight: int,
 ) -> None:
     """Execute recipe runs from the Prefect work pool, in this process."""
+    if not dispatch:
+        ctx = click.get_current_context()
+        given = [
+            "--" + name.replace("_", "-")
+            for name in ("concurrency", "worker_timeout", "lease", "max_in_flight")
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only with --dispatch")
 
     def jobs(eng: Engine, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
         w = eng.worker(
@@ -78,7 +134,14 @@ def worker(
         )
         running = [w.run(stop)]
         if dispatch:
-            d = eng.dispatcher(w, work_pool=work_pool, max_in_flight=max_in_flight)
+            d = eng.dispatcher(
+                w,
+                concurrency=concurrency,
+                worker_timeout=worker_timeout,
+                lease_seconds=lease,
+                max_in_flight=max_in_flight,
+                work_pool=work_pool,
+            )
             running.append(d.run(stop))
         click.echo(f"worker {w.name} polling work pool {work_pool!r} (limit {limit})")
         return running
@@ -87,34 +150,7 @@ def worker(
 
 
 @click.command()
-@click.option(
-    "--concurrency",
-    default=4,
-    show_default=True,
-    help="Flow-run creates at once (a plain SQLite-backed Prefect server: 1).",
-)
-@click.option(
-    "--worker-timeout",
-    default=60.0,
-    show_default=True,
-    help="Seconds without a heartbeat after which a worker is dead and its runs are "
-    "recovered (crashed and sent again, or scheduled again).",
-)
-@click.option(
-    "--lease",
-    default=60.0,
-    show_default=True,
-    help="Seconds a claimed event stays with this dispatcher: if it dies, another takes the "
-    "event over after this long.",
-)
-@click.option(
-    "--max-in-flight",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Events in Prefect at once (their runs Scheduled to Running); in a storm the rest "
-    "wait in the inbox, pending. Keep it well above the workers' total --limit.",
-)
+@_dispatcher_options(worker=False)
 @click.option("--work-pool", default="hookline", show_default=True)
 def dispatch(
     concurrency: int, worker_timeout: float, lease: float, max_in_flight: int, work_pool: str

@@ -36,6 +36,19 @@ def test_worker_and_dispatch_need_a_prefect_server(command: str, tmp_path: Path)
     assert "hookline up" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "args", [["--lease", "5"], ["--concurrency", "2", "--worker-timeout", "9"]]
+)
+def test_worker_refuses_dispatcher_options_without_dispatch(args: list[str]) -> None:
+    """A dispatcher option on a worker without its dispatcher would be silently ignored."""
+    done = subprocess.run(
+        [HOOKLINE, "worker", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    named = ", ".join(a for a in args if a.startswith("--"))
+    assert f"Error: {named}: only with --dispatch" in done.stderr
+
+
 def test_replay_of_an_unknown_event_says_where_to_look(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOOKLINE_"))}
     env["HOOKLINE_HOME"] = str(tmp_path)
