@@ -563,9 +563,9 @@ def measure(
                 bare_sent += ids
                 baseline(stack.api_url, fakes, ids, args.baseline_concurrency)
             settle(stack.server_pids)
-        spies = start_spies(stack, args, label)
         for r in range(args.rounds):
             for kind in order if r % 2 == 0 else order[::-1]:
+                spies = start_spies(stack, args, label, kind) if r == 0 else []
                 meter = Meter(stack, fake_pid, probe)
                 if kind == "hookline":
                     ids = [f"evt_sus_{tag}_{r}_{n:05d}" for n in range(args.events)]
@@ -575,12 +575,10 @@ def measure(
                     ids = [f"bare_{tag}_{r}_{n:05d}" for n in range(args.baseline_events)]
                     bare_sent += ids
                     phase = baseline_phase(stack, fakes, meter, args, ids)
-                if spies:
-                    for spy in spies:
-                        spy.send_signal(signal.SIGINT)
-                    for spy in spies:
-                        spy.wait(60)
-                    spies = []
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)
+                for spy in spies:
+                    spy.wait(60)
                 waited, tail = settle(stack.server_pids)
                 phase.update(
                     kind=kind,
@@ -625,10 +623,11 @@ def measure(
 
 
 def start_spies(
-    stack: Stack, args: argparse.Namespace, label: str
+    stack: Stack, args: argparse.Namespace, label: str, kind: str
 ) -> list[subprocess.Popen[bytes]]:
     """py-spy on the Hookline process (with its children: `hookline up`'s embedded server);
-    on PostgreSQL the last worker, and the Prefect server separately. First burst only."""
+    on PostgreSQL the last worker, and the Prefect server separately. The first round's
+    phases only, into ``<label>[-server]-<kind>.txt``."""
     if not args.py_spy:
         return []
     args.py_spy.mkdir(parents=True, exist_ok=True)
@@ -639,9 +638,9 @@ def start_spies(
         subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
             + ["--subprocesses", "--nonblocking", "-f", "raw", "-r", "50"]
-            + ["-o", str(args.py_spy / f"{name}.txt")],
+            + ["-o", str(args.py_spy / f"{name}-{kind}.txt")],
             stdout=subprocess.DEVNULL,
-            stderr=(args.py_spy / f"{name}.log").open("wb"),
+            stderr=(args.py_spy / f"{name}-{kind}.log").open("wb"),
         )
         for name, pid in targets.items()
     ]

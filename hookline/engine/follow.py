@@ -7,7 +7,8 @@ reflects in the inbox what happens to settled events' runs later in Prefect.
     done/failed --a run rescheduled in Prefect--> dispatched
 
 - Following: each cycle pages through every dispatched entry, oldest first, and asks Prefect
-  (at most 200 ids per query, Prefect's limit) which of their runs ended; an entry is ``done``
+  (at most 200 ids per query, Prefect's limit) which of their runs ended (and an entry whose
+  run an in-process worker saw end is followed alone, at once); an entry is ``done``
   when all its runs completed, ``failed`` (with the runs' messages) when any failed, crashed
   or was cancelled. Transitions name the status they expect, so several dispatchers following
   the same runs act once. The count of entries still in flight is the owner's ``in_flight``
@@ -150,6 +151,19 @@ class Follower:
                 await self.reconcile_once(now)
             except PREFECT_ERRORS as exc:
                 log.warning("cannot read flow run states: %s", exc)
+        return finished
+
+    async def follow_entries(self, entry_ids: set[int]) -> int:
+        """Follow only these entries (their runs ended in this process), the way a cycle
+        would; return how many moved to done/failed."""
+        o = self.owner
+        entries = [e for i in sorted(entry_ids) if (e := await o.inbox.get(i)) is not None]
+        try:
+            finished = await self._follow([e for e in entries if e.status == "dispatched"])
+        except PREFECT_ERRORS as exc:  # the next cycle follows them
+            log.warning("cannot read flow run states: %s", exc)
+            return 0
+        o.in_flight = max(0, o.in_flight - finished)
         return finished
 
     async def reconcile_once(self, now: float | None = None) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 
@@ -460,6 +462,42 @@ async def test_a_poll_asks_the_pool_for_no_more_runs_than_the_worker_has_room_fo
 
     for entry_id in ids:
         assert (await engine.wait_final(entry_id)).status == "done"
+
+
+async def test_a_run_that_ends_in_process_has_its_event_followed_alone(
+    engine: EngineHarness,
+) -> None:
+    """The in-process worker says a run ended: its event is done at once, and only its runs
+    are read from Prefect, not every event still in flight (which, once per ended run, kept
+    the Prefect server busy with reads through a burst)."""
+    ids_read: list[int] = []
+
+    async def count(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path.endswith("/flow_runs/filter"):
+            body = json.loads(request.content or b"{}")
+            ids_read.append(len(((body.get("flow_runs") or {}).get("id") or {}).get("any_") or []))
+
+    hooks = engine.client._client.event_hooks["request"]
+    engine.dispatcher.follow_seconds = 3600.0  # one whole cycle at most, from now on
+    try:
+        with runs_held_in_the_pool(engine) as created:  # no poll takes them meanwhile
+            await _put_held(engine, created, 10)
+            assert len(created) == 10
+            hooks.append(count)
+            started = time.monotonic()
+            for flow_run in created:  # one after another
+                assert engine.worker.submit(flow_run)
+                entry_id = flow_run.parameters["entry_id"]  # type: ignore[attr-defined]
+                assert (await engine.wait_final(entry_id, timeout=30)).status == "done"
+            took = time.monotonic() - started
+    finally:
+        if count in hooks:
+            hooks.remove(count)
+        engine.dispatcher.follow_seconds = 0.5
+    # 10 ids for the ended runs, and one whole cycle of at most 10; a cycle per ended run
+    # read 10 + 9 + ... + 1 = 55
+    assert sum(ids_read) <= 20, ids_read
+    assert took < 20, f"10 runs one after another took {took:.1f} s"
 
 
 async def test_a_storm_waits_in_the_inbox_beyond_max_in_flight(engine: EngineHarness) -> None:
