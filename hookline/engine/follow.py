@@ -13,8 +13,8 @@ reflects in the inbox what happens to settled events' runs later in Prefect.
   or was cancelled. Transitions name the status they expect, so several dispatchers following
   the same runs act once. The count of entries still in flight is the owner's ``in_flight``
   (its dispatches stop at ``max_in_flight``).
-- Lost runs: every `recover_seconds`, runs still Pending or Running, and Scheduled runs some
-  worker claimed, are checked against the worker that claimed them (`Inbox.run_claims`) and that worker's heartbeats in
+- Lost runs: every `recover_seconds`, runs still Scheduled, Pending or Running are checked
+  against the worker that claimed them (`Inbox.run_claims`) and that worker's heartbeats in
   Prefect's work pool. A worker silent for `worker_timeout` seconds is dead: its Pending and
   Running runs are marked Crashed and the event is sent again (at most `max_auto_retries`
   times; the step log keeps finished steps, `on_failure` included, from repeating); a run it
@@ -62,7 +62,7 @@ PREFECT_MAX_LIMIT = 200  # Prefect refuses a flow_runs/filter limit above this (
 PREFECT_ERRORS = (httpx.HTTPError, PrefectHTTPStatusError, OSError)
 """What a call to an unreachable or failing Prefect API raises."""
 _FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
-_HELD = [StateType.PENDING, StateType.RUNNING]
+_LIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
 
 
 async def read_runs(
@@ -307,17 +307,10 @@ class Follower:
         by_run = {rid: (e, name) for e in entries for name, rid in e.flow_runs.items()}
         if not by_run:
             return
-        # Only runs a worker holds can be lost: Pending and Running ones, and Scheduled ones
-        # some worker claimed in the inbox. A burst's unclaimed Scheduled runs (up to
-        # max_in_flight of them) were read whole here every recover_seconds before: 115 ms
-        # of server CPU per 200 (bench/README.md, "Sustained").
-        claims = await o.inbox.run_claims(sorted(by_run))
-        runs = await read_runs(o.client, sorted(UUID(r) for r in by_run), _HELD)
-        runs += await read_runs(
-            o.client, sorted(UUID(r) for r in by_run if r in claims), [StateType.SCHEDULED]
-        )
+        runs = await read_runs(o.client, sorted(UUID(r) for r in by_run), _LIVE)
         if not runs:
             return
+        claims = await o.inbox.run_claims(str(r.id) for r in runs)
         live = await self._live_workers(now)
         dead: dict[int, list[str]] = {}
         for run in runs:
