@@ -14,7 +14,10 @@ Per profile:
   a fresh schema of its ``test`` database, `hookline serve`, `hookline dispatch` and one
   `hookline worker` process per ``--workers`` entry (a fresh stack per entry).
 
-Then, against that stack: (1) a burst of ``--events`` signed events; Hookline's rate is
+Then, against that stack, after ``--warmup`` unmeasured events and bare runs, ``--rounds``
+rounds in ABBA order (burst, baseline, baseline, burst; the ratio is of the means, a steady
+drift of the machine's speed cancelling out), each phase with a speed probe's reading:
+(1) a burst of ``--events`` signed events; Hookline's rate is
 events / (first accepted -> all `done`); (2) the **baseline** on the same Prefect server:
 ``--events`` bare async flow runs (one task, the same `slack_sdk` call on one shared client)
 created from a deployment and executed in this process ``--baseline-concurrency`` at a time
@@ -533,6 +536,7 @@ def baseline_phase(
     args: argparse.Namespace,
     ids: list[str],
 ) -> dict[str, Any]:
+    """Run ``ids`` as bare Prefect flow runs on the stack's server (`baseline`)."""
     rate = baseline(stack.api_url, fakes, ids, args.baseline_concurrency)
     return {"runs_per_s": rate, "cpu_ms_per_run": meter.per_run(len(ids))}
 

@@ -107,22 +107,14 @@ def _dispatcher_options(worker: bool) -> Callable[[Callable[..., None]], Callabl
 )
 @_dispatcher_options(worker=True)
 def worker(
-    limit: int,
-    poll: float,
-    work_pool: str,
-    heartbeat: float,
-    dispatch: bool,
-    concurrency: int,
-    worker_timeout: float,
-    lease: float,
-    max_in_flight: int,
+    limit: int, poll: float, work_pool: str, heartbeat: float, dispatch: bool, **options: Any
 ) -> None:
     """Execute recipe runs from the Prefect work pool, in this process."""
     if not dispatch:
         ctx = click.get_current_context()
         given = [
             "--" + name.replace("_", "-")
-            for name in ("concurrency", "worker_timeout", "lease", "max_in_flight")
+            for name in options
             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
         ]
         if given:
@@ -134,14 +126,7 @@ def worker(
         )
         running = [w.run(stop)]
         if dispatch:
-            d = eng.dispatcher(
-                w,
-                concurrency=concurrency,
-                worker_timeout=worker_timeout,
-                lease_seconds=lease,
-                max_in_flight=max_in_flight,
-                work_pool=work_pool,
-            )
+            d = eng.dispatcher(w, work_pool=work_pool, **_dispatcher_fields(options))
             running.append(d.run(stop))
         click.echo(f"worker {w.name} polling work pool {work_pool!r} (limit {limit})")
         return running
@@ -149,22 +134,21 @@ def worker(
     _run_engine(jobs)
 
 
+def _dispatcher_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """`_dispatcher_options`' values as `Dispatcher` fields."""
+    fields = dict(options)
+    fields["lease_seconds"] = fields.pop("lease")
+    return fields
+
+
 @click.command()
 @_dispatcher_options(worker=False)
 @click.option("--work-pool", default="hookline", show_default=True)
-def dispatch(
-    concurrency: int, worker_timeout: float, lease: float, max_in_flight: int, work_pool: str
-) -> None:
+def dispatch(work_pool: str, **options: Any) -> None:
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""
 
     def jobs(eng: Engine, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
-        d = eng.dispatcher(
-            concurrency=concurrency,
-            worker_timeout=worker_timeout,
-            lease_seconds=lease,
-            max_in_flight=max_in_flight,
-            work_pool=work_pool,
-        )
+        d = eng.dispatcher(work_pool=work_pool, **_dispatcher_fields(options))
         click.echo("dispatcher running")
         return [d.run(stop)]
 

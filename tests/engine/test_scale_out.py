@@ -159,11 +159,8 @@ class ScaledOut:
                 assert p.proc.poll() is None, f"{p.args} exited:\n{p.output()}"
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[ScaledOut]:
-    if not pg_available():
-        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
-    home = tmp_path
+def write_project(home: Path) -> None:
+    """The RECIPES and a hookline.yaml with the SolveForce source, in ``home``."""
     (home / "recipes").mkdir()
     for name in RECIPES:
         (home / "recipes" / f"{name}.yaml").write_text(
@@ -174,6 +171,14 @@ def stack(tmp_path: Path) -> Iterator[ScaledOut]:
         "env": ["SCALE_WORKER", "SINK_URL"],
     }
     (home / "hookline.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[ScaledOut]:
+    if not pg_available():
+        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
+    home = tmp_path
+    write_project(home)
     schema = f"hl_scale_{uuid.uuid4().hex[:8]}"
     inbox = CoreSettings(home=home / "hookline-home", database_url=f"{PG}/test?schema={schema}")
     procs: list[Proc] = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import textwrap
 import time
 import uuid
 from collections import Counter
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hookline.config import CoreSettings
 from hookline.engine.prefect_server import free_port
@@ -58,15 +56,7 @@ def engines(tmp_path: Path) -> Iterator[Engines]:
     if not pg_available():
         pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
     home = tmp_path
-    (home / "recipes").mkdir()
-    for name in scale.RECIPES:
-        recipe = scale.RECIPE_YAML.format(name=name)
-        (home / "recipes" / f"{name}.yaml").write_text(textwrap.dedent(recipe))
-    config = {
-        "sources": {"solveforce": {"scheme": "solveforce", "secrets": ["${SOLVEFORCE_SECRET}"]}},
-        "env": ["SCALE_WORKER", "SINK_URL"],
-    }
-    (home / "hookline.yaml").write_text(yaml.safe_dump(config))
+    scale.write_project(home)
     schema = f"hl_coloc_{uuid.uuid4().hex[:8]}"
     inbox = CoreSettings(home=home / "hookline-home", database_url=f"{PG}/test?schema={schema}")
     procs: list[Proc] = []
