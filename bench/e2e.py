@@ -125,10 +125,10 @@ async def run_hookline(
                 recipes,
                 client,
                 deployment_id,
-                on_created=worker.submit,
                 concurrency=concurrency,
                 write_gate=gate,
             )
+            dispatcher.hand_to(worker)
             app = create_app(
                 config,
                 settings=settings,

@@ -44,15 +44,12 @@ class Engine:
 
     def dispatcher(self, worker: Worker | None = None, **options: Any) -> Dispatcher:
         """A dispatcher of this engine's inbox, recipes and deployment; ``options``:
-        `Dispatcher` fields. With ``worker``, in the same process: each new run goes straight
-        to it, and it says when a run ended (the next event of an ``order_by`` lane starts
-        at once instead of at the next follow cycle)."""
+        `Dispatcher` fields. With ``worker``, in the same process (`Dispatcher.hand_to`)."""
         from hookline.engine.dispatcher import Dispatcher
 
         d = Dispatcher(self.inbox, self.recipes, self.client, self.deployment_id, **options)
         if worker is not None:
-            d.on_created = worker.submit
-            worker.on_finished = d.notify_finished
+            d.hand_to(worker)
         return d
 
 

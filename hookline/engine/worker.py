@@ -108,11 +108,15 @@ class Worker:
     def busy(self) -> int:
         return len(self._inflight)
 
+    def room(self) -> int:
+        """How many more runs `submit` takes now: free slots and free places in the backlog."""
+        return max(0, self.limit + self.handoff_backlog - self.busy)
+
     def submit(self, flow_run: Any) -> bool:
         """Take ``flow_run``: it starts as soon as a slot is free (it waits for one if the
         handoff backlog has room). False leaves it to the work pool's next poll."""
         key = str(flow_run.id)
-        if key in self._inflight or self.busy >= self.limit + self.handoff_backlog:
+        if key in self._inflight or self.room() <= 0:
             return False
         task = asyncio.get_running_loop().create_task(
             self._execute(flow_run), context=self._context.copy()
@@ -177,7 +181,7 @@ class Worker:
         many. Runs taken into the backlog are claimed only when a slot frees (see `submit`):
         a dispatcher faster than this worker (a burst, with no write gate) must not leave the
         runs it could not hand over to one poll per slot every `poll_seconds`."""
-        room = self.limit + self.handoff_backlog - self.busy
+        room = self.room()
         if room <= 0:
             return 0
         responses = await _scheduled_runs(self.client, self.work_pool, limit=room)

@@ -118,10 +118,8 @@ async def running_engine(
         )
         runtime.install(rt)
         worker = Worker(client, poll_seconds=0.2, inbox=inbox, heartbeat_seconds=1.0)
-        dispatcher = Dispatcher(
-            inbox, recipes, client, deployment_id, on_created=worker.submit, poll_seconds=0.1
-        )
-        worker.on_finished = dispatcher.notify_finished
+        dispatcher = Dispatcher(inbox, recipes, client, deployment_id, poll_seconds=0.1)
+        dispatcher.hand_to(worker)
         stop = asyncio.Event()
         jobs = asyncio.gather(dispatcher.run(stop), worker.run(stop), watched.watch(stop))
         try:

@@ -14,6 +14,7 @@ import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 
 from hookline.engine.errors import PrefectUnavailable
+from hookline.inbox import FINAL_STATUSES
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness
 from vendor_fakes import FakeVendors
@@ -498,6 +499,38 @@ async def test_a_run_that_ends_in_process_has_its_event_followed_alone(
     # read 10 + 9 + ... + 1 = 55
     assert sum(ids_read) <= 20, ids_read
     assert took < 20, f"10 runs one after another took {took:.1f} s"
+
+
+async def test_a_storm_waits_in_the_inbox_while_the_in_process_worker_is_full(
+    engine: EngineHarness,
+) -> None:
+    """The dispatcher creates no more runs than its in-process worker takes: the rest of a
+    storm waits in the inbox, pending, not as Scheduled runs in Prefect, whose every waiting
+    run made each follow read, recovery pass and poll dearer; all of it still runs."""
+    from hookline.engine.follow import _LIVE, read_runs
+
+    worker = engine.worker
+    saved = worker.handoff_backlog
+    worker.handoff_backlog = 3 - worker.limit  # room for 3 runs in all
+    peak = 0
+    waited = False
+    try:
+        ids = [await engine.put(sample(current_status="degraded")) for _ in range(12)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            entries = [await engine.inbox.get(i) for i in ids]
+            waited = waited or any(e is not None and e.status == "pending" for e in entries)
+            runs = [UUID(r) for e in entries if e is not None for r in e.flow_runs.values()]
+            peak = max(peak, len(await read_runs(engine.client, runs, _LIVE)))
+            if all(e is not None and e.status in FINAL_STATUSES for e in entries):
+                break
+            await asyncio.sleep(0.01)
+        for entry_id in ids:
+            assert (await engine.wait_final(entry_id)).status == "done"
+    finally:
+        worker.handoff_backlog = saved
+    assert waited, "the storm never waited in the inbox"
+    assert 1 <= peak <= 3, f"{peak} runs live in Prefect for a worker with room for 3"
 
 
 async def test_a_storm_waits_in_the_inbox_beyond_max_in_flight(engine: EngineHarness) -> None:

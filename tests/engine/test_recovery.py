@@ -33,6 +33,7 @@ async def _created_but_not_taken(engine: EngineHarness, payload: dict[str, Any])
     engine.worker.handoff_backlog = -engine.worker.limit  # no room: takes nothing
     created: list[Any] = []
     engine.dispatcher.on_created = created.append
+    engine.dispatcher.handoff_room = None  # the dispatcher creates regardless
     try:
         entry_id = await engine.put(payload)
         for _ in range(200):
@@ -44,7 +45,7 @@ async def _created_but_not_taken(engine: EngineHarness, payload: dict[str, Any])
             await asyncio.sleep(0.05)
         return entry_id, flow_run
     finally:
-        engine.dispatcher.on_created = engine.worker.submit
+        engine.dispatcher.hand_to(engine.worker)
         engine.worker.handoff_backlog = limit
 
 
