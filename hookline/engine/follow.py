@@ -93,6 +93,7 @@ class Owner(Protocol):
     client: PrefectClient
     stats: DispatcherStats
     follow_page: int
+    reconcile_batch: int
     recover_seconds: float
     worker_timeout: float
     settled_window: float
@@ -113,6 +114,7 @@ class Follower:
     def __init__(self, owner: Owner) -> None:
         self.owner = owner
         self._next_recover = 0.0
+        self._reconcile_after = 0  # where the next reconcile pass starts (an entry id)
 
     async def follow_once(self) -> int:
         """Move dispatched entries whose runs all ended to done/failed; return how many.
@@ -175,19 +177,31 @@ class Follower:
         newer than the event's own last change counts, so an event failed for a reason of
         its own (a `when` error at a replay) is not undone by its old runs. Returns how many
         events changed.
+
+        A pass checks at most `reconcile_batch` events, oldest first from where the last
+        pass stopped, and wraps around: a busy system's hour of done events is read from
+        Prefect a slice per pass, not whole every `recover_seconds` (28,800 done events
+        at 8 a second cost the server 0.5 s of CPU per pass, bench/README.md). A change
+        by hand is seen within (settled events / batch) passes; a Retry from the UI
+        sooner, by the worker that runs the restarted run (`Worker._reopen_if_settled`).
         """
         o = self.owner
         now = o.clock() if now is None else now
         since = datetime.fromtimestamp(now - o.settled_window, UTC)
-        changed = after = 0
-        while True:
-            entries = await o.inbox.settled(after, o.follow_page, done_since=since)
-            if not entries:
-                return changed
-            after = entries[-1].id
-            changed += await self._resettle(entries)
-            if len(entries) < o.follow_page:
-                return changed
+        changed = checked = 0
+        after = self._reconcile_after
+        while checked < o.reconcile_batch:
+            page = min(o.follow_page, o.reconcile_batch - checked)
+            entries = await o.inbox.settled(after, page, done_since=since)
+            if entries:
+                after = entries[-1].id
+                checked += len(entries)
+                changed += await self._resettle(entries)
+            if len(entries) < page:
+                after = 0  # the end: the next pass starts from the oldest again
+                break
+        self._reconcile_after = after
+        return changed
 
     async def _resettle(self, entries: list[InboxEntry]) -> int:
         inbox = self.owner.inbox

@@ -177,12 +177,16 @@ class Worker:
                 await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
     async def poll_once(self) -> int:
-        """Take scheduled runs from the pool, up to the free capacity and backlog; return how
-        many. Runs taken into the backlog are claimed only when a slot frees (see `submit`):
-        a dispatcher faster than this worker (a burst, with no write gate) must not leave the
-        runs it could not hand over to one poll per slot every `poll_seconds`."""
+        """Take scheduled runs from the pool, up to the free capacity and backlog, once no more
+        than half the backlog waits for a slot; return how many. Runs taken into the backlog
+        are claimed only when a slot frees (see `submit`): a dispatcher faster than this
+        worker (a burst, with no write gate) must not leave the runs it could not hand over
+        to one poll per slot every `poll_seconds`."""
         room = self.room()
-        if room <= 0:
+        if room <= 0 or self.busy - self.limit > self.handoff_backlog // 2:
+            # enough waits here already. In a burst a poll would take the runs another
+            # engine's dispatcher handed to its own worker, to fail their claim later, while
+            # every poll costs the server ~25 ms (bench/README.md, "Two engines")
             return 0
         responses = await _scheduled_runs(self.client, self.work_pool, limit=room)
         started = 0

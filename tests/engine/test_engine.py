@@ -549,3 +549,37 @@ async def test_a_storm_waits_in_the_inbox_beyond_max_in_flight(engine: EngineHar
         assert engine.dispatcher.in_flight == 0
     finally:
         engine.dispatcher.max_in_flight = 1000
+
+
+async def test_a_worker_polls_only_once_its_backlog_runs_low(engine: EngineHarness) -> None:
+    """While more than half its handoff backlog waits for a slot, a worker does not poll: in a
+    burst a poll would take the runs another engine's dispatcher handed to its own worker (to
+    lose their claims later), and every poll costs the Prefect server ~25 ms."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from hookline.engine.worker import Worker
+
+    pool = f"hookline-backlog-{time.monotonic_ns()}"
+    await engine.client.create_work_pool(WorkPoolCreate(name=pool, type="hookline"))
+    polls: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        if request.url.path.endswith("/get_scheduled_flow_runs"):
+            polls.append(request.url.path)
+
+    worker = Worker(engine.client, work_pool=pool, inbox=engine.inbox, limit=2, handoff_backlog=4)
+    loop = asyncio.get_running_loop()
+    held = {f"run-{i}": loop.create_future() for i in range(2 + 3)}  # 2 slots, 3 waiting
+    worker._inflight.update(held)  # type: ignore[arg-type]
+    hooks = engine.client._client.event_hooks["request"]
+    hooks.append(count)
+    try:
+        assert await worker.poll_once() == 0
+        assert polls == []  # 3 of 4 backlog places taken: no poll
+        worker._inflight.pop("run-4")  # 2 of 4: low
+        assert await worker.poll_once() == 0  # the pool is empty
+        assert len(polls) == 1
+    finally:
+        hooks.remove(count)
+        for f in held.values():
+            f.cancel()

@@ -123,3 +123,55 @@ async def test_an_event_failed_for_its_own_reason_is_not_settled_by_its_old_runs
     assert await engine.dispatcher.reconcile_once() == 0
     entry = await engine.inbox.get(entry.id)  # type: ignore[assignment]
     assert entry is not None and entry.status == "failed"
+
+
+async def test_reconcile_reads_a_bounded_slice_per_pass_and_comes_round(
+    engine: EngineHarness,
+) -> None:
+    """A reconcile pass checks at most `reconcile_batch` settled events and the next pass goes
+    on from there: a busy system's hour of done events is not read from Prefect whole every
+    `recover_seconds`, and a change by hand to the newest one is still found, a pass later."""
+    import json
+
+    import httpx
+
+    from hookline.engine.dispatcher import Dispatcher
+
+    entries = [await engine.run(sample(current_status="degraded")) for _ in range(5)]
+    assert [e.status for e in entries] == ["done"] * 5
+    engine.stop.set()  # the engine's own passes would find the change first
+    await asyncio.sleep(0.5)
+    [run_id] = entries[-1].flow_runs.values()
+    await engine.client.set_flow_run_state(
+        UUID(run_id), Failed(message="marked failed by hand"), force=True
+    )
+    d = Dispatcher(
+        engine.inbox,
+        engine.recipes,
+        engine.client,
+        engine.dispatcher.deployment_id,
+        reconcile_batch=2,
+        follow_page=2,
+    )
+    ids_read: list[int] = []
+
+    async def count(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path.endswith("/flow_runs/filter"):
+            body = json.loads(request.content or b"{}")
+            ids_read.append(len(((body.get("flow_runs") or {}).get("id") or {}).get("any_") or []))
+
+    hooks = engine.client._client.event_hooks["request"]
+    hooks.append(count)
+    changed, per_pass = [], []
+    try:
+        for _ in range(4):
+            ids_read.clear()
+            changed.append(await d.reconcile_once())
+            per_pass.append(sum(ids_read))
+    finally:
+        hooks.remove(count)
+    assert changed == [0, 0, 1, 0]  # events 1-2, 3-4, 5 (changed), then 1-2 again
+    assert max(per_pass) <= 2, per_pass
+    last = await engine.inbox.get(entries[-1].id)
+    assert last is not None and last.status == "failed"
+    assert "marked failed by hand" in (last.last_error or "")
