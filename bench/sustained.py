@@ -778,13 +778,17 @@ def main() -> int:
     ap.add_argument("--paced-events", type=int, help="default: --events // 2; 0: none")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--py-spy", type=Path, help="record the Hookline processes into DIR")
+    ap.add_argument(
+        "--keep", type=Path, help="work in DIR and keep it (the stack's logs), not a temp dir"
+    )
     args = ap.parse_args()
     if args.baseline_events is None:
         args.baseline_events = args.events
     if args.paced_events is None:
         args.paced_events = args.events // 2
     results = []
-    with tempfile.TemporaryDirectory(prefix="hookline-sustained-") as tmp:
+    kept = contextlib.nullcontext(str(args.keep)) if args.keep else None
+    with kept or tempfile.TemporaryDirectory(prefix="hookline-sustained-") as tmp:
         for profile in args.profiles.split(","):
             counts = [1] if profile == "embedded" else [int(w) for w in args.workers.split(",")]
             for workers in counts:
