@@ -46,6 +46,8 @@ from hookline.retry import RetryPolicy
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
+    from hookline.engine.worker import Worker
+
 log = logging.getLogger("hookline.dispatcher")
 
 NO_RECIPE_MATCHED = "no recipe matched"
@@ -152,8 +154,8 @@ class Dispatcher:
     creates no more than that, so a storm waits in the inbox, pending, and Prefect holds only
     the runs about to execute. Every Scheduled run waiting in Prefect made each follow read,
     recovery pass and work-pool poll dearer: with 1,000 waiting, the recovery pass cost the
-    server 397 ms instead of 10 and a poll 39 ms instead of 21 (bench/README.md,
-    "Sustained"). Other workers polling the pool still take the runs waiting in this
+    server 380 ms instead of 10 and a poll 39 ms instead of 26 (bench/README.md, "Runs
+    waiting in Prefect"). Other workers polling the pool still take the runs waiting in this
     worker's backlog first, if they are quicker."""
     clock: Callable[[], float] = time.time
     stats: DispatcherStats = field(default_factory=DispatcherStats)
@@ -192,8 +194,8 @@ class Dispatcher:
         """Something was stored: dispatch now instead of at the next poll."""
         self.wakeup.set()
 
-    def hand_to(self, worker: Any) -> None:
-        """Run in one process with ``worker`` (a `Worker`): each new run goes straight to it
+    def hand_to(self, worker: Worker) -> None:
+        """Run in one process with ``worker``: each new run goes straight to it
         (`on_created`), no more are created than it takes (`handoff_room`), and it says when
         a run ended (`notify_finished`), so the next event of an ``order_by`` lane starts at
         once instead of at the next follow cycle."""

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,29 @@ class EngineHarness:
         """What `memory.remember` stored under ``key`` (the worker keeps it in the inbox)."""
         value = (await self.inbox.completed_steps("hookline-memory", key, "memory")).get("value")
         return None if value is None else dict(value)
+
+
+@contextlib.contextmanager
+def prefect_requests(client: Any, path_end: str) -> Iterator[list[Any]]:
+    """The requests ``client`` sends to Prefect paths ending in ``path_end``, in the block."""
+    seen: list[Any] = []
+
+    async def keep(request: Any) -> None:
+        if request.url.path.endswith(path_end):
+            seen.append(request)
+
+    hooks = client._client.event_hooks["request"]
+    hooks.append(keep)
+    try:
+        yield seen
+    finally:
+        hooks.remove(keep)
+
+
+def run_ids_read(requests: list[Any]) -> list[int]:
+    """How many flow run ids each `/flow_runs/filter` request of ``requests`` asked for."""
+    bodies = [json.loads(r.content or b"{}") for r in requests if r.method == "POST"]
+    return [len(((b.get("flow_runs") or {}).get("id") or {}).get("any_") or []) for b in bodies]
 
 
 @contextlib.asynccontextmanager

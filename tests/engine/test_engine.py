@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from uuid import UUID
 
-import httpx
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 
 from hookline.engine.errors import PrefectUnavailable
 from hookline.inbox import FINAL_STATUSES
 from tests.engine.conftest import sample
-from tests.engine.harness import EngineHarness
+from tests.engine.harness import EngineHarness, prefect_requests, run_ids_read
 from vendor_fakes import FakeVendors
 
 pytestmark = pytest.mark.anyio
@@ -471,29 +469,20 @@ async def test_a_run_that_ends_in_process_has_its_event_followed_alone(
     """The in-process worker says a run ended: its event is done at once, and only its runs
     are read from Prefect, not every event still in flight (which, once per ended run, kept
     the Prefect server busy with reads through a burst)."""
-    ids_read: list[int] = []
-
-    async def count(request: httpx.Request) -> None:
-        if request.method == "POST" and request.url.path.endswith("/flow_runs/filter"):
-            body = json.loads(request.content or b"{}")
-            ids_read.append(len(((body.get("flow_runs") or {}).get("id") or {}).get("any_") or []))
-
-    hooks = engine.client._client.event_hooks["request"]
     engine.dispatcher.follow_seconds = 3600.0  # one whole cycle at most, from now on
     try:
         with runs_held_in_the_pool(engine) as created:  # no poll takes them meanwhile
             await _put_held(engine, created, 10)
             assert len(created) == 10
-            hooks.append(count)
-            started = time.monotonic()
-            for flow_run in created:  # one after another
-                assert engine.worker.submit(flow_run)
-                entry_id = flow_run.parameters["entry_id"]  # type: ignore[attr-defined]
-                assert (await engine.wait_final(entry_id, timeout=30)).status == "done"
-            took = time.monotonic() - started
+            with prefect_requests(engine.client, "/flow_runs/filter") as reads:
+                started = time.monotonic()
+                for flow_run in created:  # one after another
+                    assert engine.worker.submit(flow_run)
+                    entry_id = flow_run.parameters["entry_id"]  # type: ignore[attr-defined]
+                    assert (await engine.wait_final(entry_id, timeout=30)).status == "done"
+                took = time.monotonic() - started
+            ids_read = run_ids_read(reads)
     finally:
-        if count in hooks:
-            hooks.remove(count)
         engine.dispatcher.follow_seconds = 0.5
     # 10 ids for the ended runs, and one whole cycle of at most 10; a cycle per ended run
     # read 10 + 9 + ... + 1 = 55
@@ -561,25 +550,17 @@ async def test_a_worker_polls_only_once_its_backlog_runs_low(engine: EngineHarne
 
     pool = f"hookline-backlog-{time.monotonic_ns()}"
     await engine.client.create_work_pool(WorkPoolCreate(name=pool, type="hookline"))
-    polls: list[str] = []
-
-    async def count(request: httpx.Request) -> None:
-        if request.url.path.endswith("/get_scheduled_flow_runs"):
-            polls.append(request.url.path)
-
     worker = Worker(engine.client, work_pool=pool, inbox=engine.inbox, limit=2, handoff_backlog=4)
     loop = asyncio.get_running_loop()
     held = {f"run-{i}": loop.create_future() for i in range(2 + 3)}  # 2 slots, 3 waiting
     worker._inflight.update(held)  # type: ignore[arg-type]
-    hooks = engine.client._client.event_hooks["request"]
-    hooks.append(count)
     try:
-        assert await worker.poll_once() == 0
-        assert polls == []  # 3 of 4 backlog places taken: no poll
-        worker._inflight.pop("run-4")  # 2 of 4: low
-        assert await worker.poll_once() == 0  # the pool is empty
-        assert len(polls) == 1
+        with prefect_requests(engine.client, "/get_scheduled_flow_runs") as polls:
+            assert await worker.poll_once() == 0
+            assert polls == []  # 3 of 4 backlog places taken: no poll
+            worker._inflight.pop("run-4")  # 2 of 4: low
+            assert await worker.poll_once() == 0  # the pool is empty
+            assert len(polls) == 1
     finally:
-        hooks.remove(count)
         for f in held.values():
             f.cancel()

@@ -13,7 +13,7 @@ from prefect.client.schemas.objects import State, StateType
 from prefect.states import Completed, Failed
 
 from tests.engine.conftest import sample
-from tests.engine.harness import EngineHarness
+from tests.engine.harness import EngineHarness, prefect_requests, run_ids_read
 from tests.waiting import wait_until
 from vendor_fakes import FakeVendors
 from vendor_fakes.slack import channel_id
@@ -131,10 +131,6 @@ async def test_reconcile_reads_a_bounded_slice_per_pass_and_comes_round(
     """A reconcile pass checks at most `reconcile_batch` settled events and the next pass goes
     on from there: a busy system's hour of done events is not read from Prefect whole every
     `recover_seconds`, and a change by hand to the newest one is still found, a pass later."""
-    import json
-
-    import httpx
-
     from hookline.engine.dispatcher import Dispatcher
 
     entries = [await engine.run(sample(current_status="degraded")) for _ in range(5)]
@@ -153,23 +149,11 @@ async def test_reconcile_reads_a_bounded_slice_per_pass_and_comes_round(
         reconcile_batch=2,
         follow_page=2,
     )
-    ids_read: list[int] = []
-
-    async def count(request: httpx.Request) -> None:
-        if request.method == "POST" and request.url.path.endswith("/flow_runs/filter"):
-            body = json.loads(request.content or b"{}")
-            ids_read.append(len(((body.get("flow_runs") or {}).get("id") or {}).get("any_") or []))
-
-    hooks = engine.client._client.event_hooks["request"]
-    hooks.append(count)
     changed, per_pass = [], []
-    try:
-        for _ in range(4):
-            ids_read.clear()
+    for _ in range(4):
+        with prefect_requests(engine.client, "/flow_runs/filter") as reads:
             changed.append(await d.reconcile_once())
-            per_pass.append(sum(ids_read))
-    finally:
-        hooks.remove(count)
+        per_pass.append(sum(run_ids_read(reads)))
     assert changed == [0, 0, 1, 0]  # events 1-2, 3-4, 5 (changed), then 1-2 again
     assert max(per_pass) <= 2, per_pass
     last = await engine.inbox.get(entries[-1].id)
