@@ -135,11 +135,9 @@ class Dispatcher:
     """Events dispatched and not yet settled, at most: in a storm the rest wait in the inbox,
     pending, instead of as Scheduled runs in Prefect. Every event in flight is read from
     Prefect at each follow cycle (200 run ids a query), so 10,000 of them would keep the
-    server busy with reads alone; 1,000 is the burst bench/sustained.py measures at full
-    speed. Lower is not faster: with 100, a 1,000-event burst drained 12 % slower in
-    bench/sustained.py (bench/README.md, "PostgreSQL: the server's connection pool"). Keep it
-    well above the workers' total ``--limit``. Counted across the dispatchers sharing an
-    inbox."""
+    server busy with reads alone. It bounds a dispatcher without an in-process worker; one
+    with a worker is bound first by what that worker takes (`handoff_room`). Keep it well
+    above the workers' total ``--limit``. Counted across the dispatchers sharing an inbox."""
     write_gate: asyncio.Lock | None = None
     """Optionally shared with an in-process worker: a flow-run create waits for the run being
     executed. For a plain SQLite Prefect server, where a create that overlaps a run's state
