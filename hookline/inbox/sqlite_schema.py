@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     not_before  REAL    NOT NULL,
     lease_until REAL,
     updated_at  REAL    NOT NULL,
+    seq         INTEGER NOT NULL DEFAULT 0,
+    superseded_by INTEGER,
+    note        TEXT,
+    timer_key   TEXT,
     UNIQUE (source, event_id)
 );
 CREATE INDEX IF NOT EXISTS inbox_due ON inbox (status, not_before, id);
@@ -73,6 +78,14 @@ CREATE TABLE IF NOT EXISTS inbox_coalesce (
 );
 CREATE INDEX IF NOT EXISTS inbox_coalesce_entry ON inbox_coalesce (entry_id);
 """
+# Added to inboxes written before lanes, coalescing, notes or timers were kept here; a new
+# inbox has them from CREATE TABLE above.
+_ADDED_COLUMNS = (
+    ("seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("superseded_by", "INTEGER"),
+    ("note", "TEXT"),
+    ("timer_key", "TEXT"),
+)
 # After the columns exist (added to inboxes created before lanes or timers were kept here).
 _SEQ_INDEX = (
     "CREATE INDEX IF NOT EXISTS inbox_unsequenced ON inbox (id)"
@@ -109,26 +122,45 @@ def _connect(path: Path, synchronous: str, busy_timeout: float) -> sqlite3.Conne
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SCHEMA)
-        # Columns added since the first version: an older inbox gets them on open.
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(inbox)")}
-        if "seq" not in columns:
-            conn.execute("ALTER TABLE inbox ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
-        if "superseded_by" not in columns:
-            conn.execute("ALTER TABLE inbox ADD COLUMN superseded_by INTEGER")
-        if "note" not in columns:
-            conn.execute("ALTER TABLE inbox ADD COLUMN note TEXT")
-        if "timer_key" not in columns:
-            conn.execute("ALTER TABLE inbox ADD COLUMN timer_key TEXT")
-        conn.execute(_SEQ_INDEX)
-        conn.execute(_TIMER_INDEX)
+        # Columns added since the first version: an older inbox gets them on open. Checked
+        # and added under the write lock, as a dispatcher and a worker started together
+        # open the same file at once (without it, one fails on "duplicate column name").
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(inbox)")}
+            for column, kind in _ADDED_COLUMNS:
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE inbox ADD COLUMN {column} {kind}")
+            conn.execute(_SEQ_INDEX)
+            conn.execute(_TIMER_INDEX)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    # Switching a new file to WAL takes an exclusive lock that SQLite does not wait for (no
+    # busy handler): a second process opening the file that moment gets "database is locked"
+    # at once. Try again for as long as any other statement would wait.
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def to_entry(row: tuple[Any, ...]) -> InboxEntry:

@@ -359,3 +359,35 @@ async def test_reopen_and_settled_follow_a_run_restarted_in_prefect(any_inbox: I
     # the succeeded step is still reused; the on_failure one will tell on-call again
     assert await any_inbox.completed_steps("s", "a", "outage") == {"alert": {"ts": "1.2"}}
     assert await any_inbox.reopen(b, "outage", "run-b")
+
+
+def test_engines_opening_a_new_sqlite_inbox_together_all_get_it(tmp_path: Path) -> None:
+    # `hookline dispatch` and `hookline worker` started together both open (and upgrade) the
+    # same new file: one of them used to fail with "duplicate column name: note", or with
+    # "database is locked" while the other switched the file to WAL. A thread per engine,
+    # each with its own connection, as a process has.
+    import threading
+
+    from hookline.inbox.sqlite_schema import connect
+
+    failures: list[BaseException] = []
+    for round_ in range(15):
+        path = tmp_path / f"inbox-{round_}.sqlite3"
+        start = threading.Barrier(6)
+
+        def open_it(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                connect(path, synchronous="NORMAL", busy_timeout=10.0).close()
+            except BaseException as exc:  # collected: a thread's exception is otherwise lost
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
+    with sqlite3.connect(tmp_path / "inbox-0.sqlite3") as conn:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(inbox)")}
+    assert {"seq", "superseded_by", "note", "timer_key"} <= columns
