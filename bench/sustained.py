@@ -615,6 +615,9 @@ def measure(
             result["paced_cpu_ms_per_run"] = meter.per_run(len(paced_ids))
             result["paced_rate"] = rate
             result["paced_latency"] = latency(post_message_calls(fakes), paced_accepted)
+            result["paced_stages"] = stages(
+                stack.api_url, post_message_calls(fakes), paced_accepted
+            )
             result["load_after_paced"] = load()
     finally:
         probe.stop()
@@ -671,6 +674,72 @@ def latency(calls: list[dict[str, Any]], accepted: dict[str, float]) -> dict[str
         "n": len(values),
         "worst": [{"latency_s": round(v, 3), "accepted_at_s": round(at, 1)} for v, at in worst[:8]],
     }
+
+
+def stages(api_url: str, calls: list[dict[str, Any]], accepted: dict[str, float]) -> dict[str, Any]:
+    """Where the paced events' latency went, from the runs' own records in Prefect: accepted
+    -> run created (the dispatcher saw the event and its create returned) -> Pending (the
+    worker took and claimed it) -> Running (the flow engine started it) -> the vendor call
+    (the flow loaded, the step rendered and sent). p50/p99 of each, and each stage of the
+    slowest events: a stage that grows with the load is where the queue is."""
+    import httpx
+
+    vendor: dict[str, float] = {}
+    for c in calls:
+        event_id = str((c.get("json") or {}).get("text", "")).removeprefix("bench ")
+        if event_id in accepted:
+            vendor.setdefault(event_id, c["received_wall"])
+    runs: dict[str, dict[str, Any]] = {}
+    after = min(accepted.values()) - 5.0
+    with httpx.Client(base_url=api_url, timeout=60) as http:
+        offset = 0
+        while True:
+            page = http.post(
+                "/flow_runs/filter",
+                json={
+                    "flow_runs": {"expected_start_time": {"after_": _iso(after)}},
+                    "sort": "EXPECTED_START_TIME_ASC",
+                    "limit": 200,
+                    "offset": offset,
+                },
+            ).json()
+            for run in page:
+                event_id = (run.get("parameters") or {}).get("event_id")
+                if event_id in accepted:
+                    runs[event_id] = run
+            if len(page) < 200:
+                break
+            offset += 200
+        rows = []
+        for event_id, run in runs.items():
+            states = http.get("/flow_run_states/", params={"flow_run_id": run["id"]}).json()
+            at = {st["type"]: _epoch(st["timestamp"]) for st in states}
+            if not {"PENDING", "RUNNING"} <= at.keys() or event_id not in vendor:
+                continue
+            t = [accepted[event_id], _epoch(run["created"]), at["PENDING"], at["RUNNING"]]
+            rows.append([b - a for a, b in zip(t, [*t[1:], vendor[event_id]], strict=True)])
+    names = ["to_created", "to_pending", "to_running", "to_vendor"]
+    out: dict[str, Any] = {"n": len(rows)}
+    for i, name in enumerate(names):
+        values = [r[i] for r in rows]
+        out[name] = {"p50_s": pct(values, 0.5), "p99_s": pct(values, 0.99)}
+    out["slowest"] = [
+        dict(zip(names, (round(v, 3) for v in r), strict=True))
+        for r in sorted(rows, key=sum, reverse=True)[:5]
+    ]
+    return out
+
+
+def _iso(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def exactly_once(
@@ -735,6 +804,15 @@ def show(r: dict[str, Any]) -> None:
             f"{w['latency_s']:.2f} s at {w['accepted_at_s']:.0f} s" for w in p["worst"]
         )
         print(f"  slowest (latency at accepted time from the first): {slowest}")
+        st = r["paced_stages"]
+        print(
+            "  stages (p50 / p99 s): "
+            + ", ".join(
+                f"{k.removeprefix('to_')} {st[k]['p50_s']:.3f} / {st[k]['p99_s']:.3f}"
+                for k in ("to_created", "to_pending", "to_running", "to_vendor")
+            )
+            + f" (n={st['n']}); slowest: {st['slowest']}"
+        )
     print(f"slack API calls at the fake: {r['slack_calls']}")
     e = r["exactly_once"]
     print(
@@ -796,7 +874,7 @@ def main() -> int:
                 if profile != "embedded" and args.dispatch_in_worker:
                     label += "+dispatch"
                 work = Path(tmp) / label
-                work.mkdir()
+                work.mkdir(parents=True)
                 with fake_vendors(work, args.latency_ms) as (fakes, fake_pid):
                     env = base_env(work, fakes)
                     stack_cm = (

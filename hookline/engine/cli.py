@@ -14,7 +14,13 @@ import click
 
 from hookline.cli import CommandError
 from hookline.config import get_settings
-from hookline.engine.app import Engine, configure_process_logging, open_engine, stop_on_signals
+from hookline.engine.app import (
+    Engine,
+    configure_process_logging,
+    freeze_startup_heap,
+    open_engine,
+    stop_on_signals,
+)
 from hookline.errors import HooklineError
 from hookline.inbox import SCHEDULED, STATUSES
 
@@ -38,7 +44,9 @@ def _run_engine(jobs: Callable[[Engine, asyncio.Event], list[Coroutine[Any, Any,
         stop = asyncio.Event()
         stop_on_signals(stop)
         async with open_engine() as eng:
-            await asyncio.gather(*jobs(eng, stop), eng.recipes.watch(stop))
+            running = jobs(eng, stop)
+            freeze_startup_heap()
+            await asyncio.gather(*running, eng.recipes.watch(stop))
 
     _run(main())
 

@@ -236,7 +236,7 @@ async def _serve(
     preview: bool,
     limit: int = UP_LIMIT,
 ) -> None:
-    from hookline.engine.app import configure_process_logging, open_engine
+    from hookline.engine.app import configure_process_logging, freeze_startup_heap, open_engine
     from hookline.engine.metrics import EngineCollector
     from hookline.receiver.app import add_metrics, create_app
 
@@ -291,4 +291,5 @@ async def _serve(
                 eng.config,
                 slack_secret=slack_secret,
             )
+            freeze_startup_heap()
         await jobs
