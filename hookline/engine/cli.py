@@ -151,6 +151,14 @@ def _dispatcher_fields(options: dict[str, Any]) -> dict[str, Any]:
 
 @click.command()
 @_dispatcher_options(worker=False)
+@click.option(
+    "--max-waiting",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Runs created and not yet taken by a worker, at most; in a storm the rest wait in "
+    "the inbox, pending. Keep it above the workers' total --limit plus 32 each.",
+)
 @click.option("--work-pool", default="hookline", show_default=True)
 def dispatch(work_pool: str, **options: Any) -> None:
     """Move inbox entries into Prefect flow runs and follow them to done/failed."""

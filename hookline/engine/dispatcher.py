@@ -138,6 +138,14 @@ class Dispatcher:
     server busy with reads alone. It bounds a dispatcher without an in-process worker; one
     with a worker is bound first by what that worker takes (`handoff_room`). Keep it well
     above the workers' total ``--limit``. Counted across the dispatchers sharing an inbox."""
+    max_waiting: int = 100
+    """A dispatcher without an in-process worker (`hookline dispatch`): runs it created that
+    no worker has claimed yet, at most (the workers' claims are in the inbox). The rest of a
+    storm waits in the inbox, pending, instead of as Scheduled runs in Prefect, where every
+    one of them made each worker poll, follow read and recovery pass dearer (1,000 waiting:
+    a recovery pass 380 ms of server CPU instead of 10; bench/README.md, "Runs waiting in
+    Prefect"). Keep it above the runs the workers take at once: their ``--limit`` plus the
+    handoff backlog (32) each."""
     write_gate: asyncio.Lock | None = None
     """Optionally shared with an in-process worker: a flow-run create waits for the run being
     executed. For a plain SQLite Prefect server, where a create that overlaps a run's state
@@ -168,6 +176,9 @@ class Dispatcher:
     _ended: set[int] = field(default_factory=set)
     """Entries whose runs an in-process worker saw end, to follow at once (`notify_finished`)."""
     _failures: int = 0
+    waiting_runs: set[str] = field(default_factory=set)
+    """Runs this dispatcher created that no worker had claimed when last looked (`max_waiting`;
+    the follower drops those whose events are no longer in flight)."""
     _follower: Follower = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -286,8 +297,10 @@ class Dispatcher:
             return 0
         if self.handoff_room is not None:
             room = min(room, self.handoff_room())  # the worker is full: wait for its wakeup
-            if room <= 0:
-                return 0
+        else:
+            room = min(room, await self._waiting_room(min(self.batch, room)))
+        if room <= 0:
+            return 0
         uses_lanes = any(r.order_by or r.coalesce for r in self.recipes.recipes)
         entries = await self.inbox.claim(
             min(self.batch, room),
@@ -305,6 +318,14 @@ class Dispatcher:
         # the inbox hands out only lane heads, so every claimed entry may go out at once
         await asyncio.gather(*(one(e) for e in entries))
         return len(entries)
+
+    async def _waiting_room(self, wanted: int) -> int:
+        """How many more runs may wait in Prefect for a worker (`max_waiting`); the inbox is
+        asked which of the waiting ones were claimed only when fewer than ``wanted`` fit."""
+        if self.max_waiting - len(self.waiting_runs) < wanted and self.waiting_runs:
+            claimed = await self.inbox.run_claims(self.waiting_runs)
+            self.waiting_runs.difference_update(claimed)
+        return self.max_waiting - len(self.waiting_runs)
 
     def sequence(self, entry: InboxEntry) -> Sequenced:
         """The inbox's sequencer: this entry's lane keys, from every recipe that matches it
@@ -408,6 +429,8 @@ class Dispatcher:
                 self.stats.created += 1
                 if self.on_created is not None:
                     self.on_created(flow_run)
+                else:
+                    self.waiting_runs.add(str(flow_run.id))
         except PREFECT_ERRORS as exc:
             log.debug("create failed: %r", exc)
             await self._prefect_unavailable(entry, exc)

@@ -99,6 +99,7 @@ class Owner(Protocol):
     settled_window: float
     stuck_margin: float
     in_flight: int
+    waiting_runs: set[str]
     max_auto_retries: int
     work_pool: str
 
@@ -131,12 +132,14 @@ class Follower:
         finished = seen = 0
         after = 0
         whole = True  # every dispatched entry counted: the owner's in_flight is exact
+        live: set[str] = set()
         while True:
             entries = await o.inbox.dispatched(after_id=after, limit=o.follow_page)
             if not entries:
                 break
             after = entries[-1].id
             seen += len(entries)
+            live.update(rid for e in entries for rid in e.flow_runs.values())
             try:
                 finished += await self._follow(entries)
                 if recover:
@@ -148,6 +151,8 @@ class Follower:
             if len(entries) < o.follow_page:
                 break
         o.in_flight = seen - finished if whole else max(0, o.in_flight - finished)
+        if whole:  # a run that ended unclaimed (cancelled while Scheduled) waits no more
+            o.waiting_runs.intersection_update(live)
         if recover:
             try:
                 await self.reconcile_once(now)

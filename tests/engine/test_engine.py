@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
@@ -520,6 +520,52 @@ async def test_a_storm_waits_in_the_inbox_while_the_in_process_worker_is_full(
         worker.handoff_backlog = saved
     assert waited, "the storm never waited in the inbox"
     assert 1 <= peak <= 3, f"{peak} runs live in Prefect for a worker with room for 3"
+
+
+async def test_a_separate_dispatcher_keeps_few_runs_waiting_for_workers(
+    engine: EngineHarness,
+) -> None:
+    """`hookline dispatch` (no worker in its process) creates no more runs than
+    `max_waiting` that no worker has claimed yet: the rest of a storm waits in the inbox,
+    and the workers' polls, not a handover, take them; all of it runs."""
+    dispatcher = engine.dispatcher
+    dispatcher.on_created = dispatcher.handoff_room = None  # as a dispatcher of its own
+    dispatcher.max_waiting = 3
+    peak = 0
+    waited = False
+    try:
+        ids = [await engine.put(sample(current_status="degraded")) for _ in range(12)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            entries = [await engine.inbox.get(i) for i in ids]
+            waited = waited or any(e is not None and e.status == "pending" for e in entries)
+            runs = {r for e in entries if e is not None for r in e.flow_runs.values()}
+            claimed = await engine.inbox.run_claims(runs)
+            peak = max(peak, len(runs - claimed.keys()))
+            if all(e is not None and e.status in FINAL_STATUSES for e in entries):
+                break
+            await asyncio.sleep(0.01)
+        for entry_id in ids:
+            assert (await engine.wait_final(entry_id)).status == "done"
+    finally:
+        dispatcher.max_waiting = 100
+        dispatcher.hand_to(engine.worker)
+    assert waited, "the storm never waited in the inbox"
+    assert 1 <= peak <= 3, f"{peak} runs waited for a worker to claim them, max_waiting 3"
+    assert dispatcher.waiting_runs == set()  # all claimed, or their events settled
+
+
+async def test_a_run_whose_event_settled_unclaimed_stops_counting_as_waiting(
+    engine: EngineHarness,
+) -> None:
+    # a run cancelled in the UI while Scheduled is never claimed: once its event is no longer
+    # in flight, the next follow cycle stops counting it against max_waiting
+    gone = str(uuid4())
+    engine.dispatcher.waiting_runs.add(gone)
+    deadline = time.monotonic() + 5
+    while gone in engine.dispatcher.waiting_runs and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert gone not in engine.dispatcher.waiting_runs
 
 
 async def test_a_storm_waits_in_the_inbox_beyond_max_in_flight(engine: EngineHarness) -> None:

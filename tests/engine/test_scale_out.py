@@ -222,6 +222,9 @@ def stack(tmp_path: Path) -> Iterator[ScaledOut]:
                             str(WORKER_TIMEOUT),
                             "--lease",
                             str(LEASE),
+                            # every event's runs in Prefect before a worker starts (below)
+                            "--max-waiting",
+                            str(4 * EVENTS),
                         )
                         for i in range(2)
                     ]
