@@ -133,13 +133,15 @@ class Follower:
         after = 0
         whole = True  # every dispatched entry counted: the owner's in_flight is exact
         live: set[str] = set()
+        waiting = set(o.waiting_runs)  # only a dispatcher without an in-process worker has any
         while True:
             entries = await o.inbox.dispatched(after_id=after, limit=o.follow_page)
             if not entries:
                 break
             after = entries[-1].id
             seen += len(entries)
-            live.update(rid for e in entries for rid in e.flow_runs.values())
+            if waiting:
+                live.update(rid for e in entries for rid in e.flow_runs.values())
             try:
                 finished += await self._follow(entries)
                 if recover:
@@ -152,7 +154,7 @@ class Follower:
                 break
         o.in_flight = seen - finished if whole else max(0, o.in_flight - finished)
         if whole:  # a run that ended unclaimed (cancelled while Scheduled) waits no more
-            o.waiting_runs.intersection_update(live)
+            o.waiting_runs.difference_update(waiting - live)
         if recover:
             try:
                 await self.reconcile_once(now)

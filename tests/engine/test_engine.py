@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from uuid import UUID, uuid4
 
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 
 from hookline.engine.errors import PrefectUnavailable
-from hookline.inbox import FINAL_STATUSES
+from hookline.inbox import FINAL_STATUSES, InboxEntry
 from tests.engine.conftest import sample
 from tests.engine.harness import EngineHarness, prefect_requests, run_ids_read
 from vendor_fakes import FakeVendors
@@ -490,6 +490,28 @@ async def test_a_run_that_ends_in_process_has_its_event_followed_alone(
     assert took < 20, f"10 runs one after another took {took:.1f} s"
 
 
+async def _storm_through(
+    engine: EngineHarness, count: Callable[[list[InboxEntry]], Awaitable[int]]
+) -> tuple[bool, int]:
+    """Put a storm of 12 events and watch it to the end: whether any waited in the inbox,
+    pending, and the most ``count`` saw at once; every event ends done."""
+    peak = 0
+    waited = False
+    ids = [await engine.put(sample(current_status="degraded")) for _ in range(12)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = [await engine.inbox.get(i) for i in ids]
+        entries = [e for e in got if e is not None]
+        waited = waited or any(e.status == "pending" for e in entries)
+        peak = max(peak, await count(entries))
+        if len(entries) == len(ids) and all(e.status in FINAL_STATUSES for e in entries):
+            break
+        await asyncio.sleep(0.01)
+    for entry_id in ids:
+        assert (await engine.wait_final(entry_id)).status == "done"
+    return waited, peak
+
+
 async def test_a_storm_waits_in_the_inbox_while_the_in_process_worker_is_full(
     engine: EngineHarness,
 ) -> None:
@@ -498,24 +520,15 @@ async def test_a_storm_waits_in_the_inbox_while_the_in_process_worker_is_full(
     run made each follow read, recovery pass and poll dearer; all of it still runs."""
     from hookline.engine.follow import _LIVE, read_runs
 
+    async def live_in_prefect(entries: list[InboxEntry]) -> int:
+        runs = [UUID(r) for e in entries for r in e.flow_runs.values()]
+        return len(await read_runs(engine.client, runs, _LIVE))
+
     worker = engine.worker
     saved = worker.handoff_backlog
     worker.handoff_backlog = 3 - worker.limit  # room for 3 runs in all
-    peak = 0
-    waited = False
     try:
-        ids = [await engine.put(sample(current_status="degraded")) for _ in range(12)]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            entries = [await engine.inbox.get(i) for i in ids]
-            waited = waited or any(e is not None and e.status == "pending" for e in entries)
-            runs = [UUID(r) for e in entries if e is not None for r in e.flow_runs.values()]
-            peak = max(peak, len(await read_runs(engine.client, runs, _LIVE)))
-            if all(e is not None and e.status in FINAL_STATUSES for e in entries):
-                break
-            await asyncio.sleep(0.01)
-        for entry_id in ids:
-            assert (await engine.wait_final(entry_id)).status == "done"
+        waited, peak = await _storm_through(engine, live_in_prefect)
     finally:
         worker.handoff_backlog = saved
     assert waited, "the storm never waited in the inbox"
@@ -528,25 +541,16 @@ async def test_a_separate_dispatcher_keeps_few_runs_waiting_for_workers(
     """`hookline dispatch` (no worker in its process) creates no more runs than
     `max_waiting` that no worker has claimed yet: the rest of a storm waits in the inbox,
     and the workers' polls, not a handover, take them; all of it runs."""
+
+    async def unclaimed(entries: list[InboxEntry]) -> int:
+        runs = {r for e in entries for r in e.flow_runs.values()}
+        return len(runs - (await engine.inbox.run_claims(runs)).keys())
+
     dispatcher = engine.dispatcher
     dispatcher.on_created = dispatcher.handoff_room = None  # as a dispatcher of its own
     dispatcher.max_waiting = 3
-    peak = 0
-    waited = False
     try:
-        ids = [await engine.put(sample(current_status="degraded")) for _ in range(12)]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            entries = [await engine.inbox.get(i) for i in ids]
-            waited = waited or any(e is not None and e.status == "pending" for e in entries)
-            runs = {r for e in entries if e is not None for r in e.flow_runs.values()}
-            claimed = await engine.inbox.run_claims(runs)
-            peak = max(peak, len(runs - claimed.keys()))
-            if all(e is not None and e.status in FINAL_STATUSES for e in entries):
-                break
-            await asyncio.sleep(0.01)
-        for entry_id in ids:
-            assert (await engine.wait_final(entry_id)).status == "done"
+        waited, peak = await _storm_through(engine, unclaimed)
     finally:
         dispatcher.max_waiting = 100
         dispatcher.hand_to(engine.worker)
