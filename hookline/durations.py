@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
@@ -31,3 +34,14 @@ def parse_duration(value: object) -> float:
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError(f"bad duration {value!r}: must be a finite number >= 0")
     return seconds
+
+
+def check_duration(value: str | float) -> str | float:
+    """`parse_duration`'s check of ``value``, which is kept as written."""
+    parse_duration(value)
+    return value
+
+
+DurationText = Annotated[str | float, AfterValidator(check_duration), "duration"]
+"""A connector parameter that is a duration: `hookline check` rejects ``after: soon``, and a
+run rejects a rendered ``"soon"`` before the step's call, as it rejects a wrong type."""

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypedDict
 
 from hookline.connectors.errors import PermanentError
 from hookline.connectors.registry import Connector
-from hookline.durations import parse_duration
+from hookline.durations import DurationText, parse_duration
 
 #: Keys are short names such as ``escalate:svc_voice_001``.
 MAX_KEY_LENGTH = 200
@@ -150,7 +150,7 @@ def start(
     client: TimerStore,
     *,
     key: str,
-    after: str | float,
+    after: DurationText,
     event_type: str,
     data: dict[str, Any] | None = None,
     idempotency_key: str | None = None,

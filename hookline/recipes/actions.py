@@ -23,8 +23,18 @@ def default_actions() -> Mapping[str, ActionLike]:
     return ACTIONS
 
 
+def _base(ann: Any) -> Any:
+    """The type under ``Annotated[type, validators...]``."""
+    return typing.get_args(ann)[0] if typing.get_origin(ann) is typing.Annotated else ann
+
+
 def _label(ann: Any) -> str:
-    return inspect.formatannotation(ann)
+    """``Annotated[str | float, ..., "duration"]`` is a "duration"; other types, as written."""
+    if typing.get_origin(ann) is typing.Annotated:
+        named = [m for m in typing.get_args(ann)[1:] if isinstance(m, str)]
+        if named:
+            return named[0]
+    return inspect.formatannotation(_base(ann))
 
 
 _PARAM_CACHE: dict[Any, dict[str, ParamType]] = {}
@@ -42,7 +52,7 @@ def param_types(action: ActionLike) -> dict[str, ParamType]:
         return cached
     func = getattr(action, "func", None)
     try:
-        hints = typing.get_type_hints(func) if func is not None else {}
+        hints = typing.get_type_hints(func, include_extras=True) if func is not None else {}
     except Exception:  # unresolvable forward references: fall back to raw annotations
         hints = {}
     out: dict[str, ParamType] = {}
@@ -58,8 +68,8 @@ def param_types(action: ActionLike) -> dict[str, ParamType]:
         except Exception:
             out[name] = ParamType(None, True, _label(ann))
             continue
-        try:
-            adapter.validate_python("x")
+        try:  # whether text can be valid at all; a validator may still reject this text
+            TypeAdapter(_base(ann)).validate_python("x")
             takes_text = True
         except ValidationError:
             takes_text = False

@@ -182,6 +182,14 @@ class ParamType:
             raise
 
 
+def first_problem(exc: ValidationError) -> str:
+    """The first problem pydantic found in a value, as a clause ("bad duration 'soon'; ...")."""
+    errors = exc.errors()
+    msg = str(errors[0]["msg"]) if errors else str(exc)
+    msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class Step:
     """A validated step, with the recipe's defaults applied and its templates compiled."""
@@ -237,9 +245,9 @@ class Step:
         try:
             return ptype.coerce(value)
         except ValidationError as exc:
-            msg = exc.errors()[0]["msg"] if exc.errors() else str(exc)
             raise RecipeRenderError(
-                f"{where}: rendered {value!r}, but the parameter takes {ptype.label} ({msg})"
+                f"{where}: rendered {value!r}, but the parameter takes {ptype.label} "
+                f"({first_problem(exc)})"
             ) from None
 
 

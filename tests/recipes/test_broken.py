@@ -211,6 +211,19 @@ CASES: list[tuple[str, str, int, str]] = [
         "bad duration '2 secs'; write seconds (30, 1.5) or a duration such as",
     ),
     (
+        "bad duration for a connector's duration parameter",
+        """
+        name: r
+        on: service.status.changed
+        steps:
+          - id: later
+            uses: timer.start
+            with: {key: k, event_type: later.due, after: soon}
+        """,
+        6,
+        "step 'later': with.after: 'soon' is not a valid duration: bad duration 'soon'",
+    ),
+    (
         "bad duration in defaults",
         """
         name: r

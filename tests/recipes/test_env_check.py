@@ -167,3 +167,65 @@ def test_check_warns_of_a_recipe_without_on_failure_and_still_passes(
     r = CliRunner().invoke(main, ["check", "--format", "github", "r.yaml"])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("::warning::recipe 'r' (r.yaml:1) has no on_failure: ")
+
+
+def _timer_recipe(after: str, cond: str | None = None) -> str:
+    lines = ["name: r", "on: webhook.test", "steps:", "  - id: later"]
+    if cond is not None:
+        lines.append(f"    if: {cond}")
+    lines += [
+        "    uses: timer.start",
+        "    with:",
+        "      key: k",
+        "      event_type: later.due",
+        f"      after: {after!r}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("after", "cond", "environ", "rendered"),
+    [
+        ("{{ env.A | default('15m', true) }}", None, {"A": "15 minutes"}, "15 minutes"),
+        ("{{ env.A }}m", None, {"A": "ten"}, "tenm"),
+        ("{{ env.A | default('15m', true) }}", None, {"A": "90s"}, None),
+        ("{{ env.A | default('15m', true) }}", None, {}, None),  # the default is valid
+        ("{{ env.A }}m", None, {"A": "10"}, None),  # text around the value is fine
+        ("{{ env.A }}", "env.B is defined", {"A": "soon"}, None),  # the step never runs here
+        ("{{ data.delay | default(env.A) }}", None, {"A": "soon"}, None),  # reads the event
+    ],
+)
+def test_check_renders_a_parameter_that_reads_only_env_and_checks_its_value(
+    tmp_path: Path, after: str, cond: str | None, environ: dict[str, str], rendered: str | None
+) -> None:
+    """``after: "{{ env.ESCALATE_AFTER | default('15m', true) }}"`` is the same for every event:
+    a variable set to what is no duration fails every run at that step, so check says so."""
+    path = tmp_path / "r.yaml"
+    path.write_text(_timer_recipe(after, cond), encoding="utf-8")
+    problems = check_recipes([path], config=CONFIG, actions=ACTIONS, environ=environ).problems
+    if rendered is None:
+        assert problems == []
+        return
+    assert [p.message for p in problems] == [
+        f"renders {rendered!r} in this environment (env.A), which "
+        f"is not a valid duration: bad duration {rendered!r}; write seconds (30, 1.5) or a "
+        "duration such as '500ms', '2s', '1m30s', '1h'"
+    ]
+
+
+def test_check_command_names_the_variable_a_shipped_recipe_renders_into_a_bad_duration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shipped service-outage recipe with ESCALATE_AFTER=15 minutes (a space, a word)."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    for name in ("HOOKLINE_CONFIG", "HOOKLINE_RECIPES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ESCALATE_AFTER", "15 minutes")
+    r = CliRunner().invoke(main, ["check"])
+    assert r.exit_code == 1, r.output
+    assert (
+        "recipes/service-outage.yaml:104:14: step 'escalate_later': with.after: renders "
+        "'15 minutes' in this environment (env.ESCALATE_AFTER), which is not a valid duration"
+    ) in r.output
+    r = CliRunner().invoke(main, ["check", "--env", "ESCALATE_AFTER=20m"])
+    assert r.exit_code == 0, r.output

@@ -22,7 +22,7 @@ from hookline.recipes.actions import (
     takes_any_keyword,
 )
 from hookline.recipes.errors import Problem
-from hookline.recipes.models import ActionLike
+from hookline.recipes.models import ActionLike, first_problem
 from hookline.recipes.templating import is_template
 from hookline.recipes.validate.report import Report, choices_hint, did_you_mean, kind_of
 from hookline.recipes.validate.structure import check_structure
@@ -226,11 +226,7 @@ class FileChecker:
             try:
                 ptype.coerce(v)
             except ValidationError as exc:
-                msg = exc.errors()[0]["msg"] if exc.errors() else str(exc)
-                self.report.add(
-                    path,
-                    f"{v!r} is not a valid {ptype.label}: {msg[:1].lower() + msg[1:]}",
-                )
+                self.report.add(path, f"{v!r} is not a valid {ptype.label}: {first_problem(exc)}")
         missing = [n for n in required_params(action) if n not in with_]
         if missing:
             names = ", ".join(f"'{n}'" for n in missing)

@@ -10,19 +10,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta, nodes
+from pydantic import ValidationError
 
 from hookline.recipes.actions import param_types
-from hookline.recipes.envcheck import known_truth, unguarded
-from hookline.recipes.models import ActionLike, ParamType
+from hookline.recipes.envcheck import env_name, known_truth, unguarded
+from hookline.recipes.models import ActionLike, ParamType, first_problem
 from hookline.recipes.templating import (
     ENV,
     JINJA_GLOBALS,
+    EnvVars,
     ast_expression,
     ast_template,
     compile_expression,
     compile_template,
     is_template,
     looks_like_github_syntax,
+    render_template,
 )
 from hookline.recipes.validate.report import Report, choices_hint, did_you_mean
 from hookline.recipes.yamlpos import Path_
@@ -147,6 +150,7 @@ class TemplateChecker:
         self._check_env_set(path, tree, scope)
         if not expression:
             self._check_text_for_typed_param(path, tree)
+            self._check_rendered_in_env(path, source, tree, scope)
 
     def _check_env_set(self, path: Path_, tree: nodes.Template, scope: Scope) -> None:
         """An ``env.NAME`` read without a guard must be set: a run fails without it."""
@@ -201,6 +205,39 @@ class TemplateChecker:
                 f"this template always renders text ({literal.strip()!r} around the "
                 f"expression), but {path[3]} takes {ptype.label}",
                 hint='render the value alone: "{{ ... }}"',
+            )
+
+    def _check_rendered_in_env(
+        self, path: Path_, source: str, tree: nodes.Template, scope: Scope
+    ) -> None:
+        """A parameter's template that reads nothing but ``env`` renders the same for every
+        event: render it here and check the value as a literal is checked
+        (``after: "{{ env.ESCALATE_AFTER | default('15m', true) }}"`` with
+        ``ESCALATE_AFTER=15 minutes`` fails every outage's run at that step)."""
+        if self.env_set is None or not scope.runs:
+            return
+        if len(path) != 4 or path[2] != "with" or not isinstance(path[3], str):
+            return
+        names = meta.find_undeclared_variables(tree)
+        if not names or not names <= {"env", *JINJA_GLOBALS}:
+            return
+        ptype = self._param_type(path)
+        if ptype is None or ptype.adapter is None:
+            return
+        try:
+            value = render_template(source, {"env": EnvVars(self.env_set)})
+        except Exception:  # an unset env.NAME and the like: reported by _check_env_set
+            return
+        try:
+            ptype.coerce(value)
+        except ValidationError as exc:
+            read = ", ".join(sorted(_env_names(tree)))
+            self.report.add(
+                path,
+                f"renders {value!r} in this environment ({read}), which is not a valid "
+                f"{ptype.label}: {first_problem(exc)}",
+                hint="every run fails at this step until the variable is fixed "
+                "(hookline check --env NAME=VALUE checks another environment)",
             )
 
     def _param_type(self, path: Path_) -> ParamType | None:
@@ -338,3 +375,8 @@ def _unbrace(text: str) -> str:
     if inner.startswith("{{") and inner.endswith("}}"):
         inner = inner[2:-2].strip()
     return inner
+
+
+def _env_names(tree: nodes.Template) -> set[str]:
+    """Every ``env.NAME`` the template reads."""
+    return {f"env.{name}" for node in tree.find_all(nodes.Getattr) if (name := env_name(node))}
