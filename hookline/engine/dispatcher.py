@@ -178,7 +178,9 @@ class Dispatcher:
     _failures: int = 0
     waiting_runs: set[str] = field(default_factory=set)
     """Runs this dispatcher created that no worker had claimed when last looked (`max_waiting`;
-    the follower drops those whose events are no longer in flight)."""
+    the follower drops those whose events are no longer in flight), and, from its first
+    dispatch, those it found waiting (`_adopt_waiting`)."""
+    _adopted: bool = field(default=False, init=False)
     _follower: Follower = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -322,10 +324,29 @@ class Dispatcher:
     async def _waiting_room(self, wanted: int) -> int:
         """How many more runs may wait in Prefect for a worker (`max_waiting`); the inbox is
         asked which of the waiting ones were claimed only when fewer than ``wanted`` fit."""
+        if not self._adopted:
+            await self._adopt_waiting()
         if self.max_waiting - len(self.waiting_runs) < wanted and self.waiting_runs:
             claimed = await self.inbox.run_claims(self.waiting_runs)
             self.waiting_runs.difference_update(claimed)
         return self.max_waiting - len(self.waiting_runs)
+
+    async def _adopt_waiting(self) -> None:
+        """Count, once at the first dispatch, the runs of dispatched events that no worker
+        has claimed: a dispatcher restarted in a storm knew none of them and created
+        `max_waiting` more on top. Those another running dispatcher left waiting count too,
+        until a worker claims them; what it creates later is its own to bound."""
+        runs: set[str] = set()
+        after = 0
+        while entries := await self.inbox.dispatched(after_id=after, limit=self.follow_page):
+            after = entries[-1].id
+            runs.update(rid for e in entries for rid in e.flow_runs.values())
+            if len(entries) < self.follow_page:
+                break
+        if runs:
+            claimed = await self.inbox.run_claims(runs)
+            self.waiting_runs.update(runs - claimed.keys())
+        self._adopted = True
 
     def sequence(self, entry: InboxEntry) -> Sequenced:
         """The inbox's sequencer: this entry's lane keys, from every recipe that matches it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from uuid import UUID, uuid4
@@ -557,6 +558,41 @@ async def test_a_separate_dispatcher_keeps_few_runs_waiting_for_workers(
     assert waited, "the storm never waited in the inbox"
     assert 1 <= peak <= 3, f"{peak} runs waited for a worker to claim them, max_waiting 3"
     assert dispatcher.waiting_runs == set()  # all claimed, or their events settled
+
+
+async def test_a_restarted_dispatcher_counts_the_runs_left_waiting_before_it(
+    engine: EngineHarness,
+) -> None:
+    """A separate dispatcher restarted in a storm finds the runs its previous process created
+    that no worker has claimed yet, and creates no more than `max_waiting` on top of them."""
+    dispatcher = engine.dispatcher
+    real_room = dispatcher.handoff_room
+    dispatcher.handoff_room = None  # as a dispatcher of its own
+    dispatcher.max_waiting = 3
+    try:
+        with runs_held_in_the_pool(engine):
+            dispatcher.on_created = None  # no worker in its process: it counts its runs
+            held = [await engine.put(sample(current_status="degraded")) for _ in range(3)]
+            deadline = time.monotonic() + 10
+            while len(dispatcher.waiting_runs) < 3:  # 3 runs nobody claims
+                assert time.monotonic() < deadline, dispatcher.waiting_runs
+                await asyncio.sleep(0.05)
+            left = set(dispatcher.waiting_runs)
+            # the restart: a new process, which knew none of them
+            restarted = dataclasses.replace(dispatcher, waiting_runs=set())
+            later = [await engine.put(sample(current_status="degraded")) for _ in range(2)]
+            await asyncio.sleep(0.3)  # both due; the running dispatcher has no room for them
+            assert await restarted.dispatch_once() == 0  # 3 already wait: no room
+            assert restarted.waiting_runs == left
+            for entry_id in later:
+                entry = await engine.inbox.get(entry_id)
+                assert entry is not None and entry.status == "pending"
+        for entry_id in held + later:  # the worker polls again, and all five run
+            assert (await engine.wait_final(entry_id)).status == "done"
+    finally:
+        dispatcher.max_waiting = 100
+        dispatcher.handoff_room = real_room
+        dispatcher.hand_to(engine.worker)
 
 
 async def test_a_run_whose_event_settled_unclaimed_stops_counting_as_waiting(
