@@ -35,7 +35,7 @@ from prefect.client.schemas.objects import StateType
 
 from hookline.engine.deployment import WORK_POOL
 from hookline.engine.errors import PrefectUnavailable
-from hookline.engine.follow import PREFECT_ERRORS, Follower, read_runs
+from hookline.engine.follow import PREFECT_ERRORS, Follower, dispatched_pages, read_runs
 from hookline.flows.recipe_flow import PREVIEW_STATE
 from hookline.inbox import Inbox, InboxEntry, Sequenced
 from hookline.recipes import Event, RecipeSet, build_context
@@ -337,12 +337,8 @@ class Dispatcher:
         `max_waiting` more on top. Those another running dispatcher left waiting count too,
         until a worker claims them; what it creates later is its own to bound."""
         runs: set[str] = set()
-        after = 0
-        while entries := await self.inbox.dispatched(after_id=after, limit=self.follow_page):
-            after = entries[-1].id
+        async for entries in dispatched_pages(self.inbox, self.follow_page):
             runs.update(rid for e in entries for rid in e.flow_runs.values())
-            if len(entries) < self.follow_page:
-                break
         if runs:
             claimed = await self.inbox.run_claims(runs)
             self.waiting_runs.update(runs - claimed.keys())

@@ -30,7 +30,7 @@ The `Follower` belongs to a `Dispatcher` and reads its settings from it at each 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -109,6 +109,16 @@ class Owner(Protocol):
     def notify(self) -> None: ...
 
 
+async def dispatched_pages(inbox: Inbox, page: int) -> AsyncIterator[list[InboxEntry]]:
+    """The inbox's dispatched entries, oldest first, ``page`` at a time."""
+    after = 0
+    while entries := await inbox.dispatched(after_id=after, limit=page):
+        yield entries
+        if len(entries) < page:
+            return
+        after = entries[-1].id
+
+
 class Follower:
     """Follows the owner's dispatched events to done/failed; recovers and reconciles runs."""
 
@@ -130,15 +140,10 @@ class Follower:
         if recover:
             self._next_recover = now + o.recover_seconds
         finished = seen = 0
-        after = 0
         whole = True  # every dispatched entry counted: the owner's in_flight is exact
         live: set[str] = set()
         waiting = set(o.waiting_runs)  # only a dispatcher without an in-process worker has any
-        while True:
-            entries = await o.inbox.dispatched(after_id=after, limit=o.follow_page)
-            if not entries:
-                break
-            after = entries[-1].id
+        async for entries in dispatched_pages(o.inbox, o.follow_page):
             seen += len(entries)
             if waiting:
                 live.update(rid for e in entries for rid in e.flow_runs.values())
@@ -149,8 +154,6 @@ class Follower:
             except PREFECT_ERRORS as exc:
                 log.warning("cannot read flow run states: %s", exc)
                 whole = False
-                break
-            if len(entries) < o.follow_page:
                 break
         o.in_flight = seen - finished if whole else max(0, o.in_flight - finished)
         if whole:  # a run that ended unclaimed (cancelled while Scheduled) waits no more

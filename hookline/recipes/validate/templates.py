@@ -191,8 +191,6 @@ class TemplateChecker:
     def _check_text_for_typed_param(self, path: Path_, tree: nodes.Template) -> None:
         """``priority: "P{{ x }}"`` always renders text: an error for a parameter that does
         not take text."""
-        if len(path) != 4 or path[2] != "with" or not isinstance(path[3], str):
-            return
         ptype = self._param_type(path)
         if ptype is None or ptype.takes_text or ptype.adapter is None:
             return
@@ -215,8 +213,6 @@ class TemplateChecker:
         (``after: "{{ env.ESCALATE_AFTER | default('15m', true) }}"`` with
         ``ESCALATE_AFTER=15 minutes`` fails every outage's run at that step)."""
         if self.env_set is None or not scope.runs:
-            return
-        if len(path) != 4 or path[2] != "with" or not isinstance(path[3], str):
             return
         names = meta.find_undeclared_variables(tree)
         if not names or not names <= {"env", *JINJA_GLOBALS}:
@@ -241,6 +237,10 @@ class TemplateChecker:
             )
 
     def _param_type(self, path: Path_) -> ParamType | None:
+        """The type of the step parameter at ``path`` (``steps, i, with, name``); None
+        elsewhere, or when the action or its parameter is unknown."""
+        if len(path) != 4 or path[2] != "with" or not isinstance(path[3], str):
+            return None
         data = self.report.doc.data
         try:
             uses = data[path[0]][path[1]]["uses"]
@@ -379,4 +379,5 @@ def _unbrace(text: str) -> str:
 
 def _env_names(tree: nodes.Template) -> set[str]:
     """Every ``env.NAME`` the template reads."""
-    return {f"env.{name}" for node in tree.find_all(nodes.Getattr) if (name := env_name(node))}
+    reads = tree.find_all((nodes.Getattr, nodes.Getitem))
+    return {f"env.{name}" for node in reads if (name := env_name(node))}
