@@ -606,7 +606,7 @@ def measure(
             result["ratio_speed_adjusted"] = result["ratio"] * speed["hookline"] / speed["baseline"]
         paced_ids: list[str] = []
         if args.paced_events:
-            rate = args.paced * result["hookline_runs_per_s"]
+            rate = args.paced_rate or args.paced * result["hookline_runs_per_s"]
             paced_ids = [f"evt_paced_{tag}_{n:05d}" for n in range(args.paced_events)]
             before = sum(stack.statuses().values())
             meter = Meter(stack, fake_pid, probe)
@@ -853,6 +853,11 @@ def main() -> int:
         help="rounds of a burst and a baseline, ABBA order; the ratio is of the means",
     )
     ap.add_argument("--paced", type=float, default=0.8, help="fraction of Hookline's rate")
+    ap.add_argument(
+        "--paced-rate",
+        type=float,
+        help="events/s instead of --paced: two variants compared at the same load",
+    )
     ap.add_argument("--paced-events", type=int, help="default: --events // 2; 0: none")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--py-spy", type=Path, help="record the Hookline processes into DIR")
