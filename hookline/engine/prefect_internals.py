@@ -24,9 +24,8 @@ here, so the rest of Hookline sees typed, named operations:
     is) serves all the runs of the process; Suspend from the UI still stops a run at its next
     step. Everything falls back to Prefect's per-run behaviour outside a shared context.
 - **Cancel from the UI** (`cancellation_observer`): one `FlowRunCancellingObserver` per worker.
-- **The embedded server's SQLite transactions** (`immediate_sqlite_transactions` and
-  `polling_sqlite_busy_wait`, applied by `prefect_serve` in the server's process; see its
-  docstring for why).
+- **The embedded server's SQLite transactions** (`immediate_sqlite_transactions`, applied by
+  `prefect_serve` in the server's process; see its docstring for why).
 
 pyproject.toml pins the tested minor release, but an install that ignores the pin (another
 constraints file, a hand upgrade) must not fail later in the middle of a run: `check_prefect`
@@ -129,12 +128,6 @@ INTERNALS: tuple[Internal, ...] = (
         "AioSqliteConfiguration.begin_transaction",
         ("self", "session", "with_for_update"),
         "the embedded Prefect server's IMMEDIATE SQLite transactions",
-    ),
-    Internal(
-        "prefect.server.database.configurations",
-        "AioSqliteConfiguration.setup_sqlite",
-        ("self", "conn", "record"),
-        "the embedded Prefect server's SQLite connections poll for the write lock",
     ),
 )
 
@@ -363,46 +356,4 @@ def immediate_sqlite_transactions() -> bool:
 
     begin_transaction.__hookline_immediate__ = True  # type: ignore[attr-defined]
     config.begin_transaction = begin_transaction
-    return True
-
-
-def polling_sqlite_busy_wait() -> bool:
-    """Make each SQLite connection of Prefect's server try for a lock every millisecond, for
-    as long as its ``busy_timeout`` (`hookline.engine.sqlite_busy`); False if this Prefect has
-    no hook for its connections."""
-    from prefect.server.database import configurations
-
-    from hookline.engine import sqlite_busy
-
-    config = getattr(configurations, "AioSqliteConfiguration", None)
-    original = getattr(config, "setup_sqlite", None)
-    if config is None or original is None:
-        return False
-    if getattr(original, "__hookline_polling__", False):
-        return True
-
-    def setup_sqlite(self: Any, conn: Any, record: Any) -> None:
-        original(self, conn, record)
-        # SQLAlchemy's adapter -> aiosqlite.Connection -> sqlite3.Connection
-        raw = getattr(getattr(conn, "_connection", None), "_connection", None)
-        if raw is None:
-            return
-        cursor = conn.cursor()
-        try:
-            cursor.execute("PRAGMA busy_timeout")
-            (timeout_ms,) = cursor.fetchone()
-            cursor.execute("PRAGMA database_list")
-            files = {name: file for _seq, name, file in cursor.fetchall()}
-        finally:
-            cursor.close()
-        database = files.get("main")
-        if database and not sqlite_busy.install(raw, database, timeout=timeout_ms / 1000):
-            log.warning(
-                "cannot install Hookline's SQLite busy handler on %s; its connections wait "
-                "for the write lock with SQLite's own",
-                database,
-            )
-
-    setup_sqlite.__hookline_polling__ = True  # type: ignore[attr-defined]
-    config.setup_sqlite = setup_sqlite
     return True

@@ -24,15 +24,10 @@ import sys
 from typing import Any
 
 from hookline.engine.app import freeze_startup_heap
-from hookline.engine.prefect_internals import (
-    immediate_sqlite_transactions,
-    polling_sqlite_busy_wait,
-)
+from hookline.engine.prefect_internals import immediate_sqlite_transactions
 
 IMMEDIATE_ENV = "HOOKLINE_PREFECT_SQLITE_IMMEDIATE"
 """Set to 1 in the server's environment to apply `immediate_sqlite_transactions`."""
-BUSY_POLL_ENV = "HOOKLINE_PREFECT_SQLITE_BUSY_POLL"
-"""Set to 1 in the server's environment to apply `polling_sqlite_busy_wait`."""
 
 
 def main() -> None:
@@ -43,8 +38,6 @@ def main() -> None:
             "SQLite transactions stay DEFERRED",
             file=sys.stderr,
         )
-    if os.environ.get(BUSY_POLL_ENV) == "1":
-        polling_sqlite_busy_wait()
     freeze_once_started()
     from prefect.cli import app
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 
 from hookline.engine.errors import EngineError
-from hookline.engine.prefect_serve import BUSY_POLL_ENV, IMMEDIATE_ENV
+from hookline.engine.prefect_serve import IMMEDIATE_ENV
 
 EMBEDDED_PROFILE: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -62,8 +62,6 @@ EMBEDDED_PROFILE: dict[str, str] = {
     "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
     # ... including transactions that read before they write (see prefect_serve.py)
     IMMEDIATE_ENV: "1",
-    # ... polling the lock every millisecond, not SQLite's 100 ms (see sqlite_busy.py)
-    BUSY_POLL_ENV: "0",
 }
 
 
