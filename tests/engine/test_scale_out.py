@@ -2,13 +2,13 @@
 
 Prefect's server (`hookline prefect-server`) on a fresh PostgreSQL database, the inbox in a
 fresh schema of database `test`; two `hookline serve`, two `hookline dispatch` and workers,
-all real subprocesses. 150 signed service.status.changed events go to both receivers in turn
+all real subprocesses. 110 signed service.status.changed events go to both receivers in turn
 (plus duplicates, each to the receiver that did not store it); two recipes match each, so
-300 runs. Each recipe makes a slow call to a loopback sink, then its side effect (a POST
+220 runs. Each recipe makes a slow call to a loopback sink, then its side effect (a POST
 carrying Hookline's idempotency key).
 
 Dispatcher 0 is SIGKILLed mid-batch, holding claimed events. Every run is created before a
-worker starts, so 300 runs are in flight: more than Prefect answers in one query (200).
+worker starts, so 220 runs are in flight: more than Prefect answers in one query (200).
 Then two workers start, and worker 0 is SIGKILLed with runs in flight; a supervisor starts a
 new one. Every event must still end `done`, every (event, recipe) must have exactly one
 Completed run that the inbox points at, and every side effect must have happened exactly
@@ -51,7 +51,7 @@ from tests.stack import PG, pg, pg_available, prefect_on_postgres
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 SECRET = "whsec-scale-out-0123456789"
-EVENTS = 150  # 300 runs in flight: more than Prefect's 200 per query
+EVENTS = 110  # 220 runs in flight: more than Prefect's 200 per query
 RECIPES = ("relay-a", "relay-b")
 WORKER_LIMIT = 8
 WORKER_TIMEOUT = 8.0
@@ -360,7 +360,7 @@ def test_two_of_each_survive_load_and_sigkill(stack: ScaledOut) -> None:
     d0.proc.wait(10)
 
     # every event dispatched (dispatcher 1 takes over what 0 had claimed when its lease
-    # ends) before any worker starts: 300 runs in flight, past the 200 that one Prefect
+    # ends) before any worker starts: 220 runs in flight, past the 200 that one Prefect
     # query can return, so following must page
     deadline = time.monotonic() + 120
     while (in_flight := 2 * asyncio.run(dispatched_now(stack.inbox))) < 2 * EVENTS:

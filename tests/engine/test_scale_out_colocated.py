@@ -36,7 +36,7 @@ from tests.stack import PG, pg, pg_available, prefect_on_postgres
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 SECRET = "whsec-colocated-0123456789"
-EVENTS = 120
+EVENTS = 80
 LIMIT = 8
 TIMEOUT = 6.0  # --worker-timeout and --lease
 
