@@ -42,7 +42,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import State, StateType
 from prefect.exceptions import PrefectHTTPStatusError
 
 from hookline.inbox import Inbox, InboxEntry
@@ -165,13 +165,15 @@ class Follower:
                 log.warning("cannot read flow run states: %s", exc)
         return finished
 
-    async def follow_entries(self, entry_ids: set[int]) -> int:
+    async def follow_entries(self, ended: dict[int, dict[str, State]]) -> int:
         """Follow only these entries (their runs ended in this process), the way a cycle
-        would; return how many moved to done/failed."""
+        would, reading from Prefect only the runs whose final state is not given (entry id
+        -> run id -> state); return how many moved to done/failed."""
         o = self.owner
-        entries = [e for i in sorted(entry_ids) if (e := await o.inbox.get(i)) is not None]
+        entries = [e for i in sorted(ended) if (e := await o.inbox.get(i)) is not None]
+        known = {rid: state for runs in ended.values() for rid, state in runs.items()}
         try:
-            finished = await self._follow([e for e in entries if e.status == "dispatched"])
+            finished = await self._follow([e for e in entries if e.status == "dispatched"], known)
         except PREFECT_ERRORS as exc:  # the next cycle follows them
             log.warning("cannot read flow run states: %s", exc)
             return 0
@@ -280,11 +282,18 @@ class Follower:
                     )
         return changed
 
-    async def _follow(self, entries: list[InboxEntry]) -> int:
-        ids = sorted({UUID(rid) for e in entries for rid in e.flow_runs.values()})
-        if not ids:
+    async def _follow(
+        self, entries: list[InboxEntry], known: dict[str, State] | None = None
+    ) -> int:
+        known = known or {}
+        runs = {rid for e in entries for rid in e.flow_runs.values()}
+        ids = sorted(UUID(rid) for rid in runs - known.keys())
+        if not runs:
             return 0
-        states = {str(r.id): r.state for r in await read_runs(self.owner.client, ids, _FINAL)}
+        states = dict(known)
+        if ids:
+            read = await read_runs(self.owner.client, ids, _FINAL)
+            states.update((str(r.id), r.state) for r in read)
         finished = 0
         for entry in entries:
             ended = {name: states.get(rid) for name, rid in entry.flow_runs.items()}

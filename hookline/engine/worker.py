@@ -77,9 +77,10 @@ class Worker:
     """Where runs are claimed (see the module docstring); the worker of `hookline worker` and
     `hookline up` always has one. Without it, only Prefect's Pending transition guards."""
     on_finished: Any = None
-    """Called with each flow run once it ended: `hookline up` wakes its dispatcher, which
-    follows that run's event at once, so the next event of an `order_by` lane starts at once
-    instead of at the next follow cycle."""
+    """Called with each flow run once it ended, and the final state the engine got from
+    Prefect (None if the run crashed here): `hookline up` wakes its dispatcher, which follows
+    that run's event at once, so the next event of an `order_by` lane starts at once instead
+    of at the next follow cycle."""
     handoff_backlog: int = 32
     """Runs handed over directly (by an in-process dispatcher) that may wait here for a free
     slot instead of for the next poll; they are claimed only when a slot frees, so another
@@ -277,6 +278,7 @@ class Worker:
             await self._reopen_if_settled(flow_run)
             if self._cancels is not None:
                 self._cancels.add_in_flight_flow_run_id(flow_run.id)
+            final = None
             try:
                 final = await run_in_process(self._recipe_flow(), flow_run)
             except Exception:  # the engine already reported the crash to Prefect
@@ -288,7 +290,7 @@ class Worker:
                     self._cancels.remove_in_flight_flow_run_id(flow_run.id)
                 forget_cancel(str(flow_run.id))
                 if self.on_finished is not None:
-                    self.on_finished(flow_run)
+                    self.on_finished(flow_run, final)
             if final.is_completed():
                 self.stats.completed += 1
             else:

@@ -119,8 +119,8 @@ async def test_two_dispatchers_keep_every_lane_in_order_through_a_restart(
 
 
 def _both(a, b):  # type: ignore[no-untyped-def]
-    def call(run_id: object) -> None:
-        a(run_id)
-        b(run_id)
+    def call(flow_run: object, final: object = None) -> None:
+        a(flow_run, final)
+        b(flow_run, final)
 
     return call
