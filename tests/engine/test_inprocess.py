@@ -89,3 +89,15 @@ async def test_worker_builds_no_prefect_client_per_run(
 
     assert [e.status for e in entries] == ["done"] * 3
     assert built == []
+
+
+def test_the_embedded_task_run_recorder_writes_in_batches_a_second_apart() -> None:
+    """Prefect's default batch of 1 made every task-run event (three per step) a write
+    transaction of its own; the interval must be whole seconds: Prefect's recorder takes
+    int() of it, and 0 flushes in a busy loop (hookline/engine/prefect_server.py)."""
+    from hookline.engine.prefect_server import EMBEDDED_PROFILE
+
+    prefix = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_"
+    assert int(EMBEDDED_PROFILE[prefix + "BATCH_SIZE"]) > 1
+    interval = float(EMBEDDED_PROFILE[prefix + "FLUSH_INTERVAL"])
+    assert interval == int(interval) >= 1
