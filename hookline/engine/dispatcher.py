@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import State, StateType
 
 from hookline.engine.deployment import WORK_POOL
 from hookline.engine.errors import PrefectUnavailable
@@ -173,7 +173,7 @@ class Dispatcher:
     _next_full_log: float = 0.0
     _held: int = 0
     _next_follow: float = 0.0
-    _ended: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _ended: dict[int, dict[str, State]] = field(default_factory=dict)
     """Entries whose runs an in-process worker saw end, to follow at once (`notify_finished`),
     with the Completed states it saw: run id -> state."""
     _failures: int = 0

@@ -285,13 +285,12 @@ class Follower:
     async def _follow(
         self, entries: list[InboxEntry], known: dict[str, State] | None = None
     ) -> int:
-        known = known or {}
         runs = {rid for e in entries for rid in e.flow_runs.values()}
-        ids = sorted(UUID(rid) for rid in runs - known.keys())
         if not runs:
             return 0
-        states = dict(known)
-        if ids:
+        states = dict(known or {})
+        ids = sorted(UUID(rid) for rid in runs - states.keys())
+        if ids:  # only the runs whose final state this process did not see
             read = await read_runs(self.owner.client, ids, _FINAL)
             states.update((str(r.id), r.state) for r in read)
         finished = 0
